@@ -1,0 +1,95 @@
+"""Carry out a verdict: deliver / tag via the next hop, quarantine, reject or tempfail.
+
+Returns the SMTP reply for the client, and the promise holds here: 250 only after the next hop
+accepted the message or the quarantine committed it; our own failures answer 4xx.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from gateway import headers
+from gateway.config import Settings
+from gateway.model import Action, Direction, Mail, Verdict
+from gateway.quarantine import HeldItem, Store, StoreError
+from gateway.relay import NextHop, Reply
+
+log = logging.getLogger("gateway.actions")
+
+OUR_HEADERS = frozenset({"x-gateway-id", "x-gateway-verdict", "x-gateway-findings", "x-gateway-scanned"})
+TEMPFAIL_INTERNAL = "451 4.3.0 Temporary local problem, please try again later"
+
+# A finisher sees the message about to be relayed, after every modification, and returns it changed
+# (DKIM signing, ARC sealing). Finishers run in order.
+Finisher = Callable[[Mail, Verdict, bytes], Awaitable[bytes]]
+
+
+def findings_summary(verdict: Verdict) -> str:
+    """'kind (detail), ...': the same explanation the review page, the notice and the log use."""
+    return ", ".join(f"{f.kind} ({f.detail}{'; ' + f.part if f.part else ''})" for f in verdict.findings)
+
+
+def prepare(settings: Settings, mail: Mail, verdict: Verdict, extra_headers: list[tuple[str, str]] = ()) -> bytes:
+    """The relayed form of the message: look-alikes of our headers removed, ours added, subject tagged."""
+    add = [("X-Gateway-Id", mail.id), ("X-Gateway-Verdict", f"{verdict.action}; rule={verdict.rule}")]
+    add += list(extra_headers)
+    tagged = verdict.action is Action.TAG
+    if tagged and verdict.findings and (mail.direction is not Direction.OUTBOUND
+                                        or settings.relay.findings_header_outbound):
+        add.append(("X-Gateway-Findings", findings_summary(verdict)))
+    prefix = " ".join(verdict.tags) if tagged else ""
+    return headers.rewrite(mail.raw, remove=OUR_HEADERS, add=add, subject_prefix=prefix)
+
+
+class Actions:
+    def __init__(self, settings: Settings, store: Store, finishers: list[Finisher] | None = None,
+                 extra_headers: Callable[[Mail, Verdict], list[tuple[str, str]]] | None = None,
+                 on_held: Callable[[HeldItem, Verdict], Awaitable[None]] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.finishers = finishers or []
+        self.extra_headers = extra_headers
+        self.on_held = on_held
+
+    async def relayable(self, mail: Mail, verdict: Verdict) -> bytes:
+        extra = self.extra_headers(mail, verdict) if self.extra_headers else []
+        message = prepare(self.settings, mail, verdict, extra)
+        for finish in self.finishers:
+            message = await finish(mail, verdict, message)
+        return message
+
+    async def apply(self, mail: Mail, verdict: Verdict, hop: NextHop) -> str:
+        action = verdict.action
+        if action in (Action.DELIVER, Action.TAG):
+            reply = await hop.data(await self.relayable(mail, verdict))
+            return client_reply(reply, mail.id)
+        await hop.reset()
+        if action is Action.QUARANTINE:
+            return await self.hold(mail, verdict)
+        if action is Action.REJECT:
+            return f"550 5.7.1 {headers.safe_value(verdict.reply or 'Message refused by policy', 400)}"
+        return f"451 4.7.1 {headers.safe_value(verdict.reply or 'Message deferred by policy', 400)}"
+
+    async def hold(self, mail: Mail, verdict: Verdict) -> str:
+        item = HeldItem.from_mail(mail, verdict)
+        try:
+            await self.store.hold(item)
+        except StoreError:
+            log.exception("quarantine write failed for %s", mail.id)
+            return TEMPFAIL_INTERNAL
+        if self.on_held:
+            try:
+                await self.on_held(item, verdict)
+            except Exception:     # a notifier failure never loses, delays or blocks mail
+                log.exception("after-hold hook failed for %s", mail.id)
+        return f"250 2.0.0 Ok: queued as {mail.id}"
+
+
+def client_reply(reply: Reply, mail_id: str) -> str:
+    """What the client hears after the next hop answered DATA."""
+    if reply.ok:
+        return f"250 2.0.0 Ok: queued as {mail_id}"
+    if reply.permanent:
+        return f"{reply.code} {headers.safe_value(reply.message, 400)}"
+    return "451 4.4.0 Next hop deferred the message, please try again later"

@@ -1,0 +1,112 @@
+"""scan(mail) -> findings: every enabled detector, concurrently, each with a timeout.
+
+A detector that raises or times out yields `error.<detector>`: "could not check" is a result that
+the policy acts on, never a pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from gateway import mime
+from gateway.config import Settings
+from gateway.detectors import REGISTRY, Detector, OptionError
+from gateway.model import Direction, Envelope, Finding, Mail, Verdict
+from gateway.policy import Policy, PolicyError
+
+log = logging.getLogger("gateway.pipeline")
+
+
+def direction_of(settings: Settings, envelope: Envelope) -> Direction:
+    """outbound: any recipient outside; internal: local sender from an internal client to local
+    recipients; inbound: everything else (mail from outside, or claiming a local sender from outside)."""
+    if any(not settings.is_local(r) for r in envelope.rcpt_tos):
+        return Direction.OUTBOUND
+    if settings.is_internal_client(envelope.client_address) and settings.is_local(envelope.mail_from):
+        return Direction.INTERNAL
+    return Direction.INBOUND
+
+
+def new_id() -> str:
+    """A quarantine and log id that sorts by time: 12 hex digits of milliseconds, 8 random."""
+    return f"{int(time.time() * 1000):012x}{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Inspection:
+    mail: Mail
+    verdict: Verdict
+    timings: dict[str, float]          # stage or detector -> milliseconds
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, policy: Policy) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.limits = mime.Limits(
+            max_depth=settings.pipeline.max_depth, max_parts=settings.pipeline.max_parts,
+            max_header_bytes=settings.pipeline.max_header_bytes,
+            max_decoded_bytes=settings.pipeline.max_decoded_bytes)
+        self.detectors: list[Detector] = []
+        for name in policy.detectors:
+            try:
+                self.detectors.append(REGISTRY[name](settings, policy.detector_options.get(name, {})))
+            except OptionError as e:
+                where = policy.option_sources.get(name, policy.sources[0] if policy.sources else "policy")
+                raise PolicyError(f"{where}: {e}") from None
+
+    async def close(self) -> None:
+        for detector in self.detectors:
+            closer = getattr(detector, "close", None)
+            if closer:
+                await closer()
+
+    def mail(self, envelope: Envelope, raw: bytes, *, direction: Direction | None = None,
+             mail_id: str | None = None, received_at: float | None = None) -> Mail:
+        return Mail(id=mail_id or new_id(), envelope=envelope, raw=raw, parsed=mime.parse(raw, self.limits),
+                    direction=direction or direction_of(self.settings, envelope),
+                    received_at=received_at or time.time())
+
+    async def inspect(self, envelope: Envelope, raw: bytes, *, direction: Direction | None = None,
+                      mail_id: str | None = None, received_at: float | None = None) -> Inspection:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        mail = self.mail(envelope, raw, direction=direction, mail_id=mail_id, received_at=received_at)
+        timings["parse"] = _ms(start)
+        start = time.perf_counter()
+        findings = await self.scan(mail, timings)
+        timings["detectors"] = _ms(start)
+        start = time.perf_counter()
+        verdict = self.policy.decide(mail.direction, findings)
+        timings["policy"] = _ms(start)
+        return Inspection(mail, verdict, timings)
+
+    async def scan(self, mail: Mail, timings: dict[str, float] | None = None) -> list[Finding]:
+        results = await asyncio.gather(*(self._run(d, mail, timings) for d in self.detectors))
+        return [f for found in results for f in found]
+
+    async def _run(self, detector: Detector, mail: Mail, timings: dict[str, float] | None) -> list[Finding]:
+        start = time.perf_counter()
+        timeout = self.settings.pipeline.detector_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return list(await detector.check(mail))
+        except TimeoutError:
+            log.warning("detector %s timed out after %.0fs on %s", detector.name, timeout, mail.id)
+            return [Finding(kind=f"error.{detector.name}", detector=detector.name,
+                            detail=f"The {detector.name} check did not finish within {timeout:g} s")]
+        except Exception as e:
+            log.exception("detector %s failed on %s", detector.name, mail.id)
+            return [Finding(kind=f"error.{detector.name}", detector=detector.name,
+                            detail=f"The {detector.name} check failed ({type(e).__name__})")]
+        finally:
+            if timings is not None:
+                timings[f"detector.{detector.name}"] = _ms(start)
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)

@@ -1,0 +1,170 @@
+"""The SMTP front end (aiosmtpd): relay rules at RCPT, DATA -> pipeline -> action -> reply.
+
+The next-hop transaction opens at MAIL and each RCPT is passed through to it, so the client learns
+exactly which recipients the next hop refused. Any internal error answers 451, never 5xx, and
+never shows internal details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
+
+from gateway import logs
+from gateway.actions import TEMPFAIL_INTERNAL, Actions
+from gateway.config import Settings
+from gateway.model import Envelope
+from gateway.pipeline import Pipeline
+from gateway.relay import NextHop
+
+log = logging.getLogger("gateway.smtp")
+
+# aiosmtpd's own replies that lack enhanced status codes (RFC 3463).
+_REWRITES = {
+    "552 Error: Too much mail data": "552 5.3.4 Message too big for system",
+    "552 Error: message size exceeds fixed maximum message size": "552 5.3.4 Message too big for system",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)",
+}
+
+
+class GatewaySession(Session):
+    next_hop: NextHop | None = None
+
+
+class ConnectionLimiter:
+    """Total and per-client-address connection limits, shared by all sessions of one listener."""
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total, self.per_client = total, per_client
+        self.by_client: Counter[str] = Counter()
+
+    def admit(self, client: str) -> bool:
+        if sum(self.by_client.values()) >= self.total or self.by_client[client] >= self.per_client:
+            return False
+        self.by_client[client] += 1
+        return True
+
+    def release(self, client: str) -> None:
+        self.by_client[client] -= 1
+        if self.by_client[client] <= 0:
+            del self.by_client[client]
+
+    @property
+    def active(self) -> int:
+        return sum(self.by_client.values())
+
+
+class GatewaySMTP(SMTP):
+    """aiosmtpd's SMTP with connection limits, a DATA deadline and enhanced status codes."""
+
+    def __init__(self, handler: Handler, limiter: ConnectionLimiter, data_timeout: float, **kwargs) -> None:
+        super().__init__(handler, **kwargs)
+        self.limiter = limiter
+        self.data_timeout = data_timeout
+
+    def _create_session(self) -> Session:
+        return GatewaySession(self.loop)
+
+    async def push(self, status) -> None:
+        if isinstance(status, str):
+            status = _REWRITES.get(status, status)
+        await super().push(status)
+
+    async def _handle_client(self) -> None:
+        client = self.session.peer[0] if self.session and self.session.peer else ""
+        if not self.limiter.admit(client):
+            await self.push("421 4.7.0 Too many connections, please try again later")
+            self.transport.close()
+            return
+        try:
+            await super()._handle_client()
+        finally:
+            self.limiter.release(client)
+            hop = getattr(self.session, "next_hop", None)
+            if hop is not None:
+                await hop.close()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        try:
+            async with asyncio.timeout(self.data_timeout):
+                await super().smtp_DATA(arg)
+        except TimeoutError:
+            await self.push("421 4.4.2 DATA timeout, closing connection")
+            self.transport.close()
+
+
+class Handler:
+    def __init__(self, settings: Settings, pipeline: Pipeline, actions: Actions) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.actions = actions
+
+    async def handle_MAIL(self, server: SMTP, session: GatewaySession, envelope: SmtpEnvelope,
+                          address: str, mail_options: list[str]) -> str:
+        if self.settings.smtp.require_tls and not session.ssl:
+            return "530 5.7.0 Must issue a STARTTLS command first"
+        if session.next_hop is None:
+            session.next_hop = NextHop(self.settings.relay, self.settings.smtp.hostname or None)
+        eight_bit = "BODY=8BITMIME" in (o.upper() for o in mail_options)
+        reply = await session.next_hop.begin(address, eight_bit=eight_bit, smtp_utf8=envelope.smtp_utf8)
+        if not reply.ok:
+            return str(reply) if reply.permanent else "451 4.4.1 Next hop unavailable, please try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server: SMTP, session: GatewaySession, envelope: SmtpEnvelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        client = session.peer[0] if session.peer else ""
+        if not self.settings.is_internal_client(client) and not self.settings.is_local(address):
+            return "550 5.7.1 Relaying denied"
+        hop = session.next_hop
+        if hop is None or not hop.in_transaction:
+            return "451 4.4.1 Next hop unavailable, please try again later"
+        reply = await hop.rcpt(address)
+        if reply.ok:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+            return "250 2.1.5 Ok"
+        return str(reply)
+
+    async def handle_RSET(self, server: SMTP, session: GatewaySession, envelope: SmtpEnvelope) -> str:
+        if session.next_hop is not None:
+            await session.next_hop.reset()
+        return "250 2.0.0 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: GatewaySession, envelope: SmtpEnvelope) -> str:
+        started = time.perf_counter()
+        mail_envelope = Envelope(
+            mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos),
+            client_address=session.peer[0] if session.peer else "", helo=session.host_name or "",
+            smtp_utf8=envelope.smtp_utf8)
+        raw = envelope.original_content or b""
+        try:
+            inspection = await self.pipeline.inspect(mail_envelope, raw)
+            mail, verdict = inspection.mail, inspection.verdict
+            action_start = time.perf_counter()
+            reply = await self.actions.apply(mail, verdict, session.next_hop)
+        except Exception:
+            log.exception("internal error while handling a message from %s", mail_envelope.client_address)
+            if session.next_hop is not None:
+                await session.next_hop.close()
+            return TEMPFAIL_INTERNAL
+        timings = dict(inspection.timings)
+        timings["action"] = round((time.perf_counter() - action_start) * 1000, 3)
+        timings["total"] = round((time.perf_counter() - started) * 1000, 3)
+        logs.message(id=mail.id, client=mail_envelope.client_address, helo=mail_envelope.helo,
+                     direction=mail.direction.value, mail_from=mail_envelope.mail_from,
+                     rcpt_tos=list(mail_envelope.rcpt_tos), size=mail.size, verdict=verdict.action.value,
+                     rule=verdict.rule, kinds=list(verdict.kinds), monitored=list(verdict.monitored),
+                     reply=reply.split(" ", 1)[0], ms=timings)
+        return reply
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("SMTP session error: %r", error)
+        return TEMPFAIL_INTERNAL
