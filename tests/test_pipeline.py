@@ -1,0 +1,105 @@
+"""Pipeline: direction, concurrent detectors with timeouts, failures as error.<detector>, the log line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import ClassVar
+
+import pytest
+
+from gateway import config
+from gateway.detectors import REGISTRY
+from gateway.model import Direction, Envelope, Finding
+from gateway.pipeline import direction_of
+from tests.peers import make_message, send
+
+SETTINGS = config.from_dict({"domains": {"local": ["example.gov"]}, "networks": {"internal": ["10.0.0.0/8"]}})
+
+
+@pytest.mark.parametrize(("client", "sender", "rcpts", "expected"), [
+    ("10.1.2.3", "alice@example.gov", ["bob@example.org"], Direction.OUTBOUND),
+    ("10.1.2.3", "alice@example.gov", ["bob@example.gov", "x@example.org"], Direction.OUTBOUND),
+    ("10.1.2.3", "alice@example.gov", ["bob@example.gov"], Direction.INTERNAL),
+    ("10.1.2.3", "alice@sub.example.gov", ["bob@EXAMPLE.GOV"], Direction.INTERNAL),
+    ("192.0.2.7", "x@outside.test", ["bob@example.gov"], Direction.INBOUND),
+    ("192.0.2.7", "alice@example.gov", ["bob@example.gov"], Direction.INBOUND),   # claims a local sender
+    ("10.1.2.3", "", ["bob@example.gov"], Direction.INBOUND),                     # a bounce
+    ("192.0.2.7", "x@example.gov.evil.test", ["bob@example.gov"], Direction.INBOUND),
+])
+def test_direction(client, sender, rcpts, expected):
+    envelope = Envelope(mail_from=sender, rcpt_tos=tuple(rcpts), client_address=client)
+    assert direction_of(SETTINGS, envelope) is expected
+
+
+class Exploding:
+    name: ClassVar[str] = "exploding"
+    kinds: ClassVar[frozenset[str]] = frozenset({"test.boom"})
+
+    def __init__(self, settings, options) -> None:
+        pass
+
+    async def check(self, mail) -> list[Finding]:
+        raise ValueError("cannot read")
+
+
+class Hanging(Exploding):
+    name: ClassVar[str] = "hanging"
+
+    async def check(self, mail) -> list[Finding]:
+        await asyncio.sleep(3600)
+        return []
+
+
+@pytest.fixture
+def extra_detectors(monkeypatch, tmp_path):
+    monkeypatch.setitem(REGISTRY, "exploding", Exploding)
+    monkeypatch.setitem(REGISTRY, "hanging", Hanging)
+    site = tmp_path / "site.toml"
+    site.write_text('[detectors]\nenabled = ["mime", "size", "exploding", "hanging"]\n')
+    return site
+
+
+async def test_failing_and_hanging_detectors_are_never_a_pass(start_gateway, sink, extra_detectors):
+    gw = await start_gateway(policy={"site": str(extra_detectors)}, pipeline={"detector_timeout": 0.5})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    code, text, _ = await send(gw.port, "alice@example.gov", ["bob@example.org"], make_message())
+    assert loop.time() - started < 5          # detectors ran concurrently and the hang was cut off
+    assert code == 451 and "4.7.1" in text
+    assert sink.messages == [] and await gw.store.list() == []
+    inspection = await gw.gateway.pipeline.inspect(
+        Envelope("alice@example.gov", ("bob@example.org",), "127.0.0.1"), make_message())
+    kinds = {f.kind: f for f in inspection.verdict.findings}
+    assert set(kinds) == {"error.exploding", "error.hanging"}
+    assert "failed (ValueError)" in kinds["error.exploding"].detail
+    assert "did not finish within 0.5 s" in kinds["error.hanging"].detail
+    assert inspection.verdict.rule == "outbound/detector-error"
+
+
+async def test_one_structured_log_line_per_message(gw, sink, caplog):
+    caplog.set_level(logging.INFO, logger="gateway.message")
+    code, _, _ = await send(gw.port, "alice@example.gov", ["bob@example.org"], make_message())
+    assert code == 250
+    [record] = [r for r in caplog.records if r.name == "gateway.message"]
+    fields = record.fields
+    assert fields["direction"] == "outbound" and fields["verdict"] == "deliver"
+    assert fields["rule"] == "outbound/default" and fields["mail_from"] == "alice@example.gov"
+    assert fields["rcpt_tos"] == ["bob@example.org"] and fields["client"] == "127.0.0.1"
+    assert fields["reply"] == "250" and fields["size"] > 0
+    assert {"parse", "detectors", "policy", "action", "detector.mime", "detector.size"} <= set(fields["ms"])
+    [received] = sink.messages
+    assert fields["id"].encode() in received.data
+
+
+def test_json_log_format(capsys):
+    import io
+    import json
+
+    from gateway import logs
+    stream = io.StringIO()
+    logs.setup(config.LogSettings(json=True), stream)
+    logs.message(id="abc", verdict="deliver", kinds=["pii.ssn"])
+    entry = json.loads(stream.getvalue())
+    assert entry["id"] == "abc" and entry["kinds"] == ["pii.ssn"] and entry["logger"] == "gateway.message"
+    logging.getLogger().handlers.clear()
