@@ -38,7 +38,16 @@ class Gateway:
         pipeline = Pipeline(settings, policy)
         store = open_store(settings.quarantine.url)
         await store.open()
-        return cls(settings, store, pipeline, Actions(settings, store))
+        gateway = cls(settings, store, pipeline, Actions(settings, store))
+        recovered = await gateway.release_service().recover()
+        if recovered:
+            log.warning("interrupted releases back to held: %s", ", ".join(recovered))
+        return gateway
+
+    def release_service(self):
+        """Release/delete/note/legal hold for the CLI, the review app and the API (gateway/release.py)."""
+        from gateway.release import ReleaseService
+        return ReleaseService(self.settings, self.store, self.pipeline, self.actions)
 
     def tls_context(self) -> ssl.SSLContext | None:
         smtp = self.settings.smtp
