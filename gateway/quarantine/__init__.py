@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from gateway.model import Finding, Mail, Verdict
@@ -127,6 +129,41 @@ class Query:
     descending: bool = True
     offset: int = 0
     limit: int = 50
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, object], *, limit: int = 50) -> Query:
+        """Filters from query parameters or CLI options (strings); a bad value raises ValueError."""
+        def text(key: str) -> str | None:
+            value = params.get(key)
+            return str(value).strip()[:200] or None if value not in (None, "") else None
+
+        status = text("status")
+        if status and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        sort = text("sort") or "received"
+        if sort not in SORTS:
+            raise ValueError(f"sort must be one of {', '.join(SORTS)}")
+        order = text("order") or "desc"
+        if order not in ("asc", "desc"):
+            raise ValueError("order must be asc or desc")
+        return cls(status=status, direction=text("direction"), category=text("category"), rule=text("rule"),
+                   sender=text("sender"), recipient=text("recipient"), since=_when(text("since")),
+                   until=_when(text("until"), end=True), text=text("subject") or text("q"), sort=sort,
+                   descending=order == "desc", offset=max(0, int(text("offset") or 0)),
+                   limit=max(1, min(int(text("limit") or limit), 1000)))
+
+
+def _when(value: str | None, *, end: bool = False) -> float | None:
+    """'2026-11-29' or an ISO date-time (UTC unless it says otherwise) -> epoch seconds.
+    A bare date as the end of a range means the end of that day."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if end and len(value) == 10:
+        moment += timedelta(days=1)
+    return moment.timestamp()
 
 
 @dataclass(frozen=True)
