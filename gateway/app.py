@@ -99,6 +99,10 @@ class Gateway:
 async def run(settings: Settings) -> None:
     gateway = await Gateway.create(settings)
     await gateway.start_smtp()
+    review = None
+    if settings.review.enabled:          # the ITSD review app and API on [review] listen (gateway/review/)
+        from gateway.review.server import start as start_review
+        review = await start_review(gateway)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,4 +110,7 @@ async def run(settings: Settings) -> None:
     await stop.wait()
     log.info("stopping: draining sessions in flight")
     await gateway.drain()
+    if review is not None:
+        review[0].should_exit = True
+        await review[1]
     await gateway.close()

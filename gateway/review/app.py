@@ -106,9 +106,11 @@ async def user_of(request: Request) -> Auth | None:
     """The browser's user: the session cookie, or the trusted SSO header (which then gets a session)."""
     c = ctx(request)
     session = await c.auth.from_session(request)
-    proxied = await c.auth.from_proxy(request)
-    if proxied is None:
+    if not (c.auth.trusted_proxy(request) and request.headers.get(c.settings.review.trusted_header)):
         return session
+    proxied = await c.auth.from_proxy(request)       # the proxy vouches for this name, or for nobody
+    if proxied is None:
+        return None
     if session and session.user.name == proxied.name:
         return session
     value, csrf = c.auth.session_value(proxied.name)
