@@ -94,3 +94,52 @@ def login(client, name: str, password: str | None = None):
     return client.post("/login", data={"csrf": csrf_of(page.text), "name": name,
                                        "password": PASSWORDS.get(name, "") if password is None else password,
                                        "next": "/"})
+
+
+class ThreadedGateway:
+    """The whole gateway (SMTP front end and review app) on an event loop in a thread of its own,
+    so that synchronous clients (smtplib, the browser driver) can talk to it from the test."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        import threading
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.gateway = None
+        self.review = None
+
+    def _call(self, coro, timeout: float = 30.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> ThreadedGateway:
+        from gateway.app import Gateway
+        from gateway.review.server import start
+
+        async def go():
+            self.gateway = await Gateway.create(self.settings)
+            await self.gateway.start_smtp()
+            self.review = await start(self.gateway)
+        self.thread.start()
+        self._call(go())
+        return self
+
+    def stop(self) -> None:
+        async def go():
+            if self.review:
+                self.review[0].should_exit = True
+                await self.review[1]
+            if self.gateway:
+                await self.gateway.close()
+        try:
+            self._call(go())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+    @property
+    def smtp_port(self) -> int:
+        return config.split_host_port(self.settings.smtp.listen)[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.review.listen}"

@@ -212,6 +212,7 @@ async def queue(request: Request) -> Response:
         error, query = str(e), Query(status="held", limit=c.settings.review.page_size)
     result = await c.store.query(query)
     oldest = await c.store.oldest_held()
+    held_now = (await c.store.query(Query(status="held", limit=1))).total
 
     def link(**changes: object) -> str:
         merged = {**{k: v for k, v in request.query_params.items() if v}, **{k: str(v) for k, v in changes.items()}}
@@ -220,6 +221,7 @@ async def queue(request: Request) -> Response:
     sort_links = {key: link(sort=key, order="asc" if query.sort == key and query.descending else "desc", offset=0)
                   for key in SORTS}
     return page(request, "queue.html", auth, items=result.items, total=result.total, query=query, params=params,
+                held_now=held_now,
                 error=error, counts=await c.store.counts(), oldest=(time.time() - oldest) if oldest else None,
                 statuses=STATUSES, sort_links=sort_links, link=link,
                 prev=link(offset=max(0, query.offset - query.limit)) if query.offset else None,
