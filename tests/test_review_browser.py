@@ -62,6 +62,18 @@ def running(tmp_path):
     sink.stop()
 
 
+def click_and_wait(driver, element) -> None:
+    """Click, then wait until the browser has left the current page and loaded the next one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def shot(driver, name: str, tmp_path: Path) -> None:
     folder = Path(os.environ.get("REVIEW_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,17 +92,17 @@ def test_reviewer_releases_a_held_message_in_the_browser(running, browser, tmp_p
     assert "/login" in browser.current_url
     browser.find_element(By.ID, "name").send_keys("rita")
     browser.find_element(By.ID, "password").send_keys("rita-review-password")
-    browser.find_element(By.ID, "login").click()
+    click_and_wait(browser, browser.find_element(By.ID, "login"))
     assert browser.find_element(By.TAG_NAME, "h1").text == "Quarantine queue"
     assert "Quarterly figures for the partner" in browser.page_source
     shot(browser, "review-queue.png", tmp_path)
 
     subject_filter = browser.find_element(By.ID, "subject-filter")
     subject_filter.send_keys("quarterly")
-    browser.find_element(By.ID, "apply-filters").click()
+    click_and_wait(browser, browser.find_element(By.ID, "apply-filters"))
     rows = browser.find_elements(By.CSS_SELECTOR, "table.queue tbody tr")
     assert len(rows) == 1 and "Payroll" not in browser.page_source
-    browser.find_element(By.LINK_TEXT, "Quarterly figures for the partner").click()
+    click_and_wait(browser, browser.find_element(By.LINK_TEXT, "Quarterly figures for the partner"))
 
     assert browser.find_element(By.ID, "subject").text == "Quarterly figures for the partner"
     assert browser.find_element(By.ID, "rule").text == "outbound/malformed"
@@ -98,7 +110,7 @@ def test_reviewer_releases_a_held_message_in_the_browser(running, browser, tmp_p
     shot(browser, "review-message.png", tmp_path)
 
     browser.find_element(By.ID, "release-reason").send_keys("Checked with the sender: a truncated CSV, harmless")
-    browser.find_element(By.ID, "release").click()
+    click_and_wait(browser, browser.find_element(By.ID, "release"))
     assert "Released to bob@example.org" in browser.find_element(By.ID, "flash").text
     assert browser.find_element(By.ID, "status").text == "released"
 
