@@ -250,3 +250,31 @@ async def test_users_and_tokens(env):
     assert await store.revoke_token("t1") and not await store.revoke_token("t1")
     assert await store.user_for_token("h" * 64) is None
     assert await store.secret("review") == await store.secret("review")
+
+
+async def test_a_version_1_sqlite_store_is_migrated_and_backfilled(tmp_path):
+    """A quarantine written by the relay core (schema 1) opens with its items filterable by category."""
+    import sqlite3
+
+    from gateway.quarantine.schema import SQLITE
+    from gateway.quarantine.sql import _values
+
+    path = tmp_path / "v1.db"
+    item = held_item(kinds=("pii.ssn", "confidential.marking"))
+    with sqlite3.connect(path) as db:
+        for statement in SQLITE[0]:
+            db.execute(statement)
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version VALUES (1)")
+        db.execute("INSERT INTO held (id, received_at, direction, client_address, helo, mail_from, rcpt_tos, subject, "
+                   "size, sha256, rule, action, findings, status, legal_hold, extra, raw) "
+                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (*_values(item)[:16], item.raw))
+    store = await opened(f"sqlite:///{path}")
+    try:
+        assert (await store.query(Query(category="confidential"))).items[0].id == item.id
+        assert await store.counts() == {"confidential": 1, "pii": 1}
+        assert (await store.get(item.id)).raw == item.raw
+        async with store._tx() as conn:
+            assert [r[0] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+    finally:
+        await store.close()
