@@ -38,7 +38,16 @@ class Gateway:
         pipeline = Pipeline(settings, policy)
         store = open_store(settings.quarantine.url)
         await store.open()
-        return cls(settings, store, pipeline, Actions(settings, store))
+        gateway = cls(settings, store, pipeline, Actions(settings, store))
+        recovered = await gateway.release_service().recover()
+        if recovered:
+            log.warning("interrupted releases back to held: %s", ", ".join(recovered))
+        return gateway
+
+    def release_service(self):
+        """Release/delete/note/legal hold for the CLI, the review app and the API (gateway/release.py)."""
+        from gateway.release import ReleaseService
+        return ReleaseService(self.settings, self.store, self.pipeline, self.actions)
 
     def tls_context(self) -> ssl.SSLContext | None:
         smtp = self.settings.smtp
@@ -90,6 +99,10 @@ class Gateway:
 async def run(settings: Settings) -> None:
     gateway = await Gateway.create(settings)
     await gateway.start_smtp()
+    review = None
+    if settings.review.enabled:          # the ITSD review app and API on [review] listen (gateway/review/)
+        from gateway.review.server import start as start_review
+        review = await start_review(gateway)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -97,4 +110,7 @@ async def run(settings: Settings) -> None:
     await stop.wait()
     log.info("stopping: draining sessions in flight")
     await gateway.drain()
+    if review is not None:
+        review[0].should_exit = True
+        await review[1]
     await gateway.close()

@@ -51,9 +51,44 @@ def build_parser() -> argparse.ArgumentParser:
     qlist = command("list", cmd_quarantine_list, "list held messages", qsub)
     qlist.add_argument("--json", action="store_true", help="JSON Lines")
     qlist.add_argument("--status", default=None, help="only items with this status")
+    # issue 5: the same filters as the review queue and GET /api/held
+    for name in ("direction", "category", "rule", "sender", "recipient", "subject"):
+        qlist.add_argument(f"--{name}", default=None, help=f"only items whose {name} matches")
+    qlist.add_argument("--since", metavar="DATE", help="received on or after (ISO date or date-time, UTC)")
+    qlist.add_argument("--until", metavar="DATE", help="received before the end of this date")
+    qlist.add_argument("--sort", default="received", help="received|size|sender|subject|rule|status|direction")
+    qlist.add_argument("--order", default="desc", choices=["asc", "desc"])
+    qlist.add_argument("--limit", type=int, default=1000)
+    qlist.add_argument("--offset", type=int, default=0)
     qshow = command("show", cmd_quarantine_show, "show one held message", qsub)
     qshow.add_argument("id")
     qshow.add_argument("--json", action="store_true")
+    qrelease = command("release", cmd_quarantine_release, "re-scan and release a held message to the next hop", qsub)
+    qrelease.add_argument("id")
+    qrelease.add_argument("--by", required=True, metavar="NAME", help="who releases (recorded in the audit log)")
+    qrelease.add_argument("--reason", required=True, metavar="TEXT")
+    qrelease.add_argument("--rcpt", action="append", default=[], metavar="ADDR",
+                          help="release to this recipient only (repeatable; default: all not yet released)")
+    qdelete = command("delete", cmd_quarantine_delete, "delete a held message (it will not be delivered)", qsub)
+    qdelete.add_argument("id")
+    qdelete.add_argument("--by", required=True, metavar="NAME")
+    qdelete.add_argument("--reason", required=True, metavar="TEXT")
+    command("purge", cmd_quarantine_purge,
+            "remove raw content older than [quarantine] retention_days (not on legal hold)", qsub)
+
+    users = _common(sub.add_parser("users", help="review app accounts and API tokens"))
+    usub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    uadd = command("add", cmd_users_add, "add a user (password from the prompt or the first line of stdin)", usub)
+    uadd.add_argument("name")
+    uadd.add_argument("--role", required=True, choices=["reviewer", "admin"])
+    command("list", cmd_users_list, "list users and their tokens", usub)
+    utoken = command("token", cmd_users_token, "print a new API token for a user", usub)
+    utoken.add_argument("name")
+    urevoke = command("revoke", cmd_users_revoke, "revoke an API token (by its id) or all of a user's", usub)
+    urevoke.add_argument("token_id", nargs="?", help="the id shown by `users list` (gw_ID_...)")
+    urevoke.add_argument("--user", metavar="NAME", help="revoke every token of this user")
+
+    command("review", cmd_review, "serve the review web app and API alone on [review] listen")
 
     policy = _common(sub.add_parser("policy", help="the policy"))
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
@@ -176,8 +211,16 @@ def _with_store(settings: Settings, body: Callable) -> int:
 
 
 def cmd_quarantine_list(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.quarantine import Query
+
+    try:
+        query = Query.from_params(vars(args), limit=args.limit)
+    except ValueError as e:
+        print(f"gateway: {e}", file=sys.stderr)
+        return 2
+
     async def body(store) -> int:
-        for item in await store.list(status=args.status):
+        for item in (await store.query(query)).items:
             if args.json:
                 print(json.dumps(item.summary()))
             else:
@@ -194,7 +237,8 @@ def cmd_quarantine_show(args: argparse.Namespace, settings: Settings) -> int:
             print(f"gateway: no held message {args.id!r}", file=sys.stderr)
             return 1
         data = {**item.summary(), "client_address": item.client_address, "helo": item.helo, "sha256": item.sha256,
-                "findings": [f.as_dict() for f in item.findings]}
+                "findings": [f.as_dict() for f in item.findings], "notice": item.extra.get("notice", ""),
+                "error": item.error, "released_to": list(item.released_to), "decided_by": item.decided_by}
         if args.json:
             print(json.dumps(data))
         else:
@@ -202,6 +246,151 @@ def cmd_quarantine_show(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{key}: {value}")
         return 0
     return _with_store(settings, body)
+
+
+# --- issue 5: release, delete, purge, users, review ----------------------------------------------------
+
+def _with_gateway(settings: Settings, body: Callable) -> int:
+    """Run `body(gateway)` with the store, pipeline and actions of a gateway that does not listen."""
+    from gateway.app import Gateway
+    from gateway.quarantine import StoreError
+    from gateway.release import Refused
+
+    async def go() -> int:
+        gateway = await Gateway.create(settings)
+        try:
+            return await body(gateway)
+        except Refused as e:
+            print(f"gateway: {e}", file=sys.stderr)
+            return 1
+        except StoreError as e:
+            print(f"gateway: {e}", file=sys.stderr)
+            return 1
+        finally:
+            await gateway.close()
+
+    return asyncio.run(go())
+
+
+async def _cli_user(store, name: str):
+    """The operator at the shell already holds the database: a known user acts with their role, any
+    other name as an admin; the audit log records the name with `(cli)`."""
+    from gateway.quarantine import User
+
+    known = await store.get_user(name)
+    return User(f"{name} (cli)", known.role if known else "admin")
+
+
+def cmd_quarantine_release(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(gateway) -> int:
+        user = await _cli_user(gateway.store, args.by)
+        outcome = await gateway.release_service().release(args.id, user, args.reason, args.rcpt or None)
+        if outcome.rescan and outcome.rescan.changed:
+            print(f"re-scan: rule {outcome.rescan.rule}; new: {', '.join(outcome.rescan.added) or '-'}; "
+                  f"gone: {', '.join(outcome.rescan.removed) or '-'}")
+        print(f"{args.id}: {outcome.status}: {outcome.message}")
+        return 0 if outcome.status in ("released", "partly-released", "approved") else 1
+    return _with_gateway(settings, body)
+
+
+def cmd_quarantine_delete(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(gateway) -> int:
+        user = await _cli_user(gateway.store, args.by)
+        outcome = await gateway.release_service().delete(args.id, user, args.reason)
+        print(f"{args.id}: {outcome.message}")
+        return 0
+    return _with_gateway(settings, body)
+
+
+def cmd_quarantine_purge(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(gateway) -> int:
+        count = await gateway.release_service().purge("gateway purge (cli)")
+        print(f"purged the content of {count} message(s) older than {settings.quarantine.retention_days} days")
+        return 0
+    return _with_gateway(settings, body)
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        import getpass
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Again: "):
+            raise ValueError("the passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_users_add(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway import accounts
+    from gateway.quarantine import StoreError
+
+    try:
+        password = _read_password()
+    except ValueError as e:
+        print(f"gateway: {e}", file=sys.stderr)
+        return 1
+
+    async def body(store) -> int:
+        try:
+            await accounts.add_user(store, args.name, args.role, password)
+        except StoreError as e:
+            print(f"gateway: {e}", file=sys.stderr)
+            return 1
+        await store.audit("gateway users (cli)", "user-add", None, f"{args.name} as {args.role}")
+        print(f"added {args.name} ({args.role})")
+        return 0
+    return _with_store(settings, body)
+
+
+def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(store) -> int:
+        tokens = await store.tokens()
+        for user in await store.users():
+            print(f"{user.name}  {user.role}{'  (disabled)' if user.disabled else ''}")
+            for t in tokens:
+                if t.user_name == user.name:
+                    print(f"    token {t.id}{'  revoked' if t.revoked_at else ''}")
+        return 0
+    return _with_store(settings, body)
+
+
+def cmd_users_token(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway import accounts
+    from gateway.quarantine import StoreError
+
+    async def body(store) -> int:
+        try:
+            token = await accounts.new_token(store, args.name)
+        except StoreError as e:
+            print(f"gateway: {e}", file=sys.stderr)
+            return 1
+        await store.audit("gateway users (cli)", "token-add", None, f"for {args.name}",
+                          {"token_id": token.split("_")[1]})
+        print(token)
+        return 0
+    return _with_store(settings, body)
+
+
+def cmd_users_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.token_id and not args.user:
+        print("gateway: name a token id or --user NAME", file=sys.stderr)
+        return 2
+
+    async def body(store) -> int:
+        ids = [args.token_id.removeprefix("gw_").split("_")[0]] if args.token_id else \
+            [t.id for t in await store.tokens(args.user) if t.revoked_at is None]
+        revoked = [i for i in ids if await store.revoke_token(i)]
+        for token_id in revoked:
+            await store.audit("gateway users (cli)", "token-revoke", None, "", {"token_id": token_id})
+        print(f"revoked {len(revoked)} token(s)")
+        return 0 if revoked else 1
+    return _with_store(settings, body)
+
+
+def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.review.server import run_alone
+    asyncio.run(run_alone(settings))
+    return 0
 
 
 if __name__ == "__main__":

@@ -61,6 +61,22 @@ class NetworkSettings:
 class QuarantineSettings:
     url: str = "sqlite:///var/lib/gateway/quarantine.db"
     retention_days: int = 30
+    stuck_release_minutes: int = 10         # a `releasing` item older than this goes back to held (crash)
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """The ITSD review web app and its JSON API (docs/review.md)."""
+    enabled: bool = True                    # `gateway run` also serves the review app
+    listen: str = "127.0.0.1:8025"
+    secret_key: str = ""                    # cookie signing key; empty: a random key kept in the store
+    session_minutes: int = 480              # a session expires this long after login
+    secure_cookies: bool = False            # set the Secure flag (on when served over HTTPS)
+    login_attempts: int = 5                 # failed logins per client address and per name ...
+    login_window_seconds: int = 300         # ... within this window before logins are refused
+    trusted_header: str = ""                # e.g. "X-Remote-User" from an SSO reverse proxy; empty: off
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")   # who may set trusted_header
+    page_size: int = 50
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,7 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
     source: str = "<embedded defaults>"
 
     def is_local(self, address: str) -> bool:
@@ -200,7 +217,8 @@ def _validate(settings: Settings) -> None:
             ipaddress.ip_network(network, strict=False)
         except ValueError:
             raise ConfigError(f"{settings.source}: [networks] internal: {network!r} is not a CIDR") from None
-    addresses = (("[smtp] listen", settings.smtp.listen), ("[relay] next_hop", settings.relay.next_hop))
+    addresses = (("[smtp] listen", settings.smtp.listen), ("[relay] next_hop", settings.relay.next_hop),
+                 ("[review] listen", settings.review.listen))
     for key, value in addresses:
         try:
             split_host_port(value)

@@ -2,13 +2,21 @@
 
 One Store protocol, backends chosen by `[quarantine] url`. `hold` returns only once the item is
 durably committed: the SMTP client gets its 250 after that and not before.
+
+Release is a state machine on the item: held -> releasing (an atomic claim: only one caller wins)
+-> released, or back to held with the error when delivery failed. An item left in `releasing` by a
+crash goes back to held by `recover_stuck` (run at start-up and by purge). Deleted items keep their
+raw content until purge; purge removes raw content after the retention period, except on legal
+hold, and marks still-held items expired. The audit log only ever grows.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from gateway.model import Finding, Mail, Verdict
@@ -37,6 +45,35 @@ class HeldItem:
     legal_hold: bool = False
     raw: bytes | None = None         # None once purged, or when listed without content
     extra: dict = field(default_factory=dict)
+    error: str = ""                  # the last failed release attempt, for the reviewer
+    released_to: tuple[str, ...] = ()   # recipients a release has already reached
+    claimed_at: float | None = None
+    claimed_by: str = ""
+    decided_at: float | None = None  # released or deleted: when and by whom
+    decided_by: str = ""
+    purged_at: float | None = None
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f.category for f in self.findings))
+
+    @property
+    def approvals_required(self) -> int:
+        try:
+            return max(1, int(self.extra.get("approvals", 1)))
+        except (TypeError, ValueError):
+            return 1
+
+    @property
+    def release_role(self) -> str:
+        """The role a release needs: admin for anything with a virus, else what the rule says."""
+        if "virus" in self.categories or self.extra.get("release_role") == "admin":
+            return "admin"
+        return "reviewer"
+
+    @property
+    def pending_rcpts(self) -> tuple[str, ...]:
+        return tuple(r for r in self.rcpt_tos if r not in self.released_to)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -69,17 +106,144 @@ def findings_from_json(text: str) -> tuple[Finding, ...]:
     return tuple(Finding.from_dict(d) for d in json.loads(text or "[]"))
 
 
+STATUSES = ("held", "releasing", "released", "deleted", "expired")
+ROLES = ("reviewer", "admin")
+SORTS = {"received": "received_at", "size": "size", "sender": "mail_from", "subject": "subject",
+         "rule": "rule", "status": "status", "direction": "direction"}
+
+
+@dataclass(frozen=True)
+class Query:
+    """A filtered, sorted page of the quarantine. Text filters are case-insensitive substrings."""
+
+    status: str | None = None
+    direction: str | None = None
+    category: str | None = None
+    rule: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    since: float | None = None       # received_at >= since
+    until: float | None = None       # received_at < until
+    text: str | None = None          # in the subject
+    sort: str = "received"           # a key of SORTS
+    descending: bool = True
+    offset: int = 0
+    limit: int = 50
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, object], *, limit: int = 50) -> Query:
+        """Filters from query parameters or CLI options (strings); a bad value raises ValueError."""
+        def text(key: str) -> str | None:
+            value = params.get(key)
+            return str(value).strip()[:200] or None if value not in (None, "") else None
+
+        status = text("status")
+        if status and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        sort = text("sort") or "received"
+        if sort not in SORTS:
+            raise ValueError(f"sort must be one of {', '.join(SORTS)}")
+        order = text("order") or "desc"
+        if order not in ("asc", "desc"):
+            raise ValueError("order must be asc or desc")
+        return cls(status=status, direction=text("direction"), category=text("category"), rule=text("rule"),
+                   sender=text("sender"), recipient=text("recipient"), since=_when(text("since")),
+                   until=_when(text("until"), end=True), text=text("subject") or text("q"), sort=sort,
+                   descending=order == "desc", offset=max(0, int(text("offset") or 0)),
+                   limit=max(1, min(int(text("limit") or limit), 1000)))
+
+
+def _when(value: str | None, *, end: bool = False) -> float | None:
+    """'2026-11-29' or an ISO date-time (UTC unless it says otherwise) -> epoch seconds.
+    A bare date as the end of a range means the end of that day."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if end and len(value) == 10:
+        moment += timedelta(days=1)
+    return moment.timestamp()
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[HeldItem]
+    total: int
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str                        # reviewer | admin
+    password_hash: str = ""
+    created_at: float = 0.0
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class Token:
+    id: str
+    user_name: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: float
+    actor: str
+    action: str                      # view | download | release | release-failed | approve | delete | note | ...
+    held_id: str | None
+    reason: str
+    detail: dict
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def hold(self, item: HeldItem) -> None: ...
     async def get(self, item_id: str, *, with_raw: bool = True) -> HeldItem | None: ...
     async def list(self, *, status: str | None = None, limit: int = 1000) -> list[HeldItem]: ...
+    async def query(self, query: Query) -> Page: ...
+    async def counts(self, *, status: str | None = "held") -> dict[str, int]: ...
+    async def oldest_held(self) -> float | None: ...
+    async def stats(self, *, since: float) -> dict[str, object]: ...
+    # release state machine
+    async def claim(self, item_id: str, by: str) -> HeldItem | None: ...
+    async def finish_release(self, item_id: str, by: str, delivered_to: list[str]) -> HeldItem: ...
+    async def unclaim(self, item_id: str, error: str) -> None: ...
+    async def recover_stuck(self, older_than: float) -> list[str]: ...
+    async def delete(self, item_id: str, by: str) -> bool: ...
+    async def set_legal_hold(self, item_id: str, on: bool) -> bool: ...
+    async def update_extra(self, item_id: str, values: dict) -> None: ...
+    async def approve(self, item_id: str, reviewer: str, reason: str) -> list[str]: ...
+    async def approvals(self, item_id: str) -> list[tuple[str, float, str]]: ...
+    async def clear_approvals(self, item_id: str) -> None: ...
+    async def purge(self, before: float) -> int: ...
+    # audit, append-only
+    async def audit(self, actor: str, action: str, held_id: str | None = None, reason: str = "",
+                    detail: dict | None = None) -> None: ...
+    async def audit_log(self, *, held_id: str | None = None, limit: int = 200) -> list[AuditEntry]: ...
+    # accounts
+    async def add_user(self, name: str, role: str, password_hash: str) -> None: ...
+    async def set_password(self, name: str, password_hash: str) -> bool: ...
+    async def get_user(self, name: str) -> User | None: ...
+    async def users(self) -> list[User]: ...
+    async def add_token(self, token_id: str, user_name: str, token_hash: str) -> None: ...
+    async def user_for_token(self, token_hash: str) -> User | None: ...
+    async def tokens(self, user_name: str | None = None) -> list[Token]: ...
+    async def revoke_token(self, token_id: str) -> bool: ...
+    async def secret(self, key: str) -> str: ...
 
 
 def open_store(url: str) -> Store:
-    """`sqlite:///path` or `postgresql://...` -> an unopened Store."""
+    """`sqlite:///path` or `postgresql://user@host/db` -> an unopened Store."""
     if url.startswith("sqlite://"):
         from gateway.quarantine.sqlite import SqliteStore
         return SqliteStore(url.removeprefix("sqlite://"))
-    raise StoreError(f"unsupported quarantine url {url!r} (use sqlite:///path)")
+    if url.startswith(("postgresql://", "postgres://")):
+        from gateway.quarantine.postgres import PostgresStore
+        return PostgresStore(url)
+    raise StoreError(f"unsupported quarantine url {url!r} (use sqlite:///path or postgresql://user@host/db)")

@@ -1,0 +1,82 @@
+"""Versioned schema migrations for both backends.
+
+A migration is a list of statements applied in one transaction together with its row in
+`schema_version`; a store runs the ones it has not seen at open. Never edit a shipped migration:
+add the next one. The two dialects differ only in types, the sequence and the trigger syntax.
+"""
+
+from __future__ import annotations
+
+_HELD_V1 = """
+    CREATE TABLE held (
+        id TEXT PRIMARY KEY,
+        received_at {real} NOT NULL,
+        direction TEXT NOT NULL,
+        client_address TEXT NOT NULL,
+        helo TEXT NOT NULL,
+        mail_from TEXT NOT NULL,
+        rcpt_tos TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        action TEXT NOT NULL,
+        findings TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'held',
+        legal_hold INTEGER NOT NULL DEFAULT 0,
+        extra TEXT NOT NULL DEFAULT '{{}}',
+        raw {blob}
+    )"""
+
+
+def _v2(real: str, serial: str) -> list[str]:
+    return [
+        # release bookkeeping on the item itself
+        f"ALTER TABLE held ADD COLUMN claimed_at {real}",
+        "ALTER TABLE held ADD COLUMN claimed_by TEXT",
+        "ALTER TABLE held ADD COLUMN error TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE held ADD COLUMN released_to TEXT NOT NULL DEFAULT '[]'",
+        f"ALTER TABLE held ADD COLUMN decided_at {real}",
+        "ALTER TABLE held ADD COLUMN decided_by TEXT NOT NULL DEFAULT ''",
+        f"ALTER TABLE held ADD COLUMN purged_at {real}",
+        # one row per finding category, for the category filter and the counts
+        "CREATE TABLE held_category (held_id TEXT NOT NULL REFERENCES held(id), category TEXT NOT NULL, "
+        "PRIMARY KEY (held_id, category))",
+        "CREATE INDEX held_category_category ON held_category (category)",
+        "CREATE INDEX held_received ON held (received_at)",
+        "CREATE INDEX held_rule ON held (rule)",
+        # two-person release: one row per distinct approver
+        "CREATE TABLE approval (held_id TEXT NOT NULL REFERENCES held(id), reviewer TEXT NOT NULL, "
+        f"at {real} NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (held_id, reviewer))",
+        # the append-only audit log
+        f"CREATE TABLE audit (id {serial} PRIMARY KEY, at {real} NOT NULL, actor TEXT NOT NULL, "
+        "action TEXT NOT NULL, held_id TEXT, reason TEXT NOT NULL DEFAULT '', "
+        "detail TEXT NOT NULL DEFAULT '{}')",
+        "CREATE INDEX audit_held ON audit (held_id, at)",
+        "CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL, "
+        f"created_at {real} NOT NULL, disabled INTEGER NOT NULL DEFAULT 0)",
+        "CREATE TABLE tokens (id TEXT PRIMARY KEY, user_name TEXT NOT NULL REFERENCES users(name), "
+        f"token_hash TEXT NOT NULL UNIQUE, created_at {real} NOT NULL, revoked_at {real})",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ]
+
+
+SQLITE: list[list[str]] = [
+    [_HELD_V1.format(real="REAL", blob="BLOB"),
+     "CREATE INDEX held_status_received ON held (status, received_at)"],
+    [*_v2("REAL", "INTEGER"),
+     "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN "
+     "SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+     "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN "
+     "SELECT RAISE(ABORT, 'the audit log is append-only'); END"],
+]
+
+POSTGRES: list[list[str]] = [
+    [_HELD_V1.format(real="DOUBLE PRECISION", blob="BYTEA"),
+     "CREATE INDEX held_status_received ON held (status, received_at)"],
+    [*_v2("DOUBLE PRECISION", "BIGSERIAL"),
+     "CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+     "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
+     "CREATE TRIGGER audit_no_update_delete BEFORE UPDATE OR DELETE OR TRUNCATE ON audit "
+     "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()"],
+]

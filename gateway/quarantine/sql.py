@@ -1,0 +1,341 @@
+"""The Store in SQL, shared by the SQLite and PostgreSQL backends.
+
+A backend gives `_tx()`: an async context manager yielding a connection with `fetch(sql, *args)` and
+`execute(sql, *args)` inside one transaction. SQL is written once with `?` placeholders (the
+PostgreSQL backend numbers them); every value is a bound parameter, and the only text put into a
+statement is chosen from fixed tables here (column names, sort keys, filter clauses).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections import Counter, defaultdict
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from gateway.quarantine import (
+    SORTS,
+    AuditEntry,
+    HeldItem,
+    Page,
+    Query,
+    StoreError,
+    Token,
+    User,
+    findings_from_json,
+    findings_json,
+)
+
+COLUMNS = ("id, received_at, direction, client_address, helo, mail_from, rcpt_tos, subject, size, sha256, "
+           "rule, action, findings, status, legal_hold, extra, error, released_to, claimed_at, claimed_by, "
+           "decided_at, decided_by, purged_at")
+_N_COLUMNS = len(COLUMNS.split(","))
+
+
+class Conn(Protocol):
+    async def fetch(self, sql: str, *args: Any) -> list[Any]: ...
+    async def execute(self, sql: str, *args: Any) -> None: ...
+
+
+def like(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its wildcards escaped (used with ESCAPE '\\')."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def where(query: Query) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    simple = (("status = ?", query.status), ("direction = ?", query.direction), ("rule = ?", query.rule),
+              ("id IN (SELECT held_id FROM held_category WHERE category = ?)", query.category))
+    for clause, value in simple:
+        if value:
+            clauses.append(clause)
+            args.append(value)
+    for clause, value in (("LOWER(mail_from) LIKE ? ESCAPE '\\'", query.sender),
+                          ("LOWER(rcpt_tos) LIKE ? ESCAPE '\\'", query.recipient),
+                          ("LOWER(subject) LIKE ? ESCAPE '\\'", query.text)):
+        if value:
+            clauses.append(clause)
+            args.append(like(value))
+    if query.since is not None:
+        clauses.append("received_at >= ?")
+        args.append(float(query.since))
+    if query.until is not None:
+        clauses.append("received_at < ?")
+        args.append(float(query.until))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+class SqlStore:
+    """Everything but the connection: subclasses implement `_tx`, `open` and `close`."""
+
+    def _tx(self) -> AbstractAsyncContextManager[Conn]:
+        raise NotImplementedError
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        async with self._tx() as conn:
+            return await conn.fetch(sql, *args)
+
+    async def _backfill_categories(self, conn: Conn) -> None:
+        """Items held before the categories table existed get their rows (migration 2)."""
+        for held_id, findings in await conn.fetch(
+                "SELECT id, findings FROM held WHERE id NOT IN (SELECT held_id FROM held_category)"):
+            for category in dict.fromkeys(f.category for f in findings_from_json(findings)):
+                await conn.execute("INSERT INTO held_category (held_id, category) VALUES (?, ?)", held_id, category)
+
+    # --- held items ---------------------------------------------------------------------------------
+
+    async def hold(self, item: HeldItem) -> None:
+        try:
+            async with self._tx() as conn:
+                await conn.execute(
+                    f"INSERT INTO held ({COLUMNS}, raw) VALUES ({', '.join('?' * (_N_COLUMNS + 1))})",
+                    *_values(item), item.raw)
+                for category in item.categories:
+                    await conn.execute("INSERT INTO held_category (held_id, category) VALUES (?, ?)",
+                                       item.id, category)
+        except StoreError:
+            raise
+        except Exception as e:      # any driver error: the caller answers 451
+            raise StoreError(f"quarantine write failed: {e}") from e
+
+    async def get(self, item_id: str, *, with_raw: bool = True) -> HeldItem | None:
+        raw_col = ", raw" if with_raw else ""
+        rows = await self._fetch(f"SELECT {COLUMNS}{raw_col} FROM held WHERE id = ?", item_id)
+        return _item(rows[0], with_raw) if rows else None
+
+    async def list(self, *, status: str | None = None, limit: int = 1000) -> list[HeldItem]:
+        return (await self.query(Query(status=status, limit=limit))).items
+
+    async def query(self, query: Query) -> Page:
+        clause, args = where(query)
+        column = SORTS.get(query.sort, "received_at")
+        order = "DESC" if query.descending else "ASC"
+        limit = max(1, min(int(query.limit), 10000))
+        offset = max(0, int(query.offset))
+        async with self._tx() as conn:
+            total = (await conn.fetch(f"SELECT COUNT(*) FROM held{clause}", *args))[0][0]
+            rows = await conn.fetch(f"SELECT {COLUMNS} FROM held{clause} ORDER BY {column} {order}, id {order} "
+                                    f"LIMIT ? OFFSET ?", *args, limit, offset)
+        return Page([_item(r, False) for r in rows], int(total))
+
+    async def counts(self, *, status: str | None = "held") -> dict[str, int]:
+        if status:
+            rows = await self._fetch("SELECT c.category, COUNT(*) FROM held_category c JOIN held h ON h.id = c.held_id "
+                                     "WHERE h.status = ? GROUP BY c.category ORDER BY c.category", status)
+        else:
+            rows = await self._fetch("SELECT category, COUNT(*) FROM held_category GROUP BY category "
+                                     "ORDER BY category")
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def oldest_held(self) -> float | None:
+        rows = await self._fetch("SELECT MIN(received_at) FROM held WHERE status = 'held'")
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def stats(self, *, since: float) -> dict[str, object]:
+        """For the dashboard: held per category per day, top rules and senders, release rate per rule."""
+        async with self._tx() as conn:
+            per_day_rows = await conn.fetch(
+                "SELECT h.received_at, c.category FROM held h JOIN held_category c ON c.held_id = h.id "
+                "WHERE h.received_at >= ?", float(since))
+            rules = await conn.fetch("SELECT rule, status, COUNT(*) FROM held WHERE received_at >= ? "
+                                     "GROUP BY rule, status", float(since))
+            senders = await conn.fetch("SELECT mail_from, COUNT(*) AS n FROM held WHERE received_at >= ? "
+                                       "GROUP BY mail_from ORDER BY n DESC, mail_from LIMIT 10", float(since))
+        per_day: dict[str, Counter[str]] = defaultdict(Counter)
+        for received_at, category in per_day_rows:
+            per_day[time.strftime("%Y-%m-%d", time.gmtime(received_at))][category] += 1
+        by_rule: dict[str, Counter[str]] = defaultdict(Counter)
+        for rule, status, n in rules:
+            by_rule[rule][status] += int(n)
+        rule_rows = []
+        for rule, statuses in by_rule.items():
+            decided = statuses["released"] + statuses["deleted"]
+            rule_rows.append({"rule": rule, "total": sum(statuses.values()), "released": statuses["released"],
+                              "deleted": statuses["deleted"],
+                              "release_rate": statuses["released"] / decided if decided else None})
+        rule_rows.sort(key=lambda r: (-r["total"], r["rule"]))
+        return {"per_day": {d: dict(c) for d, c in sorted(per_day.items())}, "rules": rule_rows,
+                "senders": [(r[0], int(r[1])) for r in senders]}
+
+    # --- the release state machine -------------------------------------------------------------------
+
+    async def claim(self, item_id: str, by: str) -> HeldItem | None:
+        """held -> releasing, atomically: of concurrent callers (any process, any node) one wins."""
+        async with self._tx() as conn:
+            won = await conn.fetch("UPDATE held SET status = 'releasing', claimed_at = ?, claimed_by = ? "
+                                   "WHERE id = ? AND status = 'held' RETURNING id", time.time(), by, item_id)
+            if not won:
+                return None
+            rows = await conn.fetch(f"SELECT {COLUMNS}, raw FROM held WHERE id = ?", item_id)
+        return _item(rows[0], True)
+
+    async def finish_release(self, item_id: str, by: str, delivered_to: list[str]) -> HeldItem:
+        """releasing -> released when every recipient has it, else back to held for the rest."""
+        async with self._tx() as conn:
+            rows = await conn.fetch("SELECT rcpt_tos, released_to FROM held WHERE id = ? AND status = 'releasing'",
+                                    item_id)
+            if not rows:
+                raise StoreError(f"{item_id} is not being released")
+            rcpts, done = json.loads(rows[0][0]), json.loads(rows[0][1])
+            done = [*done, *(r for r in delivered_to if r not in done)]
+            status = "released" if all(r in done for r in rcpts) else "held"
+            await conn.execute("UPDATE held SET status = ?, released_to = ?, decided_at = ?, decided_by = ?, "
+                               "error = '', claimed_at = NULL, claimed_by = NULL WHERE id = ?",
+                               status, json.dumps(done), time.time(), by, item_id)
+            if status == "released":
+                await conn.execute("DELETE FROM approval WHERE held_id = ?", item_id)
+        item = await self.get(item_id, with_raw=False)
+        assert item
+        return item
+
+    async def unclaim(self, item_id: str, error: str) -> None:
+        """releasing -> held, with the error the reviewer will see."""
+        await self._fetch("UPDATE held SET status = 'held', error = ?, claimed_at = NULL, claimed_by = NULL "
+                          "WHERE id = ? AND status = 'releasing' RETURNING id", error[:2000], item_id)
+
+    async def recover_stuck(self, older_than: float) -> list[str]:
+        """Items a crashed release left in `releasing` since before `older_than` go back to held."""
+        rows = await self._fetch(
+            "UPDATE held SET status = 'held', error = ?, claimed_at = NULL, claimed_by = NULL "
+            "WHERE status = 'releasing' AND claimed_at < ? RETURNING id",
+            "An interrupted release was recovered; check the recipients before releasing again", float(older_than))
+        return sorted(r[0] for r in rows)
+
+    async def delete(self, item_id: str, by: str) -> bool:
+        rows = await self._fetch("UPDATE held SET status = 'deleted', decided_at = ?, decided_by = ? "
+                                 "WHERE id = ? AND status = 'held' RETURNING id", time.time(), by, item_id)
+        return bool(rows)
+
+    async def set_legal_hold(self, item_id: str, on: bool) -> bool:
+        rows = await self._fetch("UPDATE held SET legal_hold = ? WHERE id = ? RETURNING id", int(on), item_id)
+        return bool(rows)
+
+    async def update_extra(self, item_id: str, values: dict) -> None:
+        async with self._tx() as conn:
+            rows = await conn.fetch("SELECT extra FROM held WHERE id = ?", item_id)
+            if rows:
+                extra = {**json.loads(rows[0][0] or "{}"), **values}
+                await conn.execute("UPDATE held SET extra = ? WHERE id = ?", json.dumps(extra), item_id)
+
+    async def approve(self, item_id: str, reviewer: str, reason: str) -> list[str]:
+        """Record one reviewer's approval (once per reviewer); returns every approver so far."""
+        async with self._tx() as conn:
+            await conn.execute("INSERT INTO approval (held_id, reviewer, at, reason) VALUES (?, ?, ?, ?) "
+                               "ON CONFLICT (held_id, reviewer) DO NOTHING", item_id, reviewer, time.time(), reason)
+            rows = await conn.fetch("SELECT reviewer FROM approval WHERE held_id = ? ORDER BY at", item_id)
+        return [r[0] for r in rows]
+
+    async def approvals(self, item_id: str) -> list[tuple[str, float, str]]:
+        rows = await self._fetch("SELECT reviewer, at, reason FROM approval WHERE held_id = ? ORDER BY at", item_id)
+        return [(r[0], float(r[1]), r[2]) for r in rows]
+
+    async def clear_approvals(self, item_id: str) -> None:
+        await self._fetch("DELETE FROM approval WHERE held_id = ? RETURNING held_id", item_id)
+
+    async def purge(self, before: float) -> int:
+        """Remove the raw content of items received before `before`, except on legal hold."""
+        now = time.time()
+        rows = await self._fetch(
+            "UPDATE held SET raw = NULL, purged_at = ?, "
+            "status = CASE WHEN status = 'held' THEN 'expired' ELSE status END "
+            "WHERE received_at < ? AND legal_hold = 0 AND raw IS NOT NULL AND status <> 'releasing' RETURNING id",
+            now, float(before))
+        return len(rows)
+
+    # --- audit ---------------------------------------------------------------------------------------
+
+    async def audit(self, actor: str, action: str, held_id: str | None = None, reason: str = "",
+                    detail: dict | None = None) -> None:
+        await self._fetch("INSERT INTO audit (at, actor, action, held_id, reason, detail) VALUES (?, ?, ?, ?, ?, ?) "
+                          "RETURNING id", time.time(), actor[:200], action, held_id, reason[:4000],
+                          json.dumps(detail or {}))
+
+    async def audit_log(self, *, held_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
+        if held_id is None:
+            rows = await self._fetch("SELECT id, at, actor, action, held_id, reason, detail FROM audit "
+                                     "ORDER BY id DESC LIMIT ?", int(limit))
+        else:
+            rows = await self._fetch("SELECT id, at, actor, action, held_id, reason, detail FROM audit "
+                                     "WHERE held_id = ? ORDER BY id DESC LIMIT ?", held_id, int(limit))
+        return [AuditEntry(int(r[0]), float(r[1]), r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
+    # --- accounts ------------------------------------------------------------------------------------
+
+    async def add_user(self, name: str, role: str, password_hash: str) -> None:
+        try:
+            await self._fetch("INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) "
+                              "RETURNING name", name, role, password_hash, time.time())
+        except Exception as e:
+            raise StoreError(f"cannot add user {name!r}: {e}") from e
+
+    async def set_password(self, name: str, password_hash: str) -> bool:
+        rows = await self._fetch("UPDATE users SET password_hash = ? WHERE name = ? RETURNING name",
+                                 password_hash, name)
+        return bool(rows)
+
+    async def get_user(self, name: str) -> User | None:
+        rows = await self._fetch("SELECT name, role, password_hash, created_at, disabled FROM users WHERE name = ?",
+                                 name)
+        return _user(rows[0]) if rows else None
+
+    async def users(self) -> list[User]:
+        rows = await self._fetch("SELECT name, role, password_hash, created_at, disabled FROM users ORDER BY name")
+        return [_user(r) for r in rows]
+
+    async def add_token(self, token_id: str, user_name: str, token_hash: str) -> None:
+        await self._fetch("INSERT INTO tokens (id, user_name, token_hash, created_at) VALUES (?, ?, ?, ?) "
+                          "RETURNING id", token_id, user_name, token_hash, time.time())
+
+    async def user_for_token(self, token_hash: str) -> User | None:
+        rows = await self._fetch(
+            "SELECT u.name, u.role, u.password_hash, u.created_at, u.disabled FROM tokens t "
+            "JOIN users u ON u.name = t.user_name WHERE t.token_hash = ? AND t.revoked_at IS NULL", token_hash)
+        return _user(rows[0]) if rows else None
+
+    async def tokens(self, user_name: str | None = None) -> list[Token]:
+        if user_name is None:
+            rows = await self._fetch("SELECT id, user_name, created_at, revoked_at FROM tokens ORDER BY created_at")
+        else:
+            rows = await self._fetch("SELECT id, user_name, created_at, revoked_at FROM tokens WHERE user_name = ? "
+                                     "ORDER BY created_at", user_name)
+        return [Token(r[0], r[1], float(r[2]), None if r[3] is None else float(r[3])) for r in rows]
+
+    async def revoke_token(self, token_id: str) -> bool:
+        rows = await self._fetch("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL RETURNING id",
+                                 time.time(), token_id)
+        return bool(rows)
+
+    async def secret(self, key: str) -> str:
+        """A random secret shared by every node on this store (e.g. the review app's cookie key)."""
+        async with self._tx() as conn:
+            await conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                               key, secrets.token_urlsafe(48))
+            return (await conn.fetch("SELECT value FROM meta WHERE key = ?", key))[0][0]
+
+
+def _values(item: HeldItem) -> tuple:
+    return (item.id, float(item.received_at), item.direction, item.client_address, item.helo, item.mail_from,
+            json.dumps(list(item.rcpt_tos)), item.subject, item.size, item.sha256, item.rule, item.action,
+            findings_json(item.findings), item.status, int(item.legal_hold), json.dumps(item.extra), item.error,
+            json.dumps(list(item.released_to)), item.claimed_at, item.claimed_by or None, item.decided_at,
+            item.decided_by, item.purged_at)
+
+
+def _item(row: Any, with_raw: bool) -> HeldItem:
+    raw = row[_N_COLUMNS] if with_raw else None
+    return HeldItem(
+        id=row[0], received_at=float(row[1]), direction=row[2], client_address=row[3], helo=row[4],
+        mail_from=row[5], rcpt_tos=tuple(json.loads(row[6])), subject=row[7], size=int(row[8]), sha256=row[9],
+        rule=row[10], action=row[11], findings=findings_from_json(row[12]), status=row[13],
+        legal_hold=bool(row[14]), extra=json.loads(row[15] or "{}"), error=row[16] or "",
+        released_to=tuple(json.loads(row[17] or "[]")), claimed_at=row[18], claimed_by=row[19] or "",
+        decided_at=row[20], decided_by=row[21] or "", purged_at=row[22],
+        raw=bytes(raw) if raw is not None else None)
+
+
+def _user(row: Any) -> User:
+    return User(name=row[0], role=row[1], password_hash=row[2], created_at=float(row[3]), disabled=bool(row[4]))
