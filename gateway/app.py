@@ -97,16 +97,16 @@ class Gateway:
 
 
 async def run(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):       # first, so a SIGTERM during start-up still drains
+        loop.add_signal_handler(sig, stop.set)
     gateway = await Gateway.create(settings)
     await gateway.start_smtp()
     review = None
     if settings.review.enabled:          # the ITSD review app and API on [review] listen (gateway/review/)
         from gateway.review.server import start as start_review
         review = await start_review(gateway)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: draining sessions in flight")
     await gateway.drain()

@@ -17,7 +17,8 @@ async def start_process(tmp_path: Path, sink_port: int) -> tuple[asyncio.subproc
     port = free_port()
     cfg = tmp_path / "gateway.toml"
     cfg.write_text(f'[smtp]\nlisten = "127.0.0.1:{port}"\n[relay]\nnext_hop = "127.0.0.1:{sink_port}"\n'
-                   f'[quarantine]\nurl = "sqlite:///{tmp_path / "q.db"}"\n')
+                   f'[quarantine]\nurl = "sqlite:///{tmp_path / "q.db"}"\n'
+                   f'[review]\nlisten = "127.0.0.1:{free_port()}"\n')
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg),
                                                 cwd=ROOT, stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.PIPE)
