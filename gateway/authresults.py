@@ -18,8 +18,9 @@ from gateway.config import Settings
 from gateway.model import Mail, Verdict
 
 NOTE = "auth"
+MAX_VALUE = 1900                                             # under headers.safe_value's limit: never truncated there
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~@]+")   # RFC 2045 token chars, plus '@' (RFC 8601 pvalue)
-_COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
 
 
 def authserv_id(settings: Settings) -> str:
@@ -61,12 +62,21 @@ class AuthResults:
         if not self.dmarc:
             items.append("dmarc=none")
         items.append(f"arc={self.arc}")
-        return f"{authserv}; " + "; ".join(items)
+        value = f"{authserv}; " + "; ".join(items)
+        while len(value) > MAX_VALUE and len(items) > 4:       # keep the header one plain field: drop DKIM detail
+            items.pop(len(self.dkim) - 1 if len(self.dkim) > 1 else 0)
+            value = f"{authserv}; " + "; ".join(items)
+        return value[:MAX_VALUE]
+
+
+def _ascii(text: str, limit: int) -> str:
+    """Printable ASCII of at most `limit` characters: what the header may carry unencoded."""
+    return _UNSAFE.sub("?", text)[:limit].strip()
 
 
 def _v(value: str) -> str:
     """A pvalue: a token as it is, anything else quoted (attacker-controlled domains and selectors)."""
-    value = headers.safe_value(value, 100)
+    value = _ascii(value, 100)
     if value and _TOKEN.fullmatch(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -75,15 +85,33 @@ def _v(value: str) -> str:
 def _reason(reason: str) -> str:
     if not reason:
         return ""
-    text = re.sub(r"[()\\]", " ", headers.safe_value(reason, 80))
+    text = re.sub(r"[()\\]", " ", _ascii(reason, 60))
     return f" ({text})"
+
+
+def _strip_comments(text: str) -> str:
+    """RFC 5322 comments (nested, with quoted pairs) replaced by spaces."""
+    out, depth, escaped = [], 0, False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and depth:
+            escaped = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+            out.append(" ")
+        elif not depth:
+            out.append(ch)
+    return "".join(out)
 
 
 def claimed_authserv_id(field: bytes) -> str:
     """The authserv-id an Authentication-Results field claims (lower case), '' when unreadable."""
     _, _, value = field.partition(b":")
     text = value.decode("utf-8", "replace").replace("\r", " ").replace("\n", " ")
-    text = _COMMENT.sub(" ", text).strip()
+    text = _strip_comments(text[:2000]).strip()
     return re.split(r"[\s;]", text, maxsplit=1)[0].lower() if text else ""
 
 
