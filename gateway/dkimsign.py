@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from gateway.authresults import authserv_id
 from gateway.config import ConfigError, DkimKey, Settings
 from gateway.model import Action, Direction, Mail, Verdict
 
+log = logging.getLogger("gateway.dkim")
 MIN_RSA_BITS = 2048
 # Headers we sign; each listed twice where it exists, so nobody can add a second one unnoticed.
 SIGN_HEADERS = ("from", "to", "cc", "subject", "date", "message-id", "reply-to", "in-reply-to", "references",
@@ -150,8 +152,12 @@ def sealer(settings: Settings, key: SigningKey) -> Finisher:
             return message
 
         def seal() -> bytes:
-            fields = dkim.arc_sign(message, key.selector.encode(), key.domain.encode(), key.private, srv_id,
-                                   linesep=b"\r\n")
+            try:
+                fields = dkim.arc_sign(message, key.selector.encode(), key.domain.encode(), key.private, srv_id,
+                                       linesep=b"\r\n")
+            except Exception:      # hostile ARC headers (e.g. instance limits): relay unsealed, never fail the mail
+                log.warning("ARC sealing failed for %s; relayed without a seal", mail.id, exc_info=True)
+                return message
             return b"".join(fields) + message
 
         return await asyncio.to_thread(seal)

@@ -1,7 +1,7 @@
 """auth: DKIM, SPF, DMARC and ARC for inbound mail (policy: department e-mail integrity).
 
 Runs only on inbound mail. DKIM (dkimpy: every signature, up to `[auth] max_signatures`), ARC
-(dkimpy) and SPF (pyspf) run in a worker thread, since hashing and RSA are CPU work; their DNS
+(dkimpy) and SPF (pyspf) run in the detector's bounded thread pool (hashing and RSA are CPU work); their DNS
 look-ups go through the configured asynchronous resolver on the event loop (gateway.dns).
 DMARC (gateway.dmarc) then combines the results with the From domains.
 
@@ -22,6 +22,7 @@ import asyncio
 import contextvars
 import email.utils
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from gateway import dmarc
@@ -33,6 +34,7 @@ from gateway.model import Direction, Finding, Mail
 
 DEFAULTS: dict[str, Any] = {"min_key_bits": 1024}
 MAX_FROM = 5
+THREADS = 8          # concurrent checks in worker threads (two per message: signatures, SPF)
 _bridge: contextvars.ContextVar[ThreadBridge | None] = contextvars.ContextVar("spf_dns", default=None)
 
 
@@ -143,6 +145,11 @@ class Auth:
         self.resolver: Resolver = make_resolver(settings.auth.resolver, self.timeout)
         dmarc.org_domain("example.gov")           # parse the suffix list now, not on the first message
         _install_spf_lookup()
+        # Our own bounded pool: checks waiting on slow DNS must not starve other detectors' threads.
+        self.executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="auth")
+
+    async def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def check(self, mail: Mail) -> list[Finding]:
         if mail.direction is not Direction.INBOUND:
@@ -151,10 +158,16 @@ class Auth:
         bridge = ThreadBridge(self.resolver, asyncio.get_running_loop(), self.timeout)
         spf_identity = "mailfrom" if env.mail_from else "helo"
         spf_domain = (env.mail_from.rpartition("@")[2] if env.mail_from else env.helo).lower().rstrip(".")
-        dkim_results, arc, spf_result = await asyncio.gather(
-            asyncio.to_thread(verify_dkim, mail.raw, bridge, self.max_signatures, self.min_key_bits),
-            asyncio.to_thread(verify_arc, mail.raw, bridge),
-            asyncio.to_thread(check_spf, env.client_address, env.mail_from, env.helo, bridge))
+        loop = asyncio.get_running_loop()
+
+        def signatures() -> tuple[list[DkimResult], str]:
+            return verify_dkim(mail.raw, bridge, self.max_signatures, self.min_key_bits), verify_arc(mail.raw, bridge)
+
+        spf_context = contextvars.copy_context()
+        (dkim_results, arc), spf_result = await asyncio.gather(
+            loop.run_in_executor(self.executor, signatures),
+            loop.run_in_executor(self.executor, spf_context.run, check_spf, env.client_address, env.mail_from,
+                                 env.helo, bridge))
 
         async def txt(name: str) -> list[bytes]:
             return [r for r in await self.resolver.query(name, "TXT") if isinstance(r, bytes)]
