@@ -7,6 +7,7 @@ pyspf, the quarantine and the sink are real.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from email import message_from_bytes
 
@@ -223,3 +224,64 @@ def test_authentication_results_stay_one_plain_parseable_field_for_hostile_input
     assert len(value) <= 1900 and value.isascii() and "\n" not in value
     parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + value)
     assert parsed.authserv_id == "gateway.test" and parsed.results[0].method == "dkim"
+
+
+class _Nameserver(asyncio.DatagramProtocol):
+    """A tiny authoritative UDP nameserver on loopback (dnspython's wire format): the zone is a dict."""
+
+    def __init__(self, zone: dict[tuple[str, str], list[str]]) -> None:
+        self.zone = zone
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        import dns.message
+        import dns.rcode
+        import dns.rrset
+
+        query = dns.message.from_wire(data)
+        response = dns.message.make_response(query)
+        question = query.question[0]
+        name = question.name.to_text(omit_final_dot=True).lower()
+        rdtype = dns.rdatatype.to_text(question.rdtype)
+        values = self.zone.get((name, rdtype))
+        if values:
+            response.answer.append(dns.rrset.from_text(question.name, 60, "IN", rdtype, *values))
+        elif not any(n == name for n, _ in self.zone):
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        self.transport.sendto(response.to_wire(), addr)
+
+
+async def test_configured_nameserver_answers_through_dnspython(tmp_path, sink):
+    """The real resolver path: [auth] resolver = a nameserver address, dnspython's asyncio resolver."""
+    from gateway.app import Gateway
+    from tests.conftest import make_settings
+    from tests.peers import free_port
+
+    port = free_port()
+    zone = {("example.gov", "TXT"): ['"v=spf1 ip4:127.0.0.2 -all"']}
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: _Nameserver(zone), local_addr=("127.0.0.1", port))
+    settings = make_settings(tmp_path, sink.port, auth={"resolver": f"127.0.0.1:{port}", "dns_timeout": 2.0})
+    gateway = await Gateway.create(settings)
+    await gateway.start_smtp()
+    try:
+        gw_port = int(settings.smtp.listen.rpartition(":")[2])
+        message = make_message(sender="notices@example.gov", to="staff@example.gov")
+        code, _, _ = await send(gw_port, "notices@example.gov", ["staff@example.gov"], message, source=OUTSIDE)
+        assert code == 250
+        [got] = await sink.wait_for(1)
+    finally:
+        await gateway.close()
+        transport.close()
+    assert "spf=pass smtp.mailfrom=example.gov" in auth_results(got.data)[0]
+
+
+def test_resolver_setting_is_system_or_a_nameserver_address():
+    from gateway import config
+
+    for good in ("system", "192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53", "2001:db8::53"):
+        config.from_dict({"auth": {"resolver": good}})
+    with pytest.raises(config.ConfigError, match=r"\[auth\] resolver: 'ns1.example' is neither"):
+        config.from_dict({"auth": {"resolver": "ns1.example"}})
