@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from gateway import headers
+from gateway import authresults, headers
 from gateway.config import Settings
 from gateway.model import Action, Direction, Mail, Verdict
 from gateway.quarantine import HeldItem, Store, StoreError
@@ -30,8 +30,11 @@ def findings_summary(verdict: Verdict) -> str:
     return ", ".join(f"{f.kind} ({f.detail}{'; ' + f.part if f.part else ''})" for f in verdict.findings)
 
 
-def prepare(settings: Settings, mail: Mail, verdict: Verdict, extra_headers: list[tuple[str, str]] = ()) -> bytes:
-    """The relayed form of the message: look-alikes of our headers removed, ours added, subject tagged."""
+def prepare(settings: Settings, mail: Mail, verdict: Verdict, extra_headers: list[tuple[str, str]] = (),
+            authserv_id: str = "") -> bytes:
+    """The relayed form of the message: look-alikes of our headers removed, ours added, subject tagged.
+
+    With `authserv_id`, arriving Authentication-Results headers that claim it are removed too."""
     add = [("X-Gateway-Id", mail.id), ("X-Gateway-Verdict", f"{verdict.action}; rule={verdict.rule}")]
     add += list(extra_headers)
     tagged = verdict.action is Action.TAG
@@ -39,7 +42,8 @@ def prepare(settings: Settings, mail: Mail, verdict: Verdict, extra_headers: lis
                                         or settings.relay.findings_header_outbound):
         add.append(("X-Gateway-Findings", findings_summary(verdict)))
     prefix = " ".join(verdict.tags) if tagged else ""
-    return headers.rewrite(mail.raw, remove=OUR_HEADERS, add=add, subject_prefix=prefix)
+    raw = authresults.remove_claimed(mail.raw, authserv_id) if authserv_id else mail.raw
+    return headers.rewrite(raw, remove=OUR_HEADERS, add=add, subject_prefix=prefix)
 
 
 class Actions:
@@ -51,10 +55,11 @@ class Actions:
         self.finishers = finishers or []
         self.extra_headers = extra_headers
         self.on_held = on_held
+        self.authserv_id = authresults.authserv_id(settings)    # its forged Authentication-Results go
 
     async def relayable(self, mail: Mail, verdict: Verdict) -> bytes:
         extra = self.extra_headers(mail, verdict) if self.extra_headers else []
-        message = prepare(self.settings, mail, verdict, extra)
+        message = prepare(self.settings, mail, verdict, extra, self.authserv_id)
         for finish in self.finishers:
             message = await finish(mail, verdict, message)
         return message

@@ -13,6 +13,7 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 
+from gateway import authresults, dkimsign
 from gateway import policy as policy_module
 from gateway.actions import Actions
 from gateway.config import Settings, split_host_port
@@ -36,9 +37,11 @@ class Gateway:
     async def create(cls, settings: Settings) -> Gateway:
         policy = policy_module.load(settings)
         pipeline = Pipeline(settings, policy)
+        finishers = dkimsign.finishers(settings)      # reads the DKIM/ARC keys: a bad one stops start-up here
         store = open_store(settings.quarantine.url)
         await store.open()
-        gateway = cls(settings, store, pipeline, Actions(settings, store))
+        actions = Actions(settings, store, finishers=finishers, extra_headers=authresults.extra_headers(settings))
+        gateway = cls(settings, store, pipeline, actions)
         recovered = await gateway.release_service().recover()
         if recovered:
             log.warning("interrupted releases back to held: %s", ", ".join(recovered))

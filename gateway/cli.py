@@ -93,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     policy = _common(sub.add_parser("policy", help="the policy"))
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     command("lint", cmd_policy_lint, "validate the policy files and detector options", psub)
+
+    dkim = _common(sub.add_parser("dkim", help="DKIM keys"))
+    dsub = dkim.add_subparsers(dest="dkim_command", required=True, metavar="ACTION")
+    keygen = command("keygen", cmd_dkim_keygen,
+                     "write DIR/SELECTOR.key and print the TXT record for SELECTOR._domainkey.DOMAIN", dsub)
+    keygen.add_argument("domain", metavar="DOMAIN")
+    keygen.add_argument("selector", metavar="SELECTOR")
+    keygen.add_argument("--out", metavar="DIR", required=True, help="directory for SELECTOR.key")
+    keygen.add_argument("--type", choices=["rsa", "ed25519"], default="rsa", help="key type (default rsa, 2048 bits)")
     return parser
 
 
@@ -127,6 +136,39 @@ def cmd_policy_lint(args: argparse.Namespace, settings: Settings) -> int:
     Pipeline(settings, loaded)          # builds every detector, validating its options
     rules = sum(len(r) for r in loaded.rules.values())
     print(f"policy ok: {', '.join(loaded.sources)}: {rules} rules, detectors: {', '.join(loaded.detectors)}")
+    return 0
+
+
+def cmd_dkim_keygen(args: argparse.Namespace, settings: Settings) -> int:
+    """A new DKIM key: DIR/SELECTOR.key (PEM, mode 0600, never overwritten); the TXT value on stdout."""
+    import os
+    import re
+
+    from gateway.dkimsign import keygen
+
+    label = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+    if not all(label.fullmatch(p) for p in args.selector.split(".")):
+        print(f"gateway: {args.selector!r} is not a valid selector", file=sys.stderr)
+        return 2
+    if not all(label.fullmatch(p) for p in args.domain.rstrip(".").split(".")):
+        print(f"gateway: {args.domain!r} is not a valid domain", file=sys.stderr)
+        return 2
+    path = Path(args.out) / f"{args.selector}.key"
+    pem, record = keygen(args.type)
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        print(f"gateway: {path} exists; choose a new selector to rotate keys", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"gateway: {path}: {e.strerror}", file=sys.stderr)
+        return 1
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    print(f"gateway: wrote {path}; publish this TXT record at {args.selector}._domainkey.{args.domain.rstrip('.')}:",
+          file=sys.stderr)
+    print(record)
     return 0
 
 

@@ -101,6 +101,27 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    authserv_id: str = ""                   # our RFC 8601 authserv-id; default: [smtp] hostname, else the FQDN
+    resolver: str = "system"                # "system" (resolv.conf) or a nameserver: "192.0.2.53[:53]"
+    dns_timeout: float = 5.0                # per DNS query
+    max_signatures: int = 5                 # DKIM signatures verified per message; more are ignored
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    domain: str = ""                        # d=
+    selector: str = ""                      # s=; the key is published at SELECTOR._domainkey.DOMAIN
+    key_file: str = ""                      # PEM private key: RSA (2048 bits or more) or Ed25519
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    sign: tuple[DkimKey, ...] = ()          # [[dkim.sign]] tables; several per domain = dual signing / rotation
+    arc: DkimKey = field(default_factory=DkimKey)   # [dkim.arc]: the RSA key that ARC-seals tagged inbound mail
+
+
+@dataclass(frozen=True)
 class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
@@ -111,6 +132,8 @@ class Settings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     log: LogSettings = field(default_factory=LogSettings)
     review: ReviewSettings = field(default_factory=ReviewSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    dkim: DkimSettings = field(default_factory=DkimSettings)
     source: str = "<embedded defaults>"
 
     def is_local(self, address: str) -> bool:
@@ -203,6 +226,8 @@ def _coerce(hint: object, value: object, where: str) -> object:
         return float(value)
     if hint is dict and isinstance(value, dict):
         return value
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):     # a table inside a section
+        return _section(hint, value, where)
     if hint in (str, int, bool, float) and type(value) is hint:
         return value
     if hint is type(None) and value is None:
@@ -228,6 +253,25 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{settings.source}: [relay] starttls: must be opportunistic, required or off")
     if bool(settings.smtp.tls_cert) != bool(settings.smtp.tls_key):
         raise ConfigError(f"{settings.source}: [smtp] tls_cert and tls_key go together")
+    _validate_auth(settings)
+
+
+def _validate_auth(settings: Settings) -> None:
+    """[auth] and [dkim]: the shape only; key files are read (and named on error) at start-up."""
+    from gateway.dns import check_resolver_spec
+
+    try:
+        check_resolver_spec(settings.auth.resolver)
+    except ValueError:
+        raise ConfigError(f"{settings.source}: [auth] resolver: {settings.auth.resolver!r} is neither "
+                          f"\"system\" nor a nameserver address") from None
+    for n, key in enumerate(settings.dkim.sign, 1):
+        missing = [k for k in ("domain", "selector", "key_file") if not getattr(key, k)]
+        if missing:
+            raise ConfigError(f"{settings.source}: [[dkim.sign]] #{n}: {', '.join(missing)} missing")
+    arc = settings.dkim.arc
+    if any((arc.domain, arc.selector, arc.key_file)) and not all((arc.domain, arc.selector, arc.key_file)):
+        raise ConfigError(f"{settings.source}: [dkim.arc]: domain, selector and key_file go together")
 
 
 def split_host_port(value: str) -> tuple[str, int]:
