@@ -72,21 +72,32 @@ class Pipeline:
                     received_at=received_at or time.time())
 
     async def inspect(self, envelope: Envelope, raw: bytes, *, direction: Direction | None = None,
-                      mail_id: str | None = None, received_at: float | None = None) -> Inspection:
+                      mail_id: str | None = None, received_at: float | None = None,
+                      earlier: tuple[Finding, ...] | None = None) -> Inspection:
+        """Parse, scan and decide. `earlier` marks a re-scan (release from the quarantine): detectors
+        that judge how the message arrived (`rescan = False`, e.g. DKIM/SPF) are not run again, and
+        their findings from receipt are kept."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
         mail = self.mail(envelope, raw, direction=direction, mail_id=mail_id, received_at=received_at)
         timings["parse"] = _ms(start)
         start = time.perf_counter()
-        findings = await self.scan(mail, timings)
+        if earlier is None:
+            findings = await self.scan(mail, timings)
+        else:
+            kept = {d.name for d in self.detectors if not getattr(d, "rescan", True)}
+            findings = await self.scan(mail, timings, skip=kept)
+            findings = [f for f in earlier if f.detector in kept] + findings
         timings["detectors"] = _ms(start)
         start = time.perf_counter()
         verdict = self.policy.decide(mail.direction, findings)
         timings["policy"] = _ms(start)
         return Inspection(mail, verdict, timings)
 
-    async def scan(self, mail: Mail, timings: dict[str, float] | None = None) -> list[Finding]:
-        results = await asyncio.gather(*(self._run(d, mail, timings) for d in self.detectors))
+    async def scan(self, mail: Mail, timings: dict[str, float] | None = None,
+                   skip: frozenset[str] | set[str] = frozenset()) -> list[Finding]:
+        detectors = [d for d in self.detectors if d.name not in skip]
+        results = await asyncio.gather(*(self._run(d, mail, timings) for d in detectors))
         return [f for found in results for f in found]
 
     async def _run(self, detector: Detector, mail: Mail, timings: dict[str, float] | None) -> list[Finding]:

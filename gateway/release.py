@@ -108,7 +108,8 @@ class ReleaseService:
         if item.raw is None:
             raise Refused("The message content was purged; it cannot be re-scanned or released")
         inspection = await self.pipeline.inspect(self._envelope(item), item.raw, direction=Direction(item.direction),
-                                                 mail_id=item.id, received_at=item.received_at)
+                                                 mail_id=item.id, received_at=item.received_at,
+                                                 earlier=item.findings)
         verdict = inspection.verdict
         before = set(item.kinds) | set(item.extra.get("acknowledged_kinds", ()))
         return Rescan(rule=verdict.rule, action=verdict.action.value, kinds=verdict.kinds,

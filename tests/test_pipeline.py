@@ -103,3 +103,28 @@ def test_json_log_format(capsys):
     entry = json.loads(stream.getvalue())
     assert entry["id"] == "abc" and entry["kinds"] == ["pii.ssn"] and entry["logger"] == "gateway.message"
     logging.getLogger().handlers.clear()
+
+
+class ArrivalCheck(Hanging):
+    """Judges how the message arrived: were it re-run at release, it would hang (and fail the test)."""
+
+    name: ClassVar[str] = "arrival"
+    rescan: ClassVar[bool] = False
+
+
+async def test_release_rescan_keeps_arrival_findings_and_reruns_the_rest(monkeypatch, tmp_path):
+    from gateway import policy as policy_module
+    from gateway.pipeline import Pipeline
+
+    monkeypatch.setitem(REGISTRY, "arrival", ArrivalCheck)
+    site = tmp_path / "site.toml"
+    site.write_text('[detectors]\nenabled = ["mime", "size", "arrival"]\n[detectors.size]\nmax_message_bytes = 10\n')
+    settings = config.from_dict({"policy": {"site": str(site)}, "pipeline": {"detector_timeout": 0.5}})
+    pipeline = Pipeline(settings, policy_module.load(settings))
+    earlier = (Finding("test.boom", "arrival", "judged at receipt"), Finding("oversize.attachment", "size", "old"))
+    inspection = await pipeline.inspect(Envelope("alice@example.gov", ("bob@example.org",), "127.0.0.1"),
+                                        make_message(), earlier=earlier)
+    kinds = [(f.kind, f.detector) for f in inspection.verdict.findings]
+    assert ("test.boom", "arrival") in kinds                    # kept from receipt, not re-run (no error.arrival)
+    assert ("oversize.message", "size") in kinds                # the size detector ran again with today's limits
+    assert ("oversize.attachment", "size") not in kinds         # ... and its old findings were not carried over

@@ -18,6 +18,9 @@ class Detector(Protocol):
     name: ClassVar[str]
     kinds: ClassVar[frozenset[str]]     # what it can report, as globs ("malformed.*"); error.<name> is implied
 
+    # Optional: `rescan: ClassVar[bool] = False` for detectors that judge how a message arrived
+    # (sender authentication); a release re-scan keeps their findings from receipt.
+
     def __init__(self, settings: Settings, options: Mapping[str, Any]) -> None: ...
 
     async def check(self, mail: Mail) -> list[Finding]: ...
