@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from gateway import policy as policy_module
 from gateway.actions import Actions
 from gateway.config import Settings, split_host_port
+from gateway.milter.session import MilterServer
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Store, open_store
 from gateway.smtp import ConnectionLimiter, GatewaySMTP, Handler
@@ -31,6 +32,7 @@ class Gateway:
     actions: Actions
     servers: list[asyncio.base_events.Server] = field(default_factory=list)
     limiter: ConnectionLimiter | None = None
+    milter: MilterServer | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> Gateway:
@@ -71,25 +73,41 @@ class Gateway:
         self.servers.append(server)
         log.info("SMTP listening on %s, relaying to %s", smtp.listen, self.settings.relay.next_hop)
 
+    async def start_milter(self, sock: socket.socket | None = None) -> MilterServer:
+        self.milter = MilterServer(self.settings, self.pipeline, self.actions)
+        await self.milter.start(sock)
+        return self.milter
+
+    async def start(self) -> None:
+        """The front ends the settings enable: [smtp] enabled, [milter] enabled, or both."""
+        if self.settings.smtp.enabled:
+            await self.start_smtp()
+        if self.settings.milter.enabled:
+            await self.start_milter()
+
     async def drain(self, deadline: float = 30.0) -> None:
         """Stop accepting; let sessions in flight finish, up to `deadline` seconds."""
         for server in self.servers:
             server.close()
+        if self.milter:
+            self.milter.close()
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline
-        while self.limiter and self.limiter.active and loop.time() < end:
+        while ((self.limiter and self.limiter.active) or (self.milter and self.milter.active)) and loop.time() < end:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         for server in self.servers:
             server.close()
+        if self.milter:
+            self.milter.close()
         await self.pipeline.close()
         await self.store.close()
 
 
 async def run(settings: Settings) -> None:
     gateway = await Gateway.create(settings)
-    await gateway.start_smtp()
+    await gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -36,6 +36,7 @@ class SmtpSettings:
     tls_key: str = ""
     require_tls: bool = False               # refuse MAIL before STARTTLS
     workers: int = 1                        # processes sharing the listening socket
+    enabled: bool = True                    # `gateway run` starts the SMTP front end
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,20 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class MilterSettings:
+    """The milter front end (Postfix smtpd_milters / Sendmail INPUT_MAIL_FILTER); see docs/operations.md."""
+
+    enabled: bool = False                   # `gateway run` starts the milter front end
+    listen: str = "inet:127.0.0.1:8891"     # "inet:HOST:PORT", "unix:/PATH" or "/PATH"
+    socket_mode: str = "0660"               # permissions of a unix socket (the MTA's group must reach it)
+    quarantine_mode: str = "store"          # "store": our quarantine + DISCARD; "postfix-hold": SMFIR_QUARANTINE
+    max_message_size: int = 50 * 1024 * 1024    # headers + body collected per message; larger answers 552
+    max_connections: int = 200
+    timeout: float = 600.0                  # idle time allowed between two packets from the MTA
+    progress_interval: float = 10.0         # SMFIR_PROGRESS while scanning, so the MTA's timer does not expire
+
+
+@dataclass(frozen=True)
 class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
@@ -94,6 +109,7 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    milter: MilterSettings = field(default_factory=MilterSettings)
     source: str = "<embedded defaults>"
 
     def is_local(self, address: str) -> bool:
@@ -210,6 +226,40 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{settings.source}: [relay] starttls: must be opportunistic, required or off")
     if bool(settings.smtp.tls_cert) != bool(settings.smtp.tls_key):
         raise ConfigError(f"{settings.source}: [smtp] tls_cert and tls_key go together")
+    _validate_milter(settings)
+
+
+def _validate_milter(settings: Settings) -> None:
+    milter = settings.milter
+    try:
+        milter_address(milter.listen)
+    except ValueError as e:
+        raise ConfigError(f"{settings.source}: [milter] listen: {e}") from None
+    if milter.quarantine_mode not in ("store", "postfix-hold"):
+        raise ConfigError(f"{settings.source}: [milter] quarantine_mode: must be store or postfix-hold")
+    try:
+        int(milter.socket_mode, 8)
+    except ValueError:
+        raise ConfigError(f"{settings.source}: [milter] socket_mode: {milter.socket_mode!r} is not octal") from None
+    if not (settings.smtp.enabled or milter.enabled):
+        raise ConfigError(f"{settings.source}: [smtp] enabled and [milter] enabled are both false: nothing to run")
+
+
+def milter_address(value: str) -> tuple[str, int] | str:
+    """'inet:127.0.0.1:8891', 'inet:8891@127.0.0.1' or '127.0.0.1:8891' -> (host, port);
+    'unix:/run/x.sock' or '/run/x.sock' -> the path."""
+    if value.startswith(("unix:", "local:")):
+        path = value.split(":", 1)[1]
+        if not path.startswith("/"):
+            raise ValueError(f"{value!r}: the socket path must be absolute")
+        return path
+    if value.startswith("/"):
+        return value
+    address = value.removeprefix("inet:").removeprefix("inet6:")
+    if "@" in address:                      # Sendmail's spelling: inet:PORT@HOST
+        port, _, host = address.partition("@")
+        address = f"[{host}]:{port}"
+    return split_host_port(address)
 
 
 def split_host_port(value: str) -> tuple[str, int]:
