@@ -90,7 +90,7 @@ class Gateway:
         for server in self.servers:
             server.close()
         if self.milter:
-            self.milter.close()
+            self.milter.stop_accepting()
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline
         while ((self.limiter and self.limiter.active) or (self.milter and self.milter.active)) and loop.time() < end:
@@ -100,7 +100,7 @@ class Gateway:
         for server in self.servers:
             server.close()
         if self.milter:
-            self.milter.close()
+            await self.milter.close()
         await self.pipeline.close()
         await self.store.close()
 

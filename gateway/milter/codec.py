@@ -272,6 +272,35 @@ def decode(command: bytes, data: bytes) -> Command:
     raise ProtocolError(f"unknown command {command!r}")
 
 
+def encode(command: Command) -> bytes:
+    """The MTA's side: a typed command -> one packet (for tests and diagnostic clients)."""
+    if isinstance(command, OptNeg):
+        return frame(SMFIC_OPTNEG, struct.pack("!III", command.version, int(command.actions), int(command.protocol)))
+    if isinstance(command, Macro):
+        return frame(SMFIC_MACRO, command.stage + b"".join(_z(k) + _z(v) for k, v in command.macros.items()))
+    if isinstance(command, Connect):
+        data = _z(command.hostname) + command.family.encode("ascii")
+        if command.family != "U":
+            data += struct.pack("!H", command.port) + _z(command.address)
+        return frame(SMFIC_CONNECT, data)
+    if isinstance(command, Helo):
+        return frame(SMFIC_HELO, _z(command.name))
+    if isinstance(command, MailFrom | RcptTo):
+        code = SMFIC_MAIL if isinstance(command, MailFrom) else SMFIC_RCPT
+        return frame(code, _z(f"<{command.address}>") + b"".join(_z(a) for a in command.args))
+    if isinstance(command, Header):
+        return frame(SMFIC_HEADER, _z(command.name) + _z(command.value))
+    if isinstance(command, Body):
+        return frame(SMFIC_BODY, command.chunk)
+    if isinstance(command, EndOfBody):
+        return frame(SMFIC_BODYEOB, command.chunk)
+    if isinstance(command, Unknown):
+        return frame(SMFIC_UNKNOWN, _z(command.command))
+    codes = {EndOfHeaders: SMFIC_EOH, Abort: SMFIC_ABORT, Quit: SMFIC_QUIT, QuitNewConnection: SMFIC_QUIT_NC,
+             Data: SMFIC_DATA}
+    return frame(codes[type(command)])
+
+
 # --- framing -----------------------------------------------------------------------------------------
 def frame(command: bytes, data: bytes = b"") -> bytes:
     return HEADER.pack(len(data) + 1) + command + data

@@ -160,7 +160,7 @@ class MilterSession:
         lines = []
         for name, value in self.tx.headers:
             value = value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-            lines.append(name.encode("utf-8", "surrogateescape") + separator + value + b"\r\n")
+            lines.append(name.encode("utf-8", "surrogateescape") + (separator if value else b":") + value + b"\r\n")
         return b"".join(lines) + b"\r\n" + bytes(self.tx.body)
 
     def envelope(self) -> Envelope:
@@ -302,7 +302,11 @@ class MilterServer:
         self.pipeline = pipeline
         self.actions = actions
         self.server: asyncio.base_events.Server | None = None
-        self.active = 0
+        self.sessions: set[MilterSession] = set()
+
+    @property
+    def active(self) -> int:
+        return len(self.sessions)
 
     async def start(self, sock: socket.socket | None = None) -> None:
         milter = self.settings.milter
@@ -330,8 +334,8 @@ class MilterServer:
             log.warning("milter connection refused: %d connections already", self.active)
             writer.close()
             return
-        self.active += 1
         session = MilterSession(self, reader, writer)
+        self.sessions.add(session)
         try:
             await session.run()
         except codec.ProtocolError as e:
@@ -343,11 +347,21 @@ class MilterServer:
         except Exception:
             log.exception("milter session failed")
         finally:
-            self.active -= 1
+            self.sessions.discard(session)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    def close(self) -> None:
+    def stop_accepting(self) -> None:
         if self.server is not None:
             self.server.close()
+
+    async def close(self, deadline: float = 5.0) -> None:
+        """Stop accepting and end the connections left (idle ones; `drain` waited for busy ones)."""
+        self.stop_accepting()
+        for session in list(self.sessions):
+            session.writer.close()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline
+        while self.sessions and loop.time() < end:
+            await asyncio.sleep(0.01)
