@@ -6,6 +6,7 @@ test sink. Started with `postfix -c DIR start`, stopped with `postfix -c DIR sto
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import shutil
@@ -57,6 +58,21 @@ def _has_user(name: str) -> bool:
         return False
 
 
+_TEMPLATE: Path | None = None
+
+
+def _template() -> Path:
+    """One instance directory per test run where `postfix check` created the queue tree (~3 s once)."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        template = Postfix(0)
+        template.write_config(template=False)
+        template.run("check", check=False)
+        atexit.register(shutil.rmtree, template.dir, True)
+        _TEMPLATE = template.dir
+    return _TEMPLATE
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -79,7 +95,9 @@ class Postfix:
     def queue(self) -> Path:
         return self.dir / "queue"
 
-    def write_config(self) -> None:
+    def write_config(self, template: bool = True) -> None:
+        if template:                       # the queue tree `postfix check` makes, copied with owners (fast)
+            subprocess.run(["cp", "-a", str(_template() / "queue"), str(self.queue)], check=True, timeout=30)
         (self.dir / "data").mkdir(exist_ok=True)
         shutil.chown(self.dir / "data", "postfix")
         self.queue.mkdir(exist_ok=True)
@@ -139,13 +157,20 @@ class Postfix:
 
     async def stop(self) -> None:
         if self.started:
+            pid = self.master_pid()
             await asyncio.to_thread(self.run, "stop", check=False)
-            pid_file = self.queue / "pid" / "master.pid"
             end = time.monotonic() + 10
-            while pid_file.exists() and time.monotonic() < end:
-                await asyncio.sleep(0.1)
+            while pid and _alive(pid) and time.monotonic() < end:
+                await asyncio.sleep(0.05)
+            if pid and _alive(pid):
+                await asyncio.to_thread(self.run, "abort", check=False)
             self.started = False
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def master_pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int((self.queue / "pid" / "master.pid").read_text().strip())
+        return None
 
     def flush(self) -> None:
         subprocess.run([POSTQUEUE, "-c", str(self.dir), "-f"], capture_output=True, timeout=30, check=False)
@@ -159,6 +184,43 @@ class Postfix:
         with contextlib.suppress(OSError):
             return (self.dir / "maillog").read_text(errors="replace")
         return ""
+
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "postfix"
+
+
+def snippet(name: str, ports: dict[int, int]) -> str:
+    """A shipped deploy/postfix file with its default ports replaced by the test's."""
+    text = (DEPLOY / name).read_text()
+    for default, port in ports.items():
+        text = text.replace(str(default), str(port))
+    return text
+
+
+def main_cf(text: str) -> dict[str, str]:
+    """main.cf text -> parameters (comments dropped, continuation lines joined)."""
+    params: dict[str, str] = {}
+    last = None
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace() and last:
+            params[last] += " " + line.strip()
+            continue
+        key, _, value = line.partition("=")
+        last = key.strip()
+        params[last] = value.strip()
+    return params
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def wait_port(port: int, timeout: float = 20.0) -> None:
