@@ -254,3 +254,58 @@ async def test_connection_limit(start_milter):
         pass
     second.writer.close()
     await first.close()
+
+
+async def test_run_starts_the_front_ends_the_settings_enable(tmp_path, sink):
+    from gateway import config
+    from tests.peers import RawClient
+
+    milter_port = free_port()
+    both = make_settings(tmp_path, sink.port, milter={"enabled": True, "listen": f"127.0.0.1:{milter_port}"})
+    gateway = await Gateway.create(both)
+    await gateway.start()
+    try:
+        smtp = await RawClient.connect(config.split_host_port(both.smtp.listen)[1])
+        await smtp.close()
+        c = await MilterClient.connect(milter_port)
+        assert (await c.negotiate()).fields[0] == 6
+        await c.close()
+    finally:
+        await gateway.drain(deadline=2)
+        await gateway.close()
+
+    only_milter = make_settings(tmp_path, sink.port, smtp={"enabled": False},
+                                milter={"enabled": True, "listen": f"inet:{free_port()}@127.0.0.1"})
+    gateway = await Gateway.create(only_milter)
+    await gateway.start()
+    try:
+        assert gateway.servers == [] and gateway.milter is not None
+        with pytest.raises(OSError):
+            await RawClient.connect(config.split_host_port(only_milter.smtp.listen)[1])
+    finally:
+        await gateway.close()
+
+
+@pytest.mark.parametrize(("section", "error"), [
+    ({"milter": {"listen": "unix:relative.sock"}}, "[milter] listen"),
+    ({"milter": {"listen": "nowhere"}}, "[milter] listen"),
+    ({"milter": {"quarantine_mode": "bounce"}}, "[milter] quarantine_mode"),
+    ({"milter": {"socket_mode": "rw"}}, "[milter] socket_mode"),
+    ({"smtp": {"enabled": False}}, "nothing to run"),
+])
+def test_bad_milter_settings_are_named(section, error):
+    from gateway import config
+
+    with pytest.raises(config.ConfigError, match=error.replace("[", r"\[").replace("]", r"\]")):
+        config.from_dict(section, source="gw.toml")
+
+
+def test_milter_listen_forms():
+    from gateway.config import milter_address
+
+    assert milter_address("inet:127.0.0.1:8891") == ("127.0.0.1", 8891)
+    assert milter_address("inet:8891@127.0.0.1") == ("127.0.0.1", 8891)
+    assert milter_address("inet6:[::1]:8891") == ("::1", 8891)
+    assert milter_address("127.0.0.1:8891") == ("127.0.0.1", 8891)
+    assert milter_address("unix:/run/gateway/milter.sock") == "/run/gateway/milter.sock"
+    assert milter_address("/run/gateway/milter.sock") == "/run/gateway/milter.sock"

@@ -90,6 +90,8 @@ class MilterSession:
             self.protocol = command.protocol & WANTED_PROTOCOL
             if not self.actions & Act.ADDHDRS or not self.actions & Act.CHGHDRS:
                 log.warning("the MTA does not allow adding/changing headers: verdict headers will be missing")
+            log.debug("milter negotiation: MTA offers version %d actions %#x protocol %#x; we take %#x %#x",
+                      command.version, command.actions, command.protocol, self.actions, self.protocol)
             await self.send(codec.optneg(min(command.version, codec.VERSION), self.actions, self.protocol))
         elif isinstance(command, codec.Macro):
             if len(self.macros) < 200:
