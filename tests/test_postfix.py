@@ -13,6 +13,7 @@ import asyncio
 import pytest
 
 from gateway.app import Gateway
+from gateway.relay import deliver
 from tests.conftest import make_settings
 from tests.peers import free_port, make_message, send
 from tests.postfix import Postfix, main_cf, postfix_available, snippet
@@ -41,9 +42,13 @@ async def stack(tmp_path, sink):
         if mode == "milter":
             milter_port = free_port()
             milter = {"enabled": True, "listen": f"inet:127.0.0.1:{milter_port}", **sections.pop("milter", {})}
-            settings = make_settings(tmp_path, sink.port, milter=milter, smtp={"enabled": False}, **sections)
-            main = main_cf(snippet("main.cf.milter", {8891: milter_port}))
-            postfix = Postfix(sink.port, main=main)
+            release_port = free_port()
+            relay = {"next_hop": f"127.0.0.1:{release_port}", **sections.pop("relay", {})}
+            settings = make_settings(tmp_path, sink.port, milter=milter, smtp={"enabled": False}, relay=relay,
+                                     **sections)
+            ports = {8891: milter_port, 10026: release_port}
+            postfix = Postfix(sink.port, main=main_cf(snippet("main.cf.milter", ports)),
+                              services=snippet("master.cf.milter", ports))
         else:
             gateway_port, reinject_port = free_port(), free_port()
             settings = make_settings(tmp_path, sink.port, smtp={"listen": f"127.0.0.1:{gateway_port}"},
@@ -111,6 +116,14 @@ async def test_milter_policy_hold_is_in_our_quarantine_and_not_at_the_sink(stack
     assert "milter triggers DISCARD action" in postfix.log()
     assert sink.messages == []
 
+    # Released (the release path's one-shot delivery) to [relay] next_hop, Postfix's milter-free
+    # listener from master.cf.milter: it reaches the sink instead of being held a second time.
+    delivery = await deliver(gateway.settings.relay, held.mail_from, held.rcpt_tos, held.raw)
+    assert delivery.ok, delivery.reply
+    [received] = await sink.wait_for(1, timeout=15)
+    assert b"hello\r\n" in received.data and received.rcpt_tos == ["bob@example.gov"]
+    assert len(await gateway.store.list()) == 1
+
 
 async def test_milter_eicar_is_not_delivered(stack, sink, tmp_path):
     # Stand-in until the antivirus detector is merged: a site rule quarantines attachments over 64 bytes
@@ -163,7 +176,8 @@ async def test_milter_down_means_postfix_defers(stack, sink):
     gateway, postfix = await stack("milter")
     await gateway.milter.close()                           # the gateway stops: nothing may pass unscanned
     code, text, _ = await send(postfix.port, "mallory@example.org", ["bob@example.gov"], make_message())
-    assert code == 451 and text.startswith("451 4.7.1"), text
+    assert (code, text) == (451, "451 4.7.1 Service unavailable - try again later")
+    assert "connect to Milter service inet:127.0.0.1:" in postfix.log()
     assert sink.messages == []
 
 
