@@ -17,6 +17,7 @@ from gateway import authresults, dkimsign
 from gateway import policy as policy_module
 from gateway.actions import Actions
 from gateway.config import Settings, split_host_port
+from gateway.milter.session import MilterServer
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Store, open_store
 from gateway.smtp import ConnectionLimiter, GatewaySMTP, Handler
@@ -32,6 +33,7 @@ class Gateway:
     actions: Actions
     servers: list[asyncio.base_events.Server] = field(default_factory=list)
     limiter: ConnectionLimiter | None = None
+    milter: MilterServer | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> Gateway:
@@ -83,18 +85,34 @@ class Gateway:
         self.servers.append(server)
         log.info("SMTP listening on %s, relaying to %s", smtp.listen, self.settings.relay.next_hop)
 
+    async def start_milter(self, sock: socket.socket | None = None) -> MilterServer:
+        self.milter = MilterServer(self.settings, self.pipeline, self.actions)
+        await self.milter.start(sock)
+        return self.milter
+
+    async def start(self) -> None:
+        """The front ends the settings enable: [smtp] enabled, [milter] enabled, or both."""
+        if self.settings.smtp.enabled:
+            await self.start_smtp()
+        if self.settings.milter.enabled:
+            await self.start_milter()
+
     async def drain(self, deadline: float = 30.0) -> None:
         """Stop accepting; let sessions in flight finish, up to `deadline` seconds."""
         for server in self.servers:
             server.close()
+        if self.milter:
+            self.milter.stop_accepting()
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline
-        while self.limiter and self.limiter.active and loop.time() < end:
+        while ((self.limiter and self.limiter.active) or (self.milter and self.milter.active)) and loop.time() < end:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         for server in self.servers:
             server.close()
+        if self.milter:
+            await self.milter.close()
         await self.pipeline.close()
         await self.store.close()
 
@@ -105,7 +123,7 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):       # first, so a SIGTERM during start-up still drains
         loop.add_signal_handler(sig, stop.set)
     gateway = await Gateway.create(settings)
-    await gateway.start_smtp()
+    await gateway.start()
     review = None
     if settings.review.enabled:          # the ITSD review app and API on [review] listen (gateway/review/)
         from gateway.review.server import start as start_review

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    command("run", cmd_run, "run the gateway (SMTP front end) until SIGTERM")
+    command("run", cmd_run, "run the gateway (SMTP and/or milter front end) until SIGTERM")
 
     check = command("check", cmd_check, "run the full pipeline and policy offline on .eml files")
     check.add_argument("--direction", choices=[d.value for d in Direction])

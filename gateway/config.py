@@ -36,6 +36,7 @@ class SmtpSettings:
     tls_key: str = ""
     require_tls: bool = False               # refuse MAIL before STARTTLS
     workers: int = 1                        # processes sharing the listening socket
+    enabled: bool = True                    # `gateway run` starts the SMTP front end
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,17 @@ class DkimKey:
 class DkimSettings:
     sign: tuple[DkimKey, ...] = ()          # [[dkim.sign]] tables; several per domain = dual signing / rotation
     arc: DkimKey = field(default_factory=DkimKey)   # [dkim.arc]: the RSA key that ARC-seals tagged inbound mail
+class MilterSettings:
+    """The milter front end (Postfix smtpd_milters / Sendmail INPUT_MAIL_FILTER); see docs/operations.md."""
+
+    enabled: bool = False                   # `gateway run` starts the milter front end
+    listen: str = "inet:127.0.0.1:8891"     # "inet:HOST:PORT", "unix:/PATH" or "/PATH"
+    socket_mode: str = "0660"               # permissions of a unix socket (the MTA's group must reach it)
+    quarantine_mode: str = "store"          # "store": our quarantine + DISCARD; "postfix-hold": SMFIR_QUARANTINE
+    max_message_size: int = 50 * 1024 * 1024    # headers + body collected per message; larger answers 552
+    max_connections: int = 200
+    timeout: float = 600.0                  # idle time allowed between two packets from the MTA
+    progress_interval: float = 10.0         # SMFIR_PROGRESS while scanning, so the MTA's timer does not expire
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,7 @@ class Settings:
     review: ReviewSettings = field(default_factory=ReviewSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
+    milter: MilterSettings = field(default_factory=MilterSettings)
     source: str = "<embedded defaults>"
 
     def is_local(self, address: str) -> bool:
@@ -254,6 +267,7 @@ def _validate(settings: Settings) -> None:
     if bool(settings.smtp.tls_cert) != bool(settings.smtp.tls_key):
         raise ConfigError(f"{settings.source}: [smtp] tls_cert and tls_key go together")
     _validate_auth(settings)
+    _validate_milter(settings)
 
 
 def _validate_auth(settings: Settings) -> None:
@@ -272,6 +286,39 @@ def _validate_auth(settings: Settings) -> None:
     arc = settings.dkim.arc
     if any((arc.domain, arc.selector, arc.key_file)) and not all((arc.domain, arc.selector, arc.key_file)):
         raise ConfigError(f"{settings.source}: [dkim.arc]: domain, selector and key_file go together")
+
+
+def _validate_milter(settings: Settings) -> None:
+    milter = settings.milter
+    try:
+        milter_address(milter.listen)
+    except ValueError as e:
+        raise ConfigError(f"{settings.source}: [milter] listen: {e}") from None
+    if milter.quarantine_mode not in ("store", "postfix-hold"):
+        raise ConfigError(f"{settings.source}: [milter] quarantine_mode: must be store or postfix-hold")
+    try:
+        int(milter.socket_mode, 8)
+    except ValueError:
+        raise ConfigError(f"{settings.source}: [milter] socket_mode: {milter.socket_mode!r} is not octal") from None
+    if not (settings.smtp.enabled or milter.enabled):
+        raise ConfigError(f"{settings.source}: [smtp] enabled and [milter] enabled are both false: nothing to run")
+
+
+def milter_address(value: str) -> tuple[str, int] | str:
+    """'inet:127.0.0.1:8891', 'inet:8891@127.0.0.1' or '127.0.0.1:8891' -> (host, port);
+    'unix:/run/x.sock' or '/run/x.sock' -> the path."""
+    if value.startswith(("unix:", "local:")):
+        path = value.split(":", 1)[1]
+        if not path.startswith("/"):
+            raise ValueError(f"{value!r}: the socket path must be absolute")
+        return path
+    if value.startswith("/"):
+        return value
+    address = value.removeprefix("inet:").removeprefix("inet6:")
+    if "@" in address:                      # Sendmail's spelling: inet:PORT@HOST
+        port, _, host = address.partition("@")
+        address = f"[{host}]:{port}"
+    return split_host_port(address)
 
 
 def split_host_port(value: str) -> tuple[str, int]:
