@@ -120,6 +120,9 @@ class DkimKey:
 class DkimSettings:
     sign: tuple[DkimKey, ...] = ()          # [[dkim.sign]] tables; several per domain = dual signing / rotation
     arc: DkimKey = field(default_factory=DkimKey)   # [dkim.arc]: the RSA key that ARC-seals tagged inbound mail
+
+
+@dataclass(frozen=True)
 class MilterSettings:
     """The milter front end (Postfix smtpd_milters / Sendmail INPUT_MAIL_FILTER); see docs/operations.md."""
 
