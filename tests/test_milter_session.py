@@ -75,8 +75,18 @@ async def test_negotiation_asks_for_header_actions_and_quarantine(start_milter):
     assert version == 6
     assert codec.Actions(actions) == (codec.Actions.ADDHDRS | codec.Actions.CHGHDRS | codec.Actions.CHGBODY
                                       | codec.Actions.QUARANTINE)
-    assert codec.Protocol(protocol) == Protocol.NOUNKNOWN | Protocol.NODATA | Protocol.HDR_LEADSPC
+    assert codec.Protocol(protocol) == (Protocol.NOUNKNOWN | Protocol.NODATA | Protocol.HDR_LEADSPC
+                                        | Protocol.NR_CONN | Protocol.NR_HELO | Protocol.NR_HDR | Protocol.NR_EOH)
     await c.close()
+
+
+async def test_an_mta_without_no_reply_steps_gets_a_reply_to_every_step(start_milter, client_for):
+    # Like an older Sendmail: only the basic steps, every one answered.
+    gateway = await start_milter()
+    c = await client_for(gateway, protocol=Protocol.NOCONNECT | Protocol.NOHELO | Protocol.NOHDRS)
+    assert c.protocol == Protocol.NONE
+    replies = await c.message(MALFORMED, "mallory@example.org", ["bob@example.gov"])   # reads every reply
+    assert [r.command for r in replies] == [codec.SMFIR_DISCARD]
 
 
 async def test_clean_message_continues_with_our_headers_on_top(start_milter, client_for, sink):
