@@ -261,4 +261,6 @@ async def test_content_filter_hold_is_in_our_quarantine_and_leaves_postfixs_queu
     await settle(postfix)
     [item] = await gateway.store.list()
     assert item.rule == "inbound/malformed"
+    # Postfix's XFORWARD told the gateway about the original client, not Postfix itself.
+    assert (item.helo, item.client_address) == ("client.test", "127.0.0.1")
     assert sink.messages == []
