@@ -37,6 +37,8 @@ class SmtpSettings:
     require_tls: bool = False               # refuse MAIL before STARTTLS
     workers: int = 1                        # processes sharing the listening socket
     enabled: bool = True                    # `gateway run` starts the SMTP front end
+    # Clients whose XFORWARD (Postfix's content_filter: the original client's address and HELO) is believed.
+    xforward_hosts: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
 
 @dataclass(frozen=True)
@@ -292,6 +294,11 @@ def _validate_auth(settings: Settings) -> None:
 
 
 def _validate_milter(settings: Settings) -> None:
+    for network in settings.smtp.xforward_hosts:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"{settings.source}: [smtp] xforward_hosts: {network!r} is not a CIDR") from None
     milter = settings.milter
     try:
         milter_address(milter.listen)

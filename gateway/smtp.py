@@ -8,7 +8,9 @@ never shows internal details.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import re
 import time
 from collections import Counter
 
@@ -34,6 +36,7 @@ _REWRITES = {
 
 class GatewaySession(Session):
     next_hop: NextHop | None = None
+    xforward: dict[str, str] | None = None      # the original client as Postfix's XFORWARD reported it
 
 
 class ConnectionLimiter:
@@ -89,6 +92,25 @@ class GatewaySMTP(SMTP):
             if hop is not None:
                 await hop.close()
 
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        """Postfix's XFORWARD (www.postfix.org/XFORWARD_README.html): in the content_filter mode, the
+        original client's address and HELO, so direction and sender checks see the real client.
+        Believed only from [smtp] xforward_hosts; the relay check at RCPT still uses the real peer."""
+        peer = self.session.peer[0] if self.session and self.session.peer else ""
+        if not xforward_trusted(self.event_handler.settings, peer):
+            await self.push("550 5.7.0 Error: insufficient authorization")
+            return
+        if self.envelope.mail_from is not None:
+            await self.push("503 5.5.1 Error: XFORWARD not allowed within a transaction")
+            return
+        try:
+            attributes = parse_xforward(arg or "")
+        except ValueError as e:
+            await self.push(f"501 5.5.4 Syntax: {e}")
+            return
+        self.session.xforward = {**(self.session.xforward or {}), **attributes}
+        await self.push("250 2.0.0 Ok")
+
     async def smtp_DATA(self, arg: str) -> None:
         try:
             async with asyncio.timeout(self.data_timeout):
@@ -98,11 +120,53 @@ class GatewaySMTP(SMTP):
             self.transport.close()
 
 
+XFORWARD_NAMES = frozenset({"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"})
+
+
+def xforward_trusted(settings: Settings, client: str) -> bool:
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(n, strict=False) for n in settings.smtp.xforward_hosts)
+
+
+def parse_xforward(arg: str) -> dict[str, str]:
+    """'ADDR=192.0.2.1 HELO=client.example' -> attributes, xtext decoded; [UNAVAILABLE] values dropped."""
+    attributes = {}
+    for item in arg.split():
+        name, sep, value = item.partition("=")
+        name = name.upper()
+        if not sep or name not in XFORWARD_NAMES:
+            raise ValueError(f"bad XFORWARD attribute {item[:40]!r}")
+        value = re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
+        if value.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]") or not value or len(value) > 255:
+            continue
+        if name == "ADDR":
+            value = value.removeprefix("IPv6:").removeprefix("ipv6:")
+            try:
+                value = str(ipaddress.ip_address(value))
+            except ValueError:
+                raise ValueError(f"bad XFORWARD address {value[:40]!r}") from None
+        attributes[name] = value
+    if not attributes and not arg.strip():
+        raise ValueError("XFORWARD attribute=value ...")
+    return attributes
+
+
 class Handler:
     def __init__(self, settings: Settings, pipeline: Pipeline, actions: Actions) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.actions = actions
+
+    async def handle_EHLO(self, server: SMTP, session: GatewaySession, envelope: SmtpEnvelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        session.xforward = None
+        if xforward_trusted(self.settings, session.peer[0] if session.peer else ""):
+            responses.insert(len(responses) - 1, "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE")
+        return responses
 
     async def handle_MAIL(self, server: SMTP, session: GatewaySession, envelope: SmtpEnvelope,
                           address: str, mail_options: list[str]) -> str:
@@ -134,16 +198,18 @@ class Handler:
         return str(reply)
 
     async def handle_RSET(self, server: SMTP, session: GatewaySession, envelope: SmtpEnvelope) -> str:
+        session.xforward = None
         if session.next_hop is not None:
             await session.next_hop.reset()
         return "250 2.0.0 Ok"
 
     async def handle_DATA(self, server: SMTP, session: GatewaySession, envelope: SmtpEnvelope) -> str:
         started = time.perf_counter()
+        forwarded, session.xforward = session.xforward or {}, None       # XFORWARD lasts one transaction
         mail_envelope = Envelope(
             mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos),
-            client_address=session.peer[0] if session.peer else "", helo=session.host_name or "",
-            smtp_utf8=envelope.smtp_utf8)
+            client_address=forwarded.get("ADDR") or (session.peer[0] if session.peer else ""),
+            helo=forwarded.get("HELO") or session.host_name or "", smtp_utf8=envelope.smtp_utf8)
         raw = envelope.original_content or b""
         try:
             inspection = await self.pipeline.inspect(mail_envelope, raw)

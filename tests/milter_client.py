@@ -57,6 +57,13 @@ class MilterClient:
         assert self.negotiated
         return Protocol(self.negotiated.fields[2])
 
+    async def step(self, command: codec.Command, no_reply: Protocol) -> codec.Response | None:
+        """Send one command; read its reply unless the negotiation said it gets none."""
+        await self.send(command)
+        if self.protocol & no_reply:
+            return None
+        return await self.read()
+
     async def until_final(self, timeout: float = 30.0) -> list[codec.Response]:
         """Responses to end of body: modifications, progress, then one final reply."""
         out = []
@@ -68,8 +75,9 @@ class MilterClient:
                 return out
 
     async def session(self, client: str = "192.0.2.10", helo: str = "client.test") -> None:
-        assert await self.ask(codec.Connect("client.test", "4", 40000, client)) == codec.Response(codec.SMFIR_CONTINUE)
-        assert (await self.ask(codec.Helo(helo))).command == codec.SMFIR_CONTINUE
+        for reply in (await self.step(codec.Connect("client.test", "4", 40000, client), Protocol.NR_CONN),
+                      await self.step(codec.Helo(helo), Protocol.NR_HELO)):
+            assert reply is None or reply.command == codec.SMFIR_CONTINUE, reply
 
     async def message(self, raw: bytes, mail_from: str, rcpts: list[str], chunk: int = 65535,
                       queue_id: str = "ABC123") -> list[codec.Response]:
@@ -90,9 +98,10 @@ class MilterClient:
             name, _, value = f.partition(b":")
             if not leadspc:
                 value = value.removeprefix(b" ")
-            reply = await self.ask(codec.Header(name.decode(), value))
-            assert reply.command == codec.SMFIR_CONTINUE, reply
-        assert (await self.ask(codec.EndOfHeaders())).command == codec.SMFIR_CONTINUE
+            reply = await self.step(codec.Header(name.decode(), value), Protocol.NR_HDR)
+            assert reply is None or reply.command == codec.SMFIR_CONTINUE, reply
+        reply = await self.step(codec.EndOfHeaders(), Protocol.NR_EOH)
+        assert reply is None or reply.command == codec.SMFIR_CONTINUE, reply
         for start in range(0, len(body), chunk):
             reply = await self.ask(codec.Body(body[start:start + chunk]))
             if reply.command != codec.SMFIR_CONTINUE:

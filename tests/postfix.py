@@ -180,6 +180,26 @@ class Postfix:
         base = self.queue / queue
         return sorted(p.name for p in base.rglob("*") if p.is_file()) if base.exists() else []
 
+    def mark_log(self) -> None:
+        self.log_mark = len(self.log())
+
+    def new_log(self) -> str:
+        """What Postfix logged since mark_log()."""
+        return self.log()[getattr(self, "log_mark", 0):]
+
+    async def logged(self, text: str, timeout: float = 10.0) -> bool:
+        """Has Postfix logged `text` since mark_log()? Waits a little: postlogd writes asynchronously."""
+        end = time.monotonic() + timeout
+        while text not in self.new_log():
+            if time.monotonic() > end:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def clear_queues(self) -> None:
+        subprocess.run(["/usr/sbin/postsuper", "-c", str(self.dir), "-d", "ALL"], capture_output=True,
+                       timeout=30, check=False)
+
     def log(self) -> str:
         with contextlib.suppress(OSError):
             return (self.dir / "maillog").read_text(errors="replace")

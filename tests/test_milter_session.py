@@ -75,8 +75,18 @@ async def test_negotiation_asks_for_header_actions_and_quarantine(start_milter):
     assert version == 6
     assert codec.Actions(actions) == (codec.Actions.ADDHDRS | codec.Actions.CHGHDRS | codec.Actions.CHGBODY
                                       | codec.Actions.QUARANTINE)
-    assert codec.Protocol(protocol) == Protocol.NOUNKNOWN | Protocol.NODATA | Protocol.HDR_LEADSPC
+    assert codec.Protocol(protocol) == (Protocol.NOUNKNOWN | Protocol.NODATA | Protocol.HDR_LEADSPC
+                                        | Protocol.NR_CONN | Protocol.NR_HELO | Protocol.NR_HDR | Protocol.NR_EOH)
     await c.close()
+
+
+async def test_an_mta_without_no_reply_steps_gets_a_reply_to_every_step(start_milter, client_for):
+    # Like an older Sendmail: only the basic steps, every one answered.
+    gateway = await start_milter()
+    c = await client_for(gateway, protocol=Protocol.NOCONNECT | Protocol.NOHELO | Protocol.NOHDRS)
+    assert c.protocol == Protocol.NONE
+    replies = await c.message(MALFORMED, "mallory@example.org", ["bob@example.gov"])   # reads every reply
+    assert [r.command for r in replies] == [codec.SMFIR_DISCARD]
 
 
 async def test_clean_message_continues_with_our_headers_on_top(start_milter, client_for, sink):
@@ -309,3 +319,42 @@ def test_milter_listen_forms():
     assert milter_address("127.0.0.1:8891") == ("127.0.0.1", 8891)
     assert milter_address("unix:/run/gateway/milter.sock") == "/run/gateway/milter.sock"
     assert milter_address("/run/gateway/milter.sock") == "/run/gateway/milter.sock"
+
+
+async def test_idle_mta_connection_is_closed_after_the_timeout(start_milter):
+    gateway = await start_milter(milter={"timeout": 0.2})
+    c = await MilterClient.connect(gateway.milter.port)
+    await c.negotiate()
+    assert await c.read(timeout=5) is None                     # closed by us, not by the test's timeout
+    assert gateway.milter.active == 0
+
+
+async def test_quit_nc_starts_a_new_smtp_session_on_the_same_connection(start_milter, client_for):
+    gateway = await start_milter()
+    c = await client_for(gateway, client="198.51.100.1")
+    await c.send(codec.QuitNewConnection())
+    # The next SMTP session: connect info unknown, the address only in Postfix's {client_addr} macro.
+    await c.send(codec.Macro(codec.SMFIC_CONNECT, {"{client_addr}": "198.51.100.2"}),
+                 codec.Connect("unknown", "U"), codec.Helo("second.test"))
+    await c.message(MALFORMED, "mallory@example.org", ["bob@example.gov"])
+    [item] = await gateway.store.list()
+    assert (item.client_address, item.helo) == ("198.51.100.2", "second.test")
+
+
+async def test_postfix_hold_mode_without_the_quarantine_action_tempfails(start_milter):
+    gateway = await start_milter(milter={"quarantine_mode": "postfix-hold"})
+    c = await MilterClient.connect(gateway.milter.port)
+    await c.negotiate(actions=codec.Actions.ADDHDRS | codec.Actions.CHGHDRS)       # an MTA without SMFIF_QUARANTINE
+    await c.session()
+    replies = await c.message(MALFORMED, "mallory@example.org", ["bob@example.gov"])
+    assert replies[-1].fields == ["451 4.3.0 Temporary local problem, please try again later"]
+    await c.close()
+
+
+async def test_message_without_recipients_is_deferred(start_milter, client_for):
+    gateway = await start_milter()
+    c = await client_for(gateway)
+    await c.send(codec.MailFrom("mallory@example.org"))
+    assert (await c.read()).command == codec.SMFIR_CONTINUE
+    await c.send(codec.EndOfHeaders(), codec.EndOfBody())
+    assert [r.fields for r in await c.until_final()] == [["451 4.3.0 Temporary local problem, please try again later"]]
