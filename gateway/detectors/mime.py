@@ -29,6 +29,14 @@ EXPLAIN = {
 _SMUGGLING = re.compile(rb"(?:\r\n|\n|\r)\.(?:\r(?!\n)|\n)|(?<!\r)\n\.\r\n|\r(?!\n)\.\r\n")
 
 
+def has_smuggling(raw: bytes) -> bool:
+    """An end-of-data look-alike needs a bare CR or LF; pure CRLF mail (nearly all) skips the regex."""
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\n") == crlf and raw.count(b"\r") == crlf:
+        return False
+    return _SMUGGLING.search(raw) is not None
+
+
 class MimeStructure:
     name: ClassVar[str] = "mime"
     kinds: ClassVar[frozenset[str]] = frozenset({"malformed.*"})
@@ -41,7 +49,7 @@ class MimeStructure:
         reasons = list(parsed.defects)
         if parsed.limit_exceeded:
             reasons.append("limits_exceeded")
-        if _SMUGGLING.search(mail.raw):
+        if has_smuggling(mail.raw):
             reasons.append("smtp_smuggling")
         findings = []
         for reason in dict.fromkeys(reasons):
