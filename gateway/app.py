@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from gateway import policy as policy_module
 from gateway.actions import Actions
 from gateway.config import Settings, split_host_port
+from gateway.detectors.antivirus import scanned_header
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Store, open_store
 from gateway.smtp import ConnectionLimiter, GatewaySMTP, Handler
@@ -38,7 +39,7 @@ class Gateway:
         pipeline = Pipeline(settings, policy)
         store = open_store(settings.quarantine.url)
         await store.open()
-        return cls(settings, store, pipeline, Actions(settings, store))
+        return cls(settings, store, pipeline, Actions(settings, store, extra_headers=scanned_header))
 
     def tls_context(self) -> ssl.SSLContext | None:
         smtp = self.settings.smtp

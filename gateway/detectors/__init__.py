@@ -43,12 +43,16 @@ def options_with_defaults(name: str, options: Mapping[str, Any], defaults: Mappi
 
 
 def _registry() -> dict[str, type[Detector]]:
+    from gateway.detectors.antivirus import Antivirus
+    from gateway.detectors.filetype import FileType
     from gateway.detectors.mime import MimeStructure
     from gateway.detectors.size import Size
 
     return {
         "size": Size,
         "mime": MimeStructure,
+        "antivirus": Antivirus,
+        "filetype": FileType,
     }
 
 
