@@ -217,7 +217,7 @@ class _Walk:
     def _rar(self, data: bytes, label: str, depth: int) -> None:
         import rarfile
 
-        with rarfile.RarFile(io.BytesIO(data)) as rf:
+        with rarfile.RarFile(io.BytesIO(data), errors="strict") as rf:
             if rf.needs_password():
                 self.inv.problems.append(Problem("encrypted", label, "The rar archive's file list is encrypted"))
                 return
