@@ -152,7 +152,9 @@ class FileType:
         for name in names or ("",):
             exts = extensions(name)
             claimed = EXT_FAMILY.get(exts[-1]) if exts else None
-            if category and not (category == "script" and claimed in SAFE_FOR_SCRIPTS):
+            if category == "script" and claimed in SAFE_FOR_SCRIPTS:
+                continue        # a script named .txt opens in a text editor
+            if category:
                 out.append(self.finding(f"dangerous_file.{category}", file,
                                         f"{shown(name) or 'The file'} is {self.words[category]} "
                                         f"({description[:80]})", mime))
@@ -162,7 +164,9 @@ class FileType:
                                         f"{shown(name)} is named as {exts[-1].upper()} but is really "
                                         f"{description[:80]}", mime))
         declared = mime_family(file.content_type or "")
-        if _incompatible(declared, true_family) or (category and declared and category != "script"):
+        script_as_text = category == "script" and declared in SAFE_FOR_SCRIPTS
+        if not script_as_text and (_incompatible(declared, true_family) or (category and declared
+                                                                            and category != "script")):
             out.append(self.finding("dangerous_file.mismatch", file,
                                     f"{shown(file.name) or 'The file'} is declared as {file.content_type} but is "
                                     f"really {description[:80]}", mime))
