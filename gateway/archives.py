@@ -31,8 +31,8 @@ class Limits:
     max_depth: int = 4                       # archives inside archives
     max_members: int = 1000                  # per attachment, all levels
     max_bytes: int = 100 * 1024 * 1024       # expanded, per attachment, all levels
-    max_ratio: float = 100.0                 # expanded / compressed ...
-    ratio_floor: int = 1024 * 1024           # ... checked once the expansion passes this size
+    max_ratio: float = 200.0                 # expanded / compressed ...
+    ratio_floor: int = 10 * 1024 * 1024      # ... checked once the expansion passes this size
 
 
 @dataclass(frozen=True, slots=True)

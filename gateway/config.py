@@ -90,7 +90,7 @@ class AntivirusSettings:
     archive_max_depth: int = 4              # archives inside archives
     archive_max_members: int = 1000         # per attachment, all levels
     archive_max_bytes: int = 100 * 1024 * 1024  # expanded per attachment, all levels
-    archive_max_ratio: float = 100.0        # expanded / compressed (zip bombs)
+    archive_max_ratio: float = 200.0        # expanded / compressed, past 10 MB expanded (zip bombs)
 
 
 @dataclass(frozen=True)
