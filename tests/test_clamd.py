@@ -3,9 +3,11 @@ own limits (AlertExceedsMax), no clamd, and a clamd that never answers."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from gateway import clamd
+from gateway import clamd, config
 from tests import files
 from tests.clamav import FOUND, ClamdServer, HangingScanner
 from tests.peers import free_port
@@ -98,3 +100,27 @@ def test_reply_parsing_and_addresses():
     for bad in ("tcp://host", "http://x:1", "clamd.ctl"):
         with pytest.raises(ValueError):
             clamd.parse_address(bad)
+
+
+def test_production_clamd_conf_is_accepted_by_clamd_and_never_passes_what_it_cannot_scan(tmp_path):
+    """deploy/clamav/clamd.conf, with its paths moved to a temporary directory, starts a clamd."""
+    deploy = Path(__file__).resolve().parents[1] / "deploy" / "clamav" / "clamd.conf"
+    text = deploy.read_text()
+    options = dict(line.split(None, 1) for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    assert options["AlertExceedsMax"] == options["AlertEncrypted"] == options["ScanArchive"] == "yes"
+    assert int(options["StreamMaxLength"].rstrip("M")) * 1024 * 1024 >= config.AntivirusSettings().stream_max_length
+    assert config.AntivirusSettings().clamd == f"unix://{options['LocalSocket']}"
+
+    class Deployed(ClamdServer):
+        def config(self) -> str:
+            moved = {"LocalSocket": str(self.socket), "DatabaseDirectory": str(self.dir / "db"),
+                     "LogFile": str(self.dir / "clamd.log"), "PidFile": str(self.dir / "clamd.pid"),
+                     "User": "root", "LocalSocketGroup": "root", "Foreground": "yes"}
+            kept = {k: v for k, v in options.items() if k not in moved}
+            return "".join(f"{k} {v}\n" for k, v in {**kept, **moved}.items())
+
+    server = Deployed(tmp_path / "deployed").start()
+    try:
+        assert server.ping()
+    finally:
+        server.stop()
