@@ -300,3 +300,44 @@ async def test_clean_outbound_csv_declared_as_text_plain_is_delivered(gw, sink):
     assert code == 250
     [got] = await sink.wait_for(1)
     assert b"rule=outbound/default" in got.data
+
+
+async def test_our_scanned_header_cannot_be_forged_and_is_absent_without_files(gw, sink):
+    forged = make_message(sender="x@outside.test", to="staff@example.gov",
+                          extra_headers="X-Gateway-Scanned: ClamAV 0.1 (forged)\r\n")
+    code, _ = await inbound(gw, forged)
+    assert code == 250
+    [got] = await sink.wait_for(1)
+    assert b"X-Gateway-Scanned" not in got.data
+
+
+async def test_site_can_tempfail_while_the_scanner_is_unavailable(start_gateway, sink, tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text('[[inbound.rules]]\nname = "scanner-down"\nmatch = ["unscanned.scanner_unavailable"]\n'
+                    'action = "tempfail"\nreply = "Virus scanning is temporarily unavailable"\n')
+    gw = await start_gateway(antivirus={"clamd": f"unix://{tmp_path / 'gone.sock'}"}, policy={"site": str(site)})
+    code, text = await inbound(gw, files.message_with([("a.pdf", files.pdf(), "application/pdf")]))
+    assert code == 451 and "Virus scanning is temporarily unavailable" in text
+    assert sink.messages == [] and await gw.store.list() == []
+
+
+@pytest.mark.parametrize("cache_seconds,delivered", [(300, 2), (0, 1)])
+async def test_results_are_cached_by_content_for_a_short_time(start_gateway, sink, tmp_path, cache_seconds,
+                                                              delivered):
+    scanner = ClamdServer(tmp_path / "cache-clamd").start()
+    site = tmp_path / "site.toml"       # only the file is scanned: the raw message differs each time
+    site.write_text("[detectors.antivirus]\nscan_whole_message = false\n")
+    try:
+        gw = await start_gateway(antivirus={"clamd": scanner.address, "cache_seconds": cache_seconds},
+                                 policy={"site": str(site)})
+        message = files.message_with([("a.pdf", files.pdf(), "application/pdf")])
+        assert (await inbound(gw, message))[0] == 250
+        scanner.stop()
+        # The same file again: known clean for cache_seconds, so no scan is needed; without a cache it is held.
+        assert (await inbound(gw, files.message_with([("copy.pdf", files.pdf(), "application/pdf")],
+                                                     subject="again")))[0] == 250
+        await asyncio.sleep(0.05)
+        assert len(sink.messages) == delivered
+        assert len(await gw.store.list()) == 2 - delivered
+    finally:
+        scanner.stop()

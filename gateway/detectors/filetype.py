@@ -14,6 +14,7 @@ import asyncio
 import logging
 import tomllib
 import unicodedata
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -211,7 +212,9 @@ def _incompatible(claimed: str | None, true: str | None) -> bool:
 
 
 def has_macros(file: archives.File) -> bool:
-    from oletools.olevba import VBA_Parser
+    with warnings.catch_warnings():         # oletools' pyparsing grammar uses deprecated names
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from oletools.olevba import VBA_Parser
 
     try:
         parser = VBA_Parser(file.name or "file", data=file.data)
