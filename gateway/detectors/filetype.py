@@ -59,6 +59,8 @@ MIME_FAMILY = {
 COMPATIBLE = {frozenset(p) for p in (("ooxml", "zip"), ("odf", "zip"), ("ole", "ooxml"), ("ole", "odf"),
                                      ("ooxml", "odf"), ("text", "html"), ("gzip", "tar"))}
 SAFE_FOR_SCRIPTS = frozenset({"text", "html"})    # a script typed by content but named .txt is not run
+# A harmless true type under another name is odd but not a threat: "dummy" text in a part named .png.
+HARMLESS = frozenset({"text", "image", "audio", "video"})
 DOCUMENT_FAMILIES = frozenset({"pdf", "ole", "ooxml", "odf", "rtf", "image", "text", "html", "audio", "video"})
 
 
@@ -208,7 +210,8 @@ class FileType:
 
 
 def _incompatible(claimed: str | None, true: str | None) -> bool:
-    return bool(claimed and true and claimed != true and frozenset((claimed, true)) not in COMPATIBLE)
+    return bool(claimed and true and claimed != true and true not in HARMLESS
+                and frozenset((claimed, true)) not in COMPATIBLE)
 
 
 def has_macros(file: archives.File) -> bool:
