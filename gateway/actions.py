@@ -25,6 +25,16 @@ TEMPFAIL_INTERNAL = "451 4.3.0 Temporary local problem, please try again later"
 Finisher = Callable[[Mail, Verdict, bytes], Awaitable[bytes]]
 
 
+HeaderSource = Callable[[Mail, Verdict], list[tuple[str, str]]]
+
+
+def header_sources(*sources: HeaderSource) -> HeaderSource:
+    """Several producers of extra headers (Authentication-Results, X-Gateway-Scanned) as one."""
+    def headers(mail: Mail, verdict: Verdict) -> list[tuple[str, str]]:
+        return [h for source in sources for h in source(mail, verdict)]
+    return headers
+
+
 def findings_summary(verdict: Verdict) -> str:
     """'kind (detail), ...': the same explanation the review page, the notice and the log use."""
     return ", ".join(f"{f.kind} ({f.detail}{'; ' + f.part if f.part else ''})" for f in verdict.findings)

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from gateway import authresults, dkimsign
 from gateway import policy as policy_module
-from gateway.actions import Actions
+from gateway.actions import Actions, header_sources
 from gateway.config import Settings, split_host_port
+from gateway.detectors.antivirus import scanned_header
 from gateway.milter.session import MilterServer
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Store, open_store
@@ -42,7 +43,8 @@ class Gateway:
         finishers = dkimsign.finishers(settings)      # reads the DKIM/ARC keys: a bad one stops start-up here
         store = open_store(settings.quarantine.url)
         await store.open()
-        actions = Actions(settings, store, finishers=finishers, extra_headers=authresults.extra_headers(settings))
+        actions = Actions(settings, store, finishers=finishers,
+                          extra_headers=header_sources(authresults.extra_headers(settings), scanned_header))
         gateway = cls(settings, store, pipeline, actions)
         recovered = await gateway.release_service().recover()
         if recovered:

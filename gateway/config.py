@@ -98,6 +98,21 @@ class PipelineSettings:
 
 
 @dataclass(frozen=True)
+class AntivirusSettings:
+    clamd: str = "unix:///run/clamav/clamd.ctl"   # or "tcp://127.0.0.1:3310"; "" = no scanner (files are held)
+    timeout: float = 20.0                   # per scan
+    stream_max_length: int = 60 * 1024 * 1024   # clamd's StreamMaxLength (deploy/clamav/clamd.conf)
+    max_concurrency: int = 4                # scans in flight per process
+    cache_seconds: float = 300.0            # results cached by content hash (0: no cache)
+    cache_entries: int = 10000
+    version_seconds: float = 60.0           # how long the X-Gateway-Scanned version string is reused
+    archive_max_depth: int = 4              # archives inside archives
+    archive_max_members: int = 1000         # per attachment, all levels
+    archive_max_bytes: int = 100 * 1024 * 1024  # expanded per attachment, all levels
+    archive_max_ratio: float = 200.0        # expanded / compressed, past 10 MB expanded (zip bombs)
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
     json: bool = False
@@ -152,6 +167,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     milter: MilterSettings = field(default_factory=MilterSettings)
+    antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
     source: str = "<embedded defaults>"
 
     def is_local(self, address: str) -> bool:
@@ -271,6 +287,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{settings.source}: [relay] starttls: must be opportunistic, required or off")
     if bool(settings.smtp.tls_cert) != bool(settings.smtp.tls_key):
         raise ConfigError(f"{settings.source}: [smtp] tls_cert and tls_key go together")
+    if settings.antivirus.clamd:
+        from gateway.clamd import parse_address
+        try:
+            parse_address(settings.antivirus.clamd)
+        except ValueError as e:
+            raise ConfigError(f"{settings.source}: [antivirus] clamd: {e}") from None
     _validate_auth(settings)
     _validate_milter(settings)
 

@@ -7,12 +7,14 @@ as `defects` so that the `mime` detector can hold what we cannot read unambiguou
 
 from __future__ import annotations
 
+import binascii
 import email.errors
 import email.header
 import email.message
 import email.parser
 import email.policy
 import email.utils
+import io
 import re
 from dataclasses import dataclass, field
 
@@ -220,33 +222,90 @@ class _Walker:
         if part.is_attachment and any(isinstance(d, _ENCODING) for d in msg.defects):
             self.defects.append("invalid_encoding")
         self.parts.append(part)
+        if ctype.startswith("text/") and b"begin " in payload:
+            self._uuencoded(part)
+
+    def _uuencoded(self, text_part: Part) -> None:
+        """Files uuencoded inside a text body are attachments too: mail clients show them as such."""
+        room = self.limits.max_decoded_bytes - self.decoded_bytes
+        for n, (name, content) in enumerate(uuencoded(text_part.payload, room), 1):
+            if len(self.parts) >= self.limits.max_parts:
+                self.limit_exceeded = "parts"
+                return
+            self.decoded_bytes += len(content)
+            self.parts.append(Part(
+                path=f"{text_part.path}.uu{n}", content_type="application/octet-stream", filename=name,
+                filenames=(name,), disposition="attachment", charset=None, transfer_encoding="x-uuencode",
+                payload=content, nested_in_message=text_part.nested_in_message))
 
 
 _SLASHES = re.compile(r"[\\/]")
+_FILENAME_SOURCES = (("content-disposition", "filename"), ("content-type", "name"))
 
 
 def filename_candidates(msg: email.message.Message) -> tuple[str, ...]:
     """Every name a mail client might show for this part, best first: filename= then name=.
 
-    RFC 2231 continuations and charsets are joined by the parser; RFC 2047 encoded words (which
-    Outlook and Gmail honour inside parameters) are decoded here. Directory parts are dropped.
+    Every instance counts, as different clients pick different ones: duplicated headers, duplicated
+    parameters, RFC 2231 continuations and charsets (joined by the parser), and RFC 2047 encoded
+    words (which Outlook and Gmail honour inside parameters, decoded here). Directory parts are dropped.
     """
     found: list[str] = []
-    for header, param in (("content-disposition", "filename"), ("content-type", "name")):
-        try:
-            value = msg.get_param(param, header=header)
-        except Exception:
-            value = None
-        if value is None:
-            continue
-        try:
-            text = email.utils.collapse_rfc2231_value(value)
-        except (LookupError, UnicodeError, TypeError, ValueError):
-            text = value[2] if isinstance(value, tuple) else str(value)
-        text = decode_header_value(text) if "=?" in text else text
-        text = _SLASHES.split(text.strip())[-1].strip()
-        if text and text not in found:
-            found.append(text)
+    for header, param in _FILENAME_SOURCES:
+        for value in _param_values(msg, header, param):
+            try:
+                text = email.utils.collapse_rfc2231_value(value)
+            except (LookupError, UnicodeError, TypeError, ValueError):
+                text = value[2] if isinstance(value, tuple) else str(value)
+            text = decode_header_value(text) if "=?" in text else text
+            text = _SLASHES.split(text.strip())[-1].strip()
+            if text and text not in found:
+                found.append(text)
     return tuple(found)
 
 
+def _param_values(msg: email.message.Message, header: str, param: str) -> list[object]:
+    """The values of `param` in every instance of `header`, duplicates included, in order."""
+    values: list[object] = []
+    for instance in msg.get_all(header) or []:
+        single = email.message.Message()
+        single[header] = str(instance)
+        try:
+            params = single.get_params(header=header) or []
+        except Exception:     # the parser's parameter decoder on hostile input
+            continue
+        values += [v for k, v in params[1:] if k.lower() == param and v is not None]
+    return values
+
+
+_UU_BEGIN = re.compile(rb"^begin [0-7]{3,4} ([^\r\n]{1,255})\r?$", re.MULTILINE)
+_UU_MAX_FILES = 20
+
+
+def uuencoded(text: bytes, limit: int) -> list[tuple[str, bytes]]:
+    """(name, content) of each uuencoded block in a text body, at most `limit` bytes in all."""
+    found: list[tuple[str, bytes]] = []
+    total = 0
+    for match in _UU_BEGIN.finditer(text):
+        if len(found) >= _UU_MAX_FILES or total > limit:
+            break
+        out = bytearray()
+        for raw_line in io.BytesIO(text[match.end():]):
+            line = raw_line.rstrip(b"\r\n ")
+            if line in (b"end", b"`", b""):
+                if line == b"end":
+                    break
+                continue
+            try:
+                out += binascii.a2b_uu(line)
+            except binascii.Error:      # encoders that pad lines oddly: decode the declared length only
+                try:
+                    out += binascii.a2b_uu(line[:(((line[0] - 32) & 63) * 4 + 5) // 3])
+                except binascii.Error:
+                    break
+            if total + len(out) > limit:
+                break
+        total += len(out)
+        name = match.group(1).decode("utf-8", "replace").strip()
+        found.append((_SLASHES.split(name)[-1].strip() or "uuencoded", bytes(out)))
+    return found

@@ -9,6 +9,7 @@ import pytest
 
 from gateway import config
 from gateway.app import Gateway
+from tests.clamav import clamd_server  # noqa: F401  (session fixture: the real clamd)
 from tests.peers import Sink, free_port
 
 DATA = Path(__file__).parent / "data"
@@ -51,11 +52,13 @@ class Running:
 
 
 @pytest.fixture
-async def start_gateway(tmp_path, sink):
-    """start_gateway(**sections) -> a Running gateway in this event loop, stopped after the test."""
+async def start_gateway(tmp_path, sink, clamd_server):  # noqa: F811
+    """start_gateway(**sections) -> a Running gateway in this event loop, stopped after the test.
+    Files are scanned by the session's real clamd unless a test names another in [antivirus]."""
     started: list[Gateway] = []
 
     async def start(**sections: dict) -> Running:
+        sections["antivirus"] = {"clamd": clamd_server.address, **sections.get("antivirus", {})}
         settings = make_settings(tmp_path, sink.port, **sections)
         gateway = await Gateway.create(settings)
         await gateway.start_smtp()

@@ -46,7 +46,9 @@ def options_with_defaults(name: str, options: Mapping[str, Any], defaults: Mappi
 
 
 def _registry() -> dict[str, type[Detector]]:
+    from gateway.detectors.antivirus import Antivirus
     from gateway.detectors.auth import Auth
+    from gateway.detectors.filetype import FileType
     from gateway.detectors.mime import MimeStructure
     from gateway.detectors.size import Size
 
@@ -54,6 +56,8 @@ def _registry() -> dict[str, type[Detector]]:
         "size": Size,
         "mime": MimeStructure,
         "auth": Auth,
+        "antivirus": Antivirus,
+        "filetype": FileType,
     }
 
 

@@ -1,0 +1,165 @@
+"""antivirus: every file is scanned by clamd, or held (policy: Provisions for Retrieving and Transmitting
+Information, "All files downloaded from the Internet must be checked for computer viruses").
+
+Scanned through clamd's INSTREAM (gateway.clamd): every attachment and non-text part, and the raw
+message once as a whole, so that what a MIME trick hides from our parser is still seen by clamd's.
+clamd opens the archives itself (ScanArchive); gateway.archives reports what nobody can open
+(encrypted, over the limits, unparsable). Anything not scanned is `unscanned.<reason>`, never clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from gateway import archives, clamd
+from gateway.config import AntivirusSettings, Settings
+from gateway.detectors import options_with_defaults
+from gateway.headers import safe_value
+from gateway.model import Finding, Mail, Verdict
+
+log = logging.getLogger("gateway.antivirus")
+
+DEFAULTS = {"scan_whole_message": True}
+VERSION_NOTE = "antivirus.version"
+WHOLE = "whole message"
+# clamd's heuristic "signatures" that mean "could not look", not "found something".
+HEURISTIC_KINDS = (("Heuristics.Limits.Exceeded", "limits_exceeded"), ("Heuristics.Encrypted.", "encrypted"))
+# A message without files is still read by our own parser: a scanner outage does not hold it.
+QUIET_WITHOUT_FILES = frozenset({"unscanned.scanner_unavailable", "unscanned.timeout"})
+EXPLAIN = {
+    "scanner_unavailable": "The virus scanner is not available",
+    "timeout": "The virus scanner did not answer in time",
+    "limits_exceeded": "The file is over the virus scanner's limits",
+    "encrypted": "The file is encrypted, so the virus scanner cannot read it",
+    "unparsable": "The virus scanner could not read the file",
+}
+
+
+def archive_limits(av: AntivirusSettings) -> archives.Limits:
+    return archives.Limits(max_depth=av.archive_max_depth, max_members=av.archive_max_members,
+                           max_bytes=av.archive_max_bytes, max_ratio=av.archive_max_ratio,
+                           ratio_floor=min(archives.Limits().ratio_floor, av.archive_max_bytes // 2))
+
+
+class Cache:
+    """content hash -> signature ("" = clean), for a short time; only definite answers are kept."""
+
+    def __init__(self, seconds: float, entries: int) -> None:
+        self.seconds, self.entries = seconds, entries
+        self.items: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+
+    def get(self, key: bytes) -> str | None:
+        hit = self.items.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            self.items.pop(key, None)
+            return None
+        return hit[1]
+
+    def put(self, key: bytes, signature: str) -> None:
+        if self.seconds <= 0:
+            return
+        self.items[key] = (time.monotonic() + self.seconds, signature)
+        self.items.move_to_end(key)
+        while len(self.items) > self.entries:
+            self.items.popitem(last=False)
+
+
+async def digest(data: bytes) -> bytes:
+    if len(data) < 256 * 1024:
+        return hashlib.sha256(data).digest()
+    return await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
+
+
+class Antivirus:
+    name: ClassVar[str] = "antivirus"
+    kinds: ClassVar[frozenset[str]] = frozenset({"virus", "unscanned.*"})
+
+    def __init__(self, settings: Settings, options: Mapping[str, Any]) -> None:
+        opts = options_with_defaults(self.name, options, DEFAULTS)
+        av = settings.antivirus
+        self.whole = opts["scan_whole_message"]
+        self.limits = archive_limits(av)
+        self.clamd = clamd.Clamd(av.clamd, timeout=av.timeout, stream_max_length=av.stream_max_length,
+                                 max_concurrency=av.max_concurrency) if av.clamd else None
+        self.cache = Cache(av.cache_seconds, av.cache_entries)
+        self.version_seconds = av.version_seconds
+        self._version: tuple[float, str] = (0.0, "")
+
+    async def check(self, mail: Mail) -> list[Finding]:
+        inventory = await archives.inventory(mail, self.limits)
+        findings = [Finding(kind=f"unscanned.{p.kind}", detector=self.name, part=p.label, detail=p.detail)
+                    for p in inventory.problems]
+        files = [f for f in inventory.files if f.depth == 0]
+        if self.clamd is None:
+            return findings + [self.unscanned("scanner_unavailable", f.label, f.name, "no scanner is configured")
+                               for f in files]
+        targets = [(f.label, f.name or "the attachment", f.data) for f in files]
+        if self.whole:
+            targets.append((WHOLE, "the message as a whole", mail.raw))
+        results = await asyncio.gather(*(self.scan(data) for _, _, data in targets), self.version(),
+                                       return_exceptions=True)
+        version = results.pop()
+        for (label, name, _), result in zip(targets, results, strict=True):
+            for finding in self.explain(label, name, result):
+                if label == WHOLE and (any(f.kind == finding.kind for f in findings) or
+                                       (not files and finding.kind in QUIET_WITHOUT_FILES)):
+                    continue    # the whole-message scan only adds what the file scans missed
+                findings.append(finding)
+        if isinstance(version, str) and version and files:
+            mail.parsed.notes[VERSION_NOTE] = version
+        return findings
+
+    def explain(self, label: str, name: str, result: object) -> list[Finding]:
+        if isinstance(result, clamd.Unavailable):
+            return [self.unscanned("scanner_unavailable", label, name, str(result))]
+        if isinstance(result, clamd.ScanTimeout):
+            return [self.unscanned("timeout", label, name, str(result))]
+        if isinstance(result, clamd.LimitsExceeded):
+            return [self.unscanned("limits_exceeded", label, name, str(result))]
+        if isinstance(result, clamd.ClamdError):
+            return [self.unscanned("unparsable", label, name, str(result))]
+        if isinstance(result, BaseException):
+            raise result
+        signature = str(result)
+        if not signature:
+            return []
+        for prefix, reason in HEURISTIC_KINDS:
+            if signature.startswith(prefix):
+                return [self.unscanned(reason, label, name, f"clamd reported {signature}")]
+        return [Finding(kind="virus", detector=self.name, part=label, evidence=(signature,),
+                        detail=f"Virus {signature} found in {name}")]
+
+    def unscanned(self, reason: str, label: str, name: str, why: str) -> Finding:
+        return Finding(kind=f"unscanned.{reason}", detector=self.name, part=label,
+                       detail=f"{EXPLAIN[reason]}: {name} was not checked for viruses ({why})")
+
+    async def scan(self, data: bytes) -> str:
+        key = await digest(data)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        result = await self.clamd.instream(data)
+        self.cache.put(key, result.signature)
+        return result.signature
+
+    async def version(self) -> str:
+        expires, value = self._version
+        if value and expires > time.monotonic():
+            return value
+        value = safe_value(await self.clamd.version(), 200)
+        self._version = (time.monotonic() + self.version_seconds, value)
+        return value
+
+
+def scanned_header(mail: Mail, verdict: Verdict) -> list[tuple[str, str]]:
+    """X-Gateway-Scanned on relayed messages that had files: which scanner, which signatures."""
+    version = mail.parsed.notes.get(VERSION_NOTE)
+    if version and mail.parsed.attachments:
+        return [("X-Gateway-Scanned", str(version))]
+    return []
