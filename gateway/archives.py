@@ -215,8 +215,7 @@ class _Walk:
                 self.member(info.filename, sink.buf.getvalue() if sink else b"", label, depth)
 
     def _rar(self, data: bytes, label: str, depth: int) -> None:
-        import rarfile
-
+        rarfile = _rarfile()
         with rarfile.RarFile(io.BytesIO(data), errors="strict") as rf:
             if rf.needs_password():
                 self.inv.problems.append(Problem("encrypted", label, "The rar archive's file list is encrypted"))
@@ -228,7 +227,7 @@ class _Walk:
                 if info.needs_password():
                     self.member(info.filename, b"", label, depth, encrypted=True)
                     continue
-                with rf.open(info) as stream:          # needs an unrar tool (unrar-free here)
+                with rf.open(info) as stream:          # through the unar tool (see _rarfile)
                     self.member(info.filename, self.read(stream, label), label, depth)
 
     def _tar(self, data: bytes, label: str, depth: int) -> None:
@@ -282,6 +281,24 @@ class _Walk:
         if size > limits.ratio_floor and size / max(packed, 1) > limits.max_ratio:
             self.stop(label, f"declares {size} bytes from {packed}: more than {limits.max_ratio:g} times "
                              f"(a zip bomb?)")
+
+
+_RAR_READY = False
+
+
+def _rarfile():
+    """rarfile, set up to expand members with `unar` (Debian's unrar-free fails on compressed RAR 3
+    members: a CRC error), falling back to whatever rarfile finds."""
+    global _RAR_READY
+    import rarfile
+
+    if not _RAR_READY:
+        try:
+            rarfile.tool_setup(unrar=False, unar=True, bsdtar=False, sevenzip=False, sevenzip2=False, force=True)
+        except rarfile.RarCannotExec:
+            rarfile.tool_setup(force=True)
+        _RAR_READY = True
+    return rarfile
 
 
 def expand(label: str, names: tuple[str, ...], data: bytes, content_type: str | None,
