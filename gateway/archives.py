@@ -17,6 +17,7 @@ import bz2
 import io
 import lzma
 import tarfile
+import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -62,6 +63,12 @@ class Problem:
 class Inventory:
     files: list[File] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+
+
+def shown(name: str) -> str:
+    """A file name as a reviewer can read it: invisible, bidirectional and control characters spelled out."""
+    return "".join(f"<U+{ord(c):04X}>" if unicodedata.category(c) in ("Cf", "Cc", "Zl", "Zp") else c
+                   for c in name)[:200]
 
 
 class _Stop(Exception):
@@ -145,7 +152,7 @@ class _Walk:
         self.inv.files.append(File(label=child, names=(name,) if name else (), data=data, depth=depth,
                                    encrypted=encrypted))
         if encrypted:
-            self.inv.problems.append(Problem("encrypted", child, f"Archive member {name!r} is encrypted"))
+            self.inv.problems.append(Problem("encrypted", child, f"Archive member {shown(name)!r} is encrypted"))
         elif data:
             self.container(data, child, depth)
 
