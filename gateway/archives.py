@@ -17,6 +17,7 @@ import bz2
 import io
 import lzma
 import tarfile
+import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -62,6 +63,12 @@ class Problem:
 class Inventory:
     files: list[File] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+
+
+def shown(name: str) -> str:
+    """A file name as a reviewer can read it: invisible, bidirectional and control characters spelled out."""
+    return "".join(f"<U+{ord(c):04X}>" if unicodedata.category(c) in ("Cf", "Cc", "Zl", "Zp") else c
+                   for c in name)[:200]
 
 
 class _Stop(Exception):
@@ -145,7 +152,7 @@ class _Walk:
         self.inv.files.append(File(label=child, names=(name,) if name else (), data=data, depth=depth,
                                    encrypted=encrypted))
         if encrypted:
-            self.inv.problems.append(Problem("encrypted", child, f"Archive member {name!r} is encrypted"))
+            self.inv.problems.append(Problem("encrypted", child, f"Archive member {shown(name)!r} is encrypted"))
         elif data:
             self.container(data, child, depth)
 
@@ -215,8 +222,7 @@ class _Walk:
                 self.member(info.filename, sink.buf.getvalue() if sink else b"", label, depth)
 
     def _rar(self, data: bytes, label: str, depth: int) -> None:
-        import rarfile
-
+        rarfile = _rarfile()
         with rarfile.RarFile(io.BytesIO(data), errors="strict") as rf:
             if rf.needs_password():
                 self.inv.problems.append(Problem("encrypted", label, "The rar archive's file list is encrypted"))
@@ -228,7 +234,7 @@ class _Walk:
                 if info.needs_password():
                     self.member(info.filename, b"", label, depth, encrypted=True)
                     continue
-                with rf.open(info) as stream:          # needs an unrar tool (unrar-free here)
+                with rf.open(info) as stream:          # through the unar tool (see _rarfile)
                     self.member(info.filename, self.read(stream, label), label, depth)
 
     def _tar(self, data: bytes, label: str, depth: int) -> None:
@@ -282,6 +288,24 @@ class _Walk:
         if size > limits.ratio_floor and size / max(packed, 1) > limits.max_ratio:
             self.stop(label, f"declares {size} bytes from {packed}: more than {limits.max_ratio:g} times "
                              f"(a zip bomb?)")
+
+
+_RAR_READY = False
+
+
+def _rarfile():
+    """rarfile, set up to expand members with `unar` (Debian's unrar-free fails on compressed RAR 3
+    members: a CRC error), falling back to whatever rarfile finds."""
+    global _RAR_READY
+    import rarfile
+
+    if not _RAR_READY:
+        try:
+            rarfile.tool_setup(unrar=False, unar=True, bsdtar=False, sevenzip=False, sevenzip2=False, force=True)
+        except rarfile.RarCannotExec:
+            rarfile.tool_setup(force=True)
+        _RAR_READY = True
+    return rarfile
 
 
 def expand(label: str, names: tuple[str, ...], data: bytes, content_type: str | None,

@@ -8,6 +8,7 @@ import io
 import lzma
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -123,3 +124,16 @@ def test_zip_truncated_anywhere_never_crashes():
         walk(data[:cut], "cut.zip")
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.namelist() == ["a.txt", "b.zip"]
+
+
+def test_rar_members_are_expanded_with_unar():
+    # No tool here writes RAR, so the RAR 3 archive (one compressed member) comes from the shared corpus.
+    from gateway import mime
+
+    here = Path(__file__).resolve()
+    [corpus] = [p / "shared" / "corpus" for p in here.parents if (p / "shared" / "corpus").is_dir()][:1]
+    raw = (corpus / "malformed" / "rspamd-gargantua.eml").read_bytes()
+    [rar] = [p.payload for p in mime.parse(raw).parts if sniff(p.payload) == "rar"]
+    inv = walk(rar, "t.rar")
+    assert inv.problems == []
+    assert [(f.name, f.data) for f in inv.files[1:]] == [("t/t.txt", b"42")]

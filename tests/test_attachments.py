@@ -341,3 +341,17 @@ async def test_results_are_cached_by_content_for_a_short_time(start_gateway, sin
         assert len(await gw.store.list()) == 2 - delivered
     finally:
         scanner.stop()
+
+
+async def test_whole_message_scan_finds_what_the_mime_parser_does_not_show(gw, sink):
+    # A file after the closing boundary (the epilogue) is no part to our parser, nor to most clients;
+    # clamd's scan of the raw message still sees it.
+    message = (b"From: x@outside.test\r\nTo: staff@example.gov\r\nSubject: epilogue\r\nMIME-Version: 1.0\r\n"
+               b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+               b"--b--\r\n" + files.eicar() + b"\r\n")
+    code, _ = await inbound(gw, message)
+    assert code == 250
+    item = await held(gw, sink)
+    [virus] = found(item, "virus")
+    assert virus.part == "whole message"
+    assert virus.detail == f"Virus {FOUND} found in the message as a whole"

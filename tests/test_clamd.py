@@ -124,3 +124,10 @@ def test_production_clamd_conf_is_accepted_by_clamd_and_never_passes_what_it_can
         assert server.ping()
     finally:
         server.stop()
+
+
+def test_antivirus_settings_name_a_bad_clamd_address():
+    with pytest.raises(config.ConfigError, match=r"\[antivirus\] clamd: clamd address 'clamd.ctl'"):
+        config.from_dict({"antivirus": {"clamd": "clamd.ctl"}}, source="gw.toml")
+    assert config.from_dict({"antivirus": {"clamd": ""}}).antivirus.clamd == ""
+    assert config.from_dict({"antivirus": {"archive_max_ratio": 50}}).antivirus.archive_max_ratio == 50.0

@@ -97,9 +97,9 @@ class Antivirus:
                     for p in inventory.problems]
         files = [f for f in inventory.files if f.depth == 0]
         if self.clamd is None:
-            return findings + [self.unscanned("scanner_unavailable", f.label, f.name, "no scanner is configured")
-                               for f in files]
-        targets = [(f.label, f.name or "the attachment", f.data) for f in files]
+            return findings + [self.unscanned("scanner_unavailable", f.label, archives.shown(f.name) or
+                                              "the attachment", "no scanner is configured") for f in files]
+        targets = [(f.label, archives.shown(f.name) or "the attachment", f.data) for f in files]
         if self.whole:
             targets.append((WHOLE, "the message as a whole", mail.raw))
         results = await asyncio.gather(*(self.scan(data) for _, _, data in targets), self.version(),

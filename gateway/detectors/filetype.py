@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import magic
 
 from gateway import archives
+from gateway.archives import shown
 from gateway.config import Settings
 from gateway.detectors import OptionError, options_with_defaults
 from gateway.detectors.antivirus import archive_limits
@@ -85,12 +86,6 @@ def extensions(name: str) -> list[str]:
     """'Invoice.PDF.exe. ' -> ['pdf', 'exe']: Windows ignores trailing dots and spaces."""
     stem = name.rstrip(" .")
     return [e.strip().lower() for e in stem.split(".")[1:] if e.strip()]
-
-
-def shown(name: str) -> str:
-    """A name as a reviewer can read it: invisible and control characters spelled out."""
-    return "".join(f"<U+{ord(c):04X}>" if unicodedata.category(c) in ("Cf", "Cc", "Zl", "Zp") else c
-                   for c in name)[:200]
 
 
 def unicode_tricks(name: str) -> list[str]:
