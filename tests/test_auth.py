@@ -281,7 +281,18 @@ async def test_configured_nameserver_answers_through_dnspython(tmp_path, sink):
 def test_resolver_setting_is_system_or_a_nameserver_address():
     from gateway import config
 
-    for good in ("system", "192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53", "2001:db8::53"):
+    for good in ("system", "none", "192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53", "2001:db8::53"):
         config.from_dict({"auth": {"resolver": good}})
-    with pytest.raises(config.ConfigError, match=r"\[auth\] resolver: 'ns1.example' is neither"):
+    with pytest.raises(config.ConfigError, match=r"resolver: 'ns1.example' is neither \"system\", \"none\" nor"):
         config.from_dict({"auth": {"resolver": "ns1.example"}})
+
+
+async def test_a_header_block_dkimpy_cannot_read_is_no_crash(start_gateway, sink):
+    gw, _ = await start(start_gateway, {})
+    message = (b"Received: from a.partner.test\r\nX-Odd : space before the colon\r\n" + make_message(
+        sender="x@partner.test", to="staff@example.gov",
+        extra_headers="DKIM-Signature: v=1; a=rsa-sha256; d=partner.test; s=s1; h=from; bh=AA==; b=AA==\r\n"))
+    code, _, _ = await send(gw.port, "x@partner.test", ["staff@example.gov"], message, source=OUTSIDE)
+    assert code == 250
+    [got] = await sink.wait_for(1)
+    assert auth_results(got.data)[0].startswith("gateway.test; dkim=permerror (message not readable for DKIM")
