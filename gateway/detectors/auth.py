@@ -95,19 +95,22 @@ def verify_dkim(raw: bytes, bridge: ThreadBridge, max_signatures: int, min_key_b
         b = "".join(text["b"].split())[:8]
         errors.messages.clear()
         temp_before = len(bridge.temp_errors)
+        raised = False
         try:
             ok = signer.verify(idx=idx, dnsfunc=bridge.txt)
             reason = "" if ok else (errors.messages[-1] if errors.messages else "signature did not verify")
         except Exception as e:   # dkimpy and its crypto libraries raise more than DKIMException on hostile input
-            ok, reason = False, str(e) or type(e).__name__
+            ok, raised, reason = False, True, str(e) or type(e).__name__
         if ok:
             result = "pass"
         elif len(bridge.temp_errors) > temp_before:
             result, reason = "temperror", "key look-up failed"
-        elif "missing public key" in reason or "KeyFormatError" in reason or "public key" in reason:
-            result = "permerror"
+        elif "body hash mismatch" in reason:
+            result = "fail"                     # the body changed after signing
+        elif raised or "public key" in reason or "KeyFormatError" in reason:
+            result = "permerror"                # no usable key, or a malformed signature (RFC 8601 2.7.1)
         else:
-            result = "fail"
+            result = "fail"                     # the header hash does not match the signature
         results.append(DkimResult(result, text["d"].lower(), text["s"], text["a"], b, reason[:200]))
     return results
 
