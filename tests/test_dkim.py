@@ -126,6 +126,20 @@ async def test_inbound_and_foreign_senders_are_not_signed(tmp_path, sink, keys):
     assert len(got) == 2 and all(b"DKIM-Signature" not in m.data for m in got)
 
 
+async def test_a_header_block_dkim_cannot_read_is_relayed_unsigned(tmp_path, sink, keys):
+    settings = signing_settings(tmp_path, sink.port, keys, "rsa")
+    gateway = await Gateway.create(settings)
+    await gateway.start_smtp()
+    try:
+        port = config.split_host_port(settings.smtp.listen)[1]
+        odd = b"X-Odd : space before the colon\r\n" + make_message()
+        code, _, _ = await send(port, "alice@example.gov", ["bob@example.org"], odd)
+        [got] = await sink.wait_for(1)
+    finally:
+        await gateway.close()
+    assert code == 250 and b"DKIM-Signature" not in got.data and b"X-Odd : space" in got.data
+
+
 async def test_released_mail_goes_through_the_same_signing(tmp_path, sink, keys):
     """The quarantine's release relays Actions.relayable: the finishers Gateway.create wired in."""
     settings = signing_settings(tmp_path, sink.port, keys, "ed")
