@@ -226,3 +226,13 @@ def test_keygen_writes_a_key_that_signs_what_the_printed_record_verifies(tmp_pat
     assert cli.main(["dkim", "keygen", "example.gov", "s-rsa", "--out", str(tmp_path / "rsa")]) == 1
     assert "exists" in capsys.readouterr().err
     assert cli.main(["dkim", "keygen", "example.gov", "bad selector", "--out", str(tmp_path)]) == 2
+
+
+def test_gateway_run_refuses_to_start_with_an_unreadable_key(tmp_path, capsys):
+    conf = tmp_path / "gateway.toml"
+    conf.write_text(f'[smtp]\nlisten = "127.0.0.1:0"\n[quarantine]\nurl = "sqlite:///{tmp_path}/q.db"\n'
+                    f'[[dkim.sign]]\ndomain = "example.gov"\nselector = "s1"\nkey_file = "{tmp_path}/s1.key"\n')
+    assert cli.main(["run", "--config", str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gateway: configuration error: ") and "[[dkim.sign]] #1" in err
+    assert f"selector s1): cannot read key_file {tmp_path}/s1.key" in err
