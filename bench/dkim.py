@@ -21,6 +21,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import dkim  # noqa: E402
 
 from gateway import dkimsign  # noqa: E402
+from gateway.model import Direction  # noqa: E402
 
 
 def message(size: int) -> bytes:
@@ -67,5 +68,44 @@ def main() -> None:
                 print(f"{label:<10} {size // 1000:>6}KB {sign_ms:>9.3f} {verify_ms:>10.3f} {len(key.sign(msg)):>10}")
 
 
+def inbound_check(n: int) -> None:
+    """The whole `auth` detector on one inbound message (DKIM RSA signature, SPF, DMARC), DNS injected."""
+    import asyncio
+
+    from gateway import config
+    from gateway.detectors.auth import Auth
+    from gateway.dns import StaticResolver
+    from gateway.mime import parse
+    from gateway.model import Envelope, Mail
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pem, record = dkimsign.keygen("rsa")
+        path = Path(tmp) / "p.key"
+        path.write_bytes(pem)
+        algorithm, private = dkimsign.read_key(str(path))
+        key = dkimsign.SigningKey("partner.test", "s1", algorithm, private, str(path))
+        raw = message(5_000).replace(b"alice@example.gov", b"x@partner.test")
+        raw = key.sign(raw) + raw
+    settings = config.from_dict({"auth": {"resolver": "none"}})
+    auth = Auth(settings, {})
+    auth.resolver = StaticResolver({"s1._domainkey.partner.test": record, "partner.test": "v=spf1 ip4:192.0.2.1 -all",
+                                    "_dmarc.partner.test": "v=DMARC1; p=reject"})
+    mail = Mail("bench", Envelope("x@partner.test", ("staff@example.gov",), "192.0.2.1", "mx.partner.test"),
+                raw, parse(raw), Direction.INBOUND, time.time())
+
+    async def run() -> float:
+        assert await auth.check(mail) == []
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await auth.check(mail)
+            times.append((time.perf_counter() - start) * 1000)
+        await auth.close()
+        return statistics.median(times)
+
+    print(f"auth detector, inbound 5 KB message (DKIM RSA + SPF + DMARC): {asyncio.run(run()):.3f} ms per message")
+
+
 if __name__ == "__main__":
     main()
+    inbound_check(100)

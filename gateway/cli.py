@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, settings)
     except (PolicyError, ConfigError) as e:
-        print(f"gateway: policy error: {e}", file=sys.stderr)
+        kind = "configuration" if isinstance(e, ConfigError) else "policy"     # e.g. a DKIM key file at start-up
+        print(f"gateway: {kind} error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -121,7 +121,7 @@ class LogSettings:
 @dataclass(frozen=True)
 class AuthSettings:
     authserv_id: str = ""                   # our RFC 8601 authserv-id; default: [smtp] hostname, else the FQDN
-    resolver: str = "system"                # "system" (resolv.conf) or a nameserver: "192.0.2.53[:53]"
+    resolver: str = "system"                # "system" (resolv.conf), a nameserver "192.0.2.53[:53]", or "none"
     dns_timeout: float = 5.0                # per DNS query
     max_signatures: int = 5                 # DKIM signatures verified per message; more are ignored
 
@@ -305,7 +305,7 @@ def _validate_auth(settings: Settings) -> None:
         check_resolver_spec(settings.auth.resolver)
     except ValueError:
         raise ConfigError(f"{settings.source}: [auth] resolver: {settings.auth.resolver!r} is neither "
-                          f"\"system\" nor a nameserver address") from None
+                          f"\"system\", \"none\" nor a nameserver address") from None
     for n, key in enumerate(settings.dkim.sign, 1):
         missing = [k for k in ("domain", "selector", "key_file") if not getattr(key, k)]
         if missing:

@@ -124,6 +124,7 @@ def keys_for(keys: list[SigningKey], domain: str) -> list[SigningKey]:
 
 def signer(settings: Settings, keys: list[SigningKey]) -> Finisher:
     """The finisher that DKIM-signs local senders' outbound and internal mail, last of all."""
+    import dkim
 
     async def finish(mail: Mail, verdict: Verdict, message: bytes) -> bytes:
         if mail.direction not in (Direction.OUTBOUND, Direction.INTERNAL):
@@ -134,7 +135,11 @@ def signer(settings: Settings, keys: list[SigningKey]) -> Finisher:
             return message
 
         def sign_all() -> bytes:
-            return b"".join(k.sign(message) for k in chosen) + message
+            try:
+                return b"".join(k.sign(message) for k in chosen) + message
+            except dkim.MessageFormatError:     # a header block no DKIM verifier could read either
+                log.warning("DKIM signing skipped for %s: header block not readable for DKIM", mail.id)
+                return message
 
         return await asyncio.to_thread(sign_all)
 

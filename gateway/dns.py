@@ -1,9 +1,10 @@
 """Asynchronous DNS for sender authentication, behind a small protocol that tests replace.
 
 `[auth] resolver` names the resolver: "system" (the host's /etc/resolv.conf) or a nameserver
-address ("192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53"). Both use dnspython's asyncio
-resolver. Tests inject a `StaticResolver` (a dictionary of answers): DNS is the one thing the
-authentication tests fake, because there is no network here.
+address ("192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53"), both dnspython's asyncio
+resolver; or "none": no DNS at all, every name has no records (offline checks of a corpus, and
+the test suite's gateways, which must not depend on a network). Tests inject a `StaticResolver`
+(a dictionary of answers): DNS is the one thing the authentication tests fake (no network here).
 
 The DKIM, ARC and SPF libraries are synchronous and CPU-bound (hashing, RSA), so the checks run in
 a worker thread; `ThreadBridge` gives them blocking look-up functions that run each query on the
@@ -98,12 +99,14 @@ def _split_nameserver(value: str) -> tuple[str, int]:
 
 
 def check_resolver_spec(value: str) -> None:
-    """Raise ValueError unless `value` is "system" or a nameserver address."""
-    if value != "system":
+    """Raise ValueError unless `value` is "system", "none" or a nameserver address."""
+    if value not in ("system", "none"):
         _split_nameserver(value)
 
 
 def make_resolver(spec: str, timeout: float = 5.0) -> Resolver:
+    if spec == "none":
+        return StaticResolver()
     return SystemResolver("" if spec == "system" else spec, timeout)
 
 

@@ -24,6 +24,7 @@ def make_settings(tmp_path: Path, sink_port: int, **sections: dict) -> config.Se
         "domains": {"local": ["example.gov"]},
         "networks": {"internal": ["127.0.0.1/32"]},
         "quarantine": {"url": f"sqlite:///{tmp_path / 'quarantine.db'}"},
+        "auth": {"resolver": "none"},       # no network here: sender authentication sees no DNS records
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)

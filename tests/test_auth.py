@@ -281,7 +281,47 @@ async def test_configured_nameserver_answers_through_dnspython(tmp_path, sink):
 def test_resolver_setting_is_system_or_a_nameserver_address():
     from gateway import config
 
-    for good in ("system", "192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53", "2001:db8::53"):
+    for good in ("system", "none", "192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53", "2001:db8::53"):
         config.from_dict({"auth": {"resolver": good}})
-    with pytest.raises(config.ConfigError, match=r"\[auth\] resolver: 'ns1.example' is neither"):
+    with pytest.raises(config.ConfigError, match=r"resolver: 'ns1.example' is neither \"system\", \"none\" nor"):
         config.from_dict({"auth": {"resolver": "ns1.example"}})
+
+
+async def test_a_header_block_dkimpy_cannot_read_is_no_crash(start_gateway, sink):
+    gw, _ = await start(start_gateway, {})
+    message = (b"Received: from a.partner.test\r\nX-Odd : space before the colon\r\n" + make_message(
+        sender="x@partner.test", to="staff@example.gov",
+        extra_headers="DKIM-Signature: v=1; a=rsa-sha256; d=partner.test; s=s1; h=from; bh=AA==; b=AA==\r\n"))
+    code, _, _ = await send(gw.port, "x@partner.test", ["staff@example.gov"], message, source=OUTSIDE)
+    assert code == 250
+    [got] = await sink.wait_for(1)
+    assert auth_results(got.data)[0].startswith("gateway.test; dkim=permerror (message not readable for DKIM")
+
+
+async def test_an_existing_arc_chain_is_verified_and_continued(start_gateway, sink, tmp_path, partner_key):
+    """A mailing list sealed the message (i=1); we verify that chain, tag the mail and add i=2 with cv=pass."""
+    private, _, list_record, _ = partner_key
+    arc_pem, arc_record = dkimsign.keygen("rsa")
+    arc_file = tmp_path / "arc.key"
+    arc_file.write_bytes(arc_pem)
+    answers = {"list._domainkey.lists.partner.test": list_record, "lists.partner.test": "v=spf1 -all",
+               "_dmarc.partner.test": "v=DMARC1; p=reject"}
+    gw, _ = await start(start_gateway, answers,
+                        dkim={"arc": {"domain": "example.gov", "selector": "arc1", "key_file": str(arc_file)}})
+    original = make_message(subject="Meeting", sender="chair@partner.test", to="list@lists.partner.test",
+                            extra_headers="Authentication-Results: lists.partner.test; spf=pass "
+                                          "smtp.mailfrom=partner.test; dmarc=pass header.from=partner.test\r\n")
+    sealed = b"".join(dkim.arc_sign(original, b"list", b"lists.partner.test", private, b"lists.partner.test")) \
+        + original
+    code, _, _ = await send(gw.port, "list-bounces@lists.partner.test", ["staff@example.gov"], sealed,
+                            source=OUTSIDE)
+    assert code == 250
+    [got] = await sink.wait_for(1)
+    assert b"Subject: [Unverified sender] Meeting" in got.data      # DMARC p=reject fails after the list
+    assert "; arc=pass" in auth_results(got.data)[0]
+    assert got.data.startswith(b"ARC-Seal: i=2; cv=pass;")
+    records = {b"arc1._domainkey.example.gov.": arc_record.encode(),
+               b"list._domainkey.lists.partner.test.": list_record.encode()}
+    cv, results, reason = dkim.arc_verify(got.data, dnsfunc=lambda name, timeout=5: records.get(name))
+    assert cv == dkim.CV_Pass, reason
+    assert [r["instance"] for r in results] == [2, 1]

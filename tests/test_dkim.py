@@ -126,6 +126,20 @@ async def test_inbound_and_foreign_senders_are_not_signed(tmp_path, sink, keys):
     assert len(got) == 2 and all(b"DKIM-Signature" not in m.data for m in got)
 
 
+async def test_a_header_block_dkim_cannot_read_is_relayed_unsigned(tmp_path, sink, keys):
+    settings = signing_settings(tmp_path, sink.port, keys, "rsa")
+    gateway = await Gateway.create(settings)
+    await gateway.start_smtp()
+    try:
+        port = config.split_host_port(settings.smtp.listen)[1]
+        odd = b"X-Odd : space before the colon\r\n" + make_message()
+        code, _, _ = await send(port, "alice@example.gov", ["bob@example.org"], odd)
+        [got] = await sink.wait_for(1)
+    finally:
+        await gateway.close()
+    assert code == 250 and b"DKIM-Signature" not in got.data and b"X-Odd : space" in got.data
+
+
 async def test_released_mail_goes_through_the_same_signing(tmp_path, sink, keys):
     """The quarantine's release relays Actions.relayable: the finishers Gateway.create wired in."""
     settings = signing_settings(tmp_path, sink.port, keys, "ed")
@@ -212,3 +226,13 @@ def test_keygen_writes_a_key_that_signs_what_the_printed_record_verifies(tmp_pat
     assert cli.main(["dkim", "keygen", "example.gov", "s-rsa", "--out", str(tmp_path / "rsa")]) == 1
     assert "exists" in capsys.readouterr().err
     assert cli.main(["dkim", "keygen", "example.gov", "bad selector", "--out", str(tmp_path)]) == 2
+
+
+def test_gateway_run_refuses_to_start_with_an_unreadable_key(tmp_path, capsys):
+    conf = tmp_path / "gateway.toml"
+    conf.write_text(f'[smtp]\nlisten = "127.0.0.1:0"\n[quarantine]\nurl = "sqlite:///{tmp_path}/q.db"\n'
+                    f'[[dkim.sign]]\ndomain = "example.gov"\nselector = "s1"\nkey_file = "{tmp_path}/s1.key"\n')
+    assert cli.main(["run", "--config", str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gateway: configuration error: ") and "[[dkim.sign]] #1" in err
+    assert f"selector s1): cannot read key_file {tmp_path}/s1.key" in err

@@ -7,7 +7,7 @@ DMARC (gateway.dmarc) then combines the results with the From domains.
 
 The results go to `mail.parsed.notes["auth"]` for the Authentication-Results header
 (gateway.authresults); the findings are for the policy:
-- auth.dkim_fail      the message carries DKIM signatures and none of them verified
+- auth.dkim_fail      a DKIM signature failed to verify (body or header changed, wrong key) and none passed
 - auth.dmarc_fail     the From domain publishes p=quarantine or p=reject and the message fails DMARC
 - auth.spoofed_local  mail from outside claims a department domain (From header or MAIL FROM)
                       without an aligned DKIM signature or SPF pass for it
@@ -78,7 +78,12 @@ def verify_dkim(raw: bytes, bridge: ThreadBridge, max_signatures: int, min_key_b
     from dkim.util import InvalidTagValueList, parse_tag_value
 
     errors = _Errors()
-    signer = dkim.DKIM(raw, logger=errors, minkey=min_key_bits, timeout=bridge.timeout)
+    try:
+        signer = dkim.DKIM(raw, logger=errors, minkey=min_key_bits, timeout=bridge.timeout)
+    except Exception as e:       # a header block dkimpy cannot read (e.g. an mbox "From " line)
+        if b"dkim-signature:" not in raw[:256 * 1024].lower():
+            return []
+        return [DkimResult("permerror", "", "", "", "", f"message not readable for DKIM: {e}"[:200])]
     signatures = [v for k, v in signer.headers if k.lower() == b"dkim-signature"][:max_signatures]
     results = []
     for idx, value in enumerate(signatures):
@@ -90,19 +95,22 @@ def verify_dkim(raw: bytes, bridge: ThreadBridge, max_signatures: int, min_key_b
         b = "".join(text["b"].split())[:8]
         errors.messages.clear()
         temp_before = len(bridge.temp_errors)
+        raised = False
         try:
             ok = signer.verify(idx=idx, dnsfunc=bridge.txt)
             reason = "" if ok else (errors.messages[-1] if errors.messages else "signature did not verify")
         except Exception as e:   # dkimpy and its crypto libraries raise more than DKIMException on hostile input
-            ok, reason = False, str(e) or type(e).__name__
+            ok, raised, reason = False, True, str(e) or type(e).__name__
         if ok:
             result = "pass"
         elif len(bridge.temp_errors) > temp_before:
             result, reason = "temperror", "key look-up failed"
-        elif "missing public key" in reason or "KeyFormatError" in reason or "public key" in reason:
-            result = "permerror"
+        elif "body hash mismatch" in reason:
+            result = "fail"                     # the body changed after signing
+        elif raised or "public key" in reason or "KeyFormatError" in reason:
+            result = "permerror"                # no usable key, or a malformed signature (RFC 8601 2.7.1)
         else:
-            result = "fail"
+            result = "fail"                     # the header hash does not match the signature
         results.append(DkimResult(result, text["d"].lower(), text["s"], text["a"], b, reason[:200]))
     return results
 
@@ -191,7 +199,8 @@ class Auth:
                  dmarc_results: list[dmarc.DmarcResult], from_domains: list[str]) -> list[Finding]:
         found = []
         if dkim_results and not any(d.result == "pass" for d in dkim_results):
-            broken = [d for d in dkim_results if d.result in ("fail", "permerror")]
+            # a signature that does not verify; one without a published key (permerror) counts as absent
+            broken = [d for d in dkim_results if d.result == "fail"]
             if broken:
                 found.append(Finding(
                     kind="auth.dkim_fail", detector=self.name,
