@@ -16,8 +16,17 @@ DATA = Path(__file__).parent / "data"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
+SESSION_CLAMD: dict[str, str] = {}      # the session's real clamd, set by the autouse fixture below
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_clamd(clamd_server):  # noqa: F811
+    SESSION_CLAMD["address"] = clamd_server.address
+
+
 def make_settings(tmp_path: Path, sink_port: int, **sections: dict) -> config.Settings:
-    """Test settings: free listen port, the sink as next hop, a throwaway SQLite quarantine."""
+    """Test settings: free listen port, the sink as next hop, a throwaway SQLite quarantine, and files
+    scanned by the session's real clamd (unless a test names another scanner in [antivirus])."""
     data: dict[str, dict] = {
         "smtp": {"listen": f"127.0.0.1:{free_port()}", "hostname": "gateway.test"},
         "relay": {"next_hop": f"127.0.0.1:{sink_port}", "timeout": 5.0},
@@ -25,6 +34,7 @@ def make_settings(tmp_path: Path, sink_port: int, **sections: dict) -> config.Se
         "networks": {"internal": ["127.0.0.1/32"]},
         "quarantine": {"url": f"sqlite:///{tmp_path / 'quarantine.db'}"},
         "auth": {"resolver": "none"},       # no network here: sender authentication sees no DNS records
+        "antivirus": {"clamd": SESSION_CLAMD["address"]} if SESSION_CLAMD else {},
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)

@@ -185,8 +185,8 @@ def zip_bomb(expanded: int = 64 * 1024 * 1024) -> bytes:
 
 # --- messages ---------------------------------------------------------------------------------------------
 
-def message_with(files: list[tuple[str, bytes, str]], *, sender: str = "alice@example.gov",
-                 to: str = "bob@example.org", subject: str = "Files", cte: str | None = None) -> bytes:
+def message_with(files: list[tuple[str, bytes, str]], *, sender: str = "x@outside.test",
+                 to: str = "staff@example.gov", subject: str = "Files", cte: str | None = None) -> bytes:
     """A message with attachments: (file name, content, content type); cte forces a transfer encoding."""
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = sender, to, subject

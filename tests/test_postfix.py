@@ -16,12 +16,13 @@ import pytest
 from gateway.app import Gateway
 from gateway.relay import deliver
 from tests.conftest import make_settings
+from tests.files import eicar
 from tests.peers import Sink, free_port, make_message, send
 from tests.postfix import Postfix, main_cf, postfix_available, snippet
 
 pytestmark = pytest.mark.skipif(not postfix_available(), reason="needs /usr/sbin/postfix and root (scripts/setup test)")
 
-EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+EICAR = eicar()          # assembled at test time: no file in the repository contains it
 MALFORMED = (b"From: mallory@example.org\r\nTo: bob@example.gov\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
              b"Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\n"
              b"hello\r\n")                                   # no closing boundary: malformed.missing_final_boundary
@@ -182,16 +183,15 @@ async def test_milter_policy_hold_is_in_our_quarantine_and_not_at_the_sink(milte
 
 
 async def test_milter_eicar_is_not_delivered(milter_stack, sink, tmp_path):
-    # Stand-in until the antivirus detector is merged: a site rule quarantines attachments over 64 bytes
-    # (EICAR's file is 68), so this proves the path a virus verdict takes: held by us, never at the sink.
-    policy = site(tmp_path, '[detectors.size]\nmax_attachment_bytes = 64\n\n[[inbound.rules]]\nname = "stand-in"\n'
-                            'match = ["oversize.attachment"]\naction = "quarantine"\n')
-    gateway, postfix = await milter_stack(policy=policy)
+    # The shipped policy and the session's real clamd: the virus is held by us, never at the sink.
+    gateway, postfix = await milter_stack()
     code, text, _ = await send(postfix.port, "mallory@example.org", ["bob@example.gov"], eicar_message())
     assert code == 250, text
     await settle(postfix)
     [item] = await gateway.store.list()
-    assert item.rule == "inbound/stand-in"
+    assert item.rule == "inbound/virus"
+    [virus] = [f for f in item.findings if f.kind == "virus"]
+    assert "invoice.com" in virus.detail
     assert EICAR in (await gateway.store.get(item.id)).raw
     assert sink.messages == []
 
@@ -209,8 +209,9 @@ async def test_milter_reject_reaches_the_smtp_client(milter_stack, sink, tmp_pat
 
 async def test_milter_tag_changes_the_subject_postfix_delivers(milter_stack, sink, tmp_path):
     gateway, postfix = await milter_stack(policy=site(tmp_path, "[detectors.size]\nmax_attachment_bytes = 10\n"))
+    harmless = eicar_message().replace(EICAR, b"quarter,total\r\nQ3,1200\r\n" * 4).replace(b"invoice.com", b"q3.csv")
     code, text, _ = await send(postfix.port, "alice@example.gov", ["carol@example.org"],
-                               eicar_message().replace(b"Subject: invoice", b"Subject: figures"))
+                               harmless.replace(b"Subject: invoice", b"Subject: figures"))
     assert code == 250, text
     [received] = await sink.wait_for(1, timeout=15)
     head = received.data.split(b"\r\n\r\n")[0].decode()
