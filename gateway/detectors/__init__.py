@@ -44,13 +44,17 @@ def options_with_defaults(name: str, options: Mapping[str, Any], defaults: Mappi
 
 def _registry() -> dict[str, type[Detector]]:
     from gateway.detectors.confidential import Confidential
+    from gateway.detectors.credentials import Credentials
     from gateway.detectors.mime import MimeStructure
+    from gateway.detectors.pii import Pii
     from gateway.detectors.size import Size
 
     return {
         "size": Size,
         "mime": MimeStructure,
         "confidential": Confidential,
+        "pii": Pii,
+        "credentials": Credentials,
     }
 
 
