@@ -190,7 +190,7 @@ def split_body(text: str, forward: bool) -> list[tuple[str, str]]:
                 mode = "forwarded"
             elif _starts_quote(lines, i, stripped):
                 mode = after_quote
-        if mode == "new" and stripped.startswith(">"):
+        if mode == "new" and (stripped.startswith(">") or (_WROTE.match(stripped) and _next_is_quote(lines, i))):
             zones.append(after_quote)
         else:
             zones.append(mode)

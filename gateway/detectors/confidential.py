@@ -26,12 +26,14 @@ DEFAULTS: dict[str, Any] = {
     "lexicon": "confidential.toml",     # relative to [policy] dir, or an absolute path
     "threshold": 1.0,                   # score at which the message is reported
     "label_factor": 2.0,                # a marker used as a label counts this many times its weight
+    "metadata_factor": 2.5,             # ... and in document properties (title, subject, keywords, labels)
     "count_quoted": False,              # reply quotations count too (off: only what this message adds)
     "label_headers": ["msip_labels", "Sensitivity", "X-Sensitivity", "Classification", "X-Classification"],
     "sensitivity_labels": ["confidential", "highly confidential", "company confidential", "strictly confidential",
                            "restricted", "highly restricted", "secret", "privileged", "internal only", "sensitive"],
 }
 _LABEL_NAME = re.compile(r"(?i)MSIP_Label_[0-9a-f-]+_Name\s*=\s*([^;]{1,100})")
+_PROPERTY_LABEL = re.compile(r"(?im)^MSIP_Label_[0-9a-f-]+_Name: (.{1,100})$")
 _NEGATED = frozenset({"non", "not", "un", "no", "nonconfidential"})
 ZONE_WEIGHT = {"new": 1.0, "forwarded": 1.0, "metadata": 1.0}
 
@@ -52,13 +54,14 @@ class Confidential:
         self.settings = settings
         self.threshold = opts["threshold"]
         self.label_factor = opts["label_factor"]
+        self.metadata_factor = opts["metadata_factor"]
         self.zones = dict(ZONE_WEIGHT, **({"quoted": 1.0} if opts["count_quoted"] else {}))
         self.label_headers = tuple(opts["label_headers"])
         self.labels = tuple(lexicon.normalise(x).strip().lower() for x in opts["sensitivity_labels"])
 
     async def check(self, mail: Mail) -> list[Finding]:
         text = await message_text(mail, self.settings.text)
-        findings = self._labels(mail)
+        findings = self._labels(mail, text)
         if len(text.joined()) > 200_000:
             found = await asyncio.to_thread(self.score, text)
         else:
@@ -67,18 +70,22 @@ class Confidential:
             findings.append(found)
         return findings + limits_finding(text, self.name)
 
-    def _labels(self, mail: Mail) -> list[Finding]:
+    def _labels(self, mail: Mail, text: MessageText) -> list[Finding]:
+        """Sensitivity labels: label headers, and MSIP_Label_..._Name document properties of attachments."""
         names: list[tuple[str, str]] = []
         for header in self.label_headers:
             for value in mail.parsed.header_all(header)[:10]:
                 found = _LABEL_NAME.findall(value) if "MSIP_Label" in value else [value]
-                names += [(header, n.strip()[:100]) for n in found if n.strip()]
-        hits = [(h, n) for h, n in names if self._is_confidential_label(n)]
+                names += [(f"the {header} header", n.strip()[:100]) for n in found if n.strip()]
+        for segment in text.zone("metadata"):
+            names += [(segment.source, n.strip()[:100]) for n in _PROPERTY_LABEL.findall(segment.text)]
+        hits = [(where, n) for where, n in names if self._is_confidential_label(n)]
         if not hits:
             return []
         return [Finding(kind="confidential.label", detector=self.name, score=self.threshold,
-                        detail=f"Sensitivity label {hits[0][1]!r} in the {hits[0][0]} header",
-                        evidence=tuple(f"{h}: {n}" for h, n in dict.fromkeys(hits))[:5])]
+                        part=None if hits[0][0].startswith("the ") else hits[0][0],
+                        detail=f"Sensitivity label {hits[0][1]!r} in {hits[0][0]}",
+                        evidence=tuple(f"{where}: {n}" for where, n in dict.fromkeys(hits))[:5])]
 
     def _is_confidential_label(self, name: str) -> bool:
         words = lexicon.normalise(name).strip().lower()
@@ -99,7 +106,9 @@ class Confidential:
                 if _negated(norm, hit.start):
                     continue
                 points = hit.entry.weight * zone_weight
-                if segment.zone == "metadata" or _label_use(norm, hit, segment.source == "subject"):
+                if segment.zone == "metadata":
+                    points *= self.metadata_factor
+                elif _label_use(norm, hit, segment.source == "subject"):
                     points *= self.label_factor
                 # a weak word counts once however it is qualified ("confidential", "strictly confidential")
                 key = hit.entry.phrase.lower() if hit.entry.weight >= 1 else hit.entry.phrase.lower().split()[-1]

@@ -1,0 +1,152 @@
+"""The shared text extraction: HTML, hidden text, quotes, forwards, disclaimers, attachments, limits."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+from gateway.config import TextSettings
+from gateway.text import extract, html_text, message_text, split_body
+from tests import contentmail as cm
+
+
+def zones(raw: bytes, limits: TextSettings | None = None) -> dict[str, str]:
+    text = extract(cm.mail(raw), limits)
+    out: dict[str, str] = {}
+    for s in text.segments:
+        out[s.zone] = (out.get(s.zone, "") + "\n" + s.text).strip()
+    return out
+
+
+def test_html_visible_text_drops_scripts_styles_and_hidden_elements():
+    visible, hidden = html_text(
+        "<html><head><title>Title</title><style>p{color:red}</style></head><body>"
+        "<p>Dear&nbsp;team,</p><p>Pay&amp;Benefits <b>up</b>date</p><script>var x='secret';</script>"
+        "<div style='display: none'>hidden words</div><span style=\"font-size:0px\">tiny words</span>"
+        "<p hidden>attribute hidden</p><div style='visibility:hidden'><b>nested hidden</b></div>"
+        "<table><tr><td>cell one</td><td>cell two</td></tr></table><!-- a comment --></body></html>")
+    assert "Dear team," in visible and "Pay&Benefits update" in visible
+    assert "cell one cell two" in visible
+    for gone in ("secret", "hidden words", "tiny words", "attribute hidden", "nested hidden", "Title", "comment"):
+        assert gone not in visible
+    assert "hidden words" in hidden and "tiny words" in hidden and "nested hidden" in hidden
+
+
+def test_zero_width_characters_and_soft_hyphens_are_removed():
+    raw = cm.message("Con\u200bfi\u00addential\u200d memo\ufeff", html="<p>In\u200bternal use on\u2060ly</p>")
+    text = extract(cm.mail(raw))
+    assert "Confidential memo" in text.joined()
+    assert "Internal use only" in text.joined()
+
+
+def test_reply_quotes_are_marked_quoted():
+    body = ("Sounds good, thanks.\n\nOn Mon, 2 Mar 2026 at 10:00, Bob Smith <bob@example.org> wrote:\n"
+            "> The attached draft is privileged and confidential.\n> Regards\n")
+    parts = split_body(body, forward=False)
+    assert parts[0] == ("new", "Sounds good, thanks.")
+    assert parts[-1][0] == "quoted" and "privileged and confidential" in parts[-1][1]
+
+
+def test_outlook_original_message_block_is_quoted_in_a_reply_and_forwarded_in_a_forward():
+    body = ("Please see below.\n\n-----Original Message-----\nFrom: Carol\nSent: Monday\nTo: Alice\n"
+            "Subject: budget\n\nPRE-DECISIONAL numbers attached.\n")
+    assert [z for z, _ in split_body(body, forward=False)] == ["new", "quoted"]
+    assert [z for z, _ in split_body(body, forward=True)] == ["new", "forwarded"]
+    header_block = "FYI\n\nFrom: Carol <c@example.gov>\nSent: Monday, March 2, 2026\nTo: Alice\nSubject: x\n\nold text"
+    assert split_body(header_block, forward=False)[-1] == ("quoted", header_block.split("\n\n", 1)[1])
+
+
+def test_forwarded_message_markers_and_forward_subject():
+    body = "FYI.\n\n---------- Forwarded message ---------\nFrom: Carol\n\nThe closed record is attached.\n"
+    assert [z for z, _ in split_body(body, forward=False)] == ["new", "forwarded"]
+    text = extract(cm.mail(cm.message("> quoted line\nnew line", subject="Fwd: report")))
+    assert text.forward
+    assert [s.zone for s in text.segments[1:]] == ["forwarded", "new"]
+
+
+def test_inline_replies_keep_new_text_after_quotes():
+    body = "On Monday Bob wrote:\n> question one?\nAnswer one.\n> question two?\nAnswer two."
+    assert split_body(body, forward=False) == [("quoted", "On Monday Bob wrote:\n> question one?"),
+                                               ("new", "Answer one."), ("quoted", "> question two?"),
+                                               ("new", "Answer two.")]
+
+
+def test_legal_disclaimer_footer_is_its_own_zone():
+    body = ("Here are the figures for Tuesday.\n\n--\nJane Doe\n\nCONFIDENTIALITY NOTICE: This e-mail is intended "
+            "only for the use of the individual or entity named above and may contain confidential and privileged "
+            "information. If you are not the intended recipient, any dissemination of this message is strictly "
+            "prohibited.\n")
+    parts = split_body(body, forward=False)
+    assert parts[0] == ("new", "Here are the figures for Tuesday.\n\n--\nJane Doe")
+    assert parts[1][0] == "disclaimer" and "intended recipient" in parts[1][1]
+
+
+def test_attachment_text_of_every_format_with_document_properties():
+    docs = {
+        "memo.pdf": ("application/pdf", cm.pdf(["Quarterly memo", "Pre-decisional figures"], {"Title": "PDF title"})),
+        "memo.docx": ("application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                      cm.docx(["Docx paragraph"], header="Header stamp", title="Docx title")),
+        "sheet.xlsx": ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                       cm.xlsx([["Name", "Number"], ["Jo", 12345]], subject="Sheet subject")),
+        "deck.pptx": ("application/vnd.openxmlformats-officedocument.presentationml.presentation",
+                      cm.pptx("Slide title", "Slide body", notes="Speaker notes")),
+        "letter.odt": ("application/vnd.oasis.opendocument.text", cm.odt(["ODT paragraph"], title="ODT title")),
+        "letter.rtf": ("application/rtf", cm.rtf(["RTF paragraph {braced}"], title="RTF title")),
+        "notes.txt": ("text/plain", b"Plain attachment text"),
+        "list.csv": ("text/csv", b"name,number\nJo,12345\n"),
+    }
+    raw = cm.message("body", attachments=tuple((n, ct, data) for n, (ct, data) in docs.items()))
+    text = extract(cm.mail(raw))
+    by_source = {s.source: s for s in text.segments}
+    expect = {"memo.pdf": ("Pre-decisional figures", "PDF title"), "memo.docx": ("Header stamp", "Docx title"),
+              "sheet.xlsx": ("Jo 12345", "Sheet subject"), "deck.pptx": ("Speaker notes", None),
+              "letter.odt": ("ODT paragraph", "ODT title"), "letter.rtf": ("RTF paragraph {braced}", "RTF title"),
+              "notes.txt": ("Plain attachment text", None), "list.csv": ("Jo,12345", None)}
+    for i, (name, (body, title)) in enumerate(expect.items(), 2):
+        segment = by_source[f"part {i}: {name}"]
+        assert body in segment.text, name
+        assert segment.zone == "new"
+        if title:
+            assert title in by_source[f"part {i}: {name} (properties)"].text, name
+            assert by_source[f"part {i}: {name} (properties)"].zone == "metadata"
+    assert "Slide title" in by_source["part 5: deck.pptx"].text
+    assert text.unscanned == ()
+
+
+def test_a_renamed_document_is_read_by_its_content():
+    raw = cm.message("body", attachments=(("photo.jpg", "image/jpeg", cm.pdf(["Hidden PDF text"])),))
+    assert "Hidden PDF text" in zones(raw)["new"]
+
+
+def test_limits_report_unscanned_parts():
+    big = cm.message("body", attachments=(("big.txt", "text/plain", b"word " * 5000),))
+    text = extract(cm.mail(big), TextSettings(max_attachment_bytes=1000))
+    assert text.unscanned == ("part 2: big.txt: over the 1000 byte attachment limit",)
+    text = extract(cm.mail(big), TextSettings(max_chars=500))
+    assert any("500 character limit" in u for u in text.unscanned)
+
+
+def test_broken_and_encrypted_looking_documents_are_unscanned_not_passed():
+    broken = cm.message("body", attachments=(("a.pdf", "application/pdf", b"%PDF-1.4\n garbage without objects"),
+                                             ("b.docx", "application/octet-stream", b"PK\x03\x04broken zip")))
+    text = extract(cm.mail(broken))
+    assert len(text.unscanned) == 2
+    assert text.unscanned[1].startswith("part 3: b.docx: ")
+
+
+def test_zip_bomb_members_are_not_unpacked():
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("word/document.xml", "<w:t>" + "A" * (5 << 20) + "</w:t>")
+    raw = cm.message("body", attachments=(("bomb.docx", "application/octet-stream", out.getvalue()),))
+    text = extract(cm.mail(raw))
+    assert text.unscanned and "compression ratio" in text.unscanned[0]
+
+
+async def test_text_is_extracted_once_per_message():
+    m = cm.mail(cm.message("hello"))
+    first = await message_text(m)
+    second = await message_text(m)
+    assert first is second
+    assert first.subject == "Note"
