@@ -8,7 +8,6 @@ phrase. A phrase ending in "*" matches any word ending ("privilege*": privileged
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +15,8 @@ from pathlib import Path
 
 import ahocorasick
 
-_SEP = re.compile(r"(?:[^\w&\n]|_)+")
-_NL = re.compile(r" ?\n[ \n]*")
+# Punctuation becomes blanks through one translation table (several times faster than a regex substitution).
+_PUNCTUATION = str.maketrans({c: " " for c in "!\"#$%'()*+,-./:;<=>?@[\\]^_`{|}~\t\r\x0b\x0c\u00a0–—‘’“”•·…«»¡¿"})
 
 
 class LexiconError(ValueError):
@@ -40,8 +39,9 @@ class Hit:
 
 
 def normalise(text: str) -> str:
-    """Punctuation and blank runs -> one space, line breaks kept (one per run); the text's case kept."""
-    return _NL.sub("\n", _SEP.sub(" ", text))
+    """Punctuation and blank runs -> one space, line breaks kept (blank lines dropped); the text's case kept."""
+    lines = (" ".join(line.translate(_PUNCTUATION).split()) for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
 
 
 class Lexicon:

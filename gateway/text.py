@@ -27,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from selectolax.lexbor import LexborHTMLParser
 
@@ -36,10 +38,12 @@ from gateway.config import TextSettings
 from gateway.mime import Part
 from gateway.model import Finding, Mail
 
+T = TypeVar("T")
 ZONES = ("new", "quoted", "forwarded", "disclaimer", "hidden", "metadata")
 
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u200e\u200f\u2060-\u2064\ufeff\u00ad\u034f\u180e]")
-_SPACES = re.compile(r"[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+_BLANKS = "[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]"
+_SPACES = re.compile(f"[\t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]{_BLANKS}*| {_BLANKS}+")   # not lone spaces
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
@@ -80,6 +84,16 @@ class MessageText:
         return tuple(s for s in self.segments if s.zone in zones)
 
 
+INLINE_CHARS = 100_000     # a detector scans less text than this on the event loop, more in a worker thread
+
+
+async def off_loop_if_large(text: MessageText, scan: Callable[[], T]) -> T:
+    """Run a detector's scan inline for typical mail (well under a millisecond), in a thread for big text."""
+    if sum(len(s.text) for s in text.segments) > INLINE_CHARS:
+        return await asyncio.to_thread(scan)
+    return scan()
+
+
 def limits_finding(text: MessageText, detector: str) -> list[Finding]:
     """`unscanned.text_limits` when some text could not be extracted within the limits, else []."""
     if not text.unscanned:
@@ -94,8 +108,8 @@ def limits_finding(text: MessageText, detector: str) -> list[Finding]:
 
 def normalise(text: str) -> str:
     """Zero-width characters removed, runs of blanks folded, blank-line runs shortened."""
-    text = _ZERO_WIDTH.sub("", text)
-    text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.splitlines())
+    text = _SPACES.sub(" ", _ZERO_WIDTH.sub("", text))
+    text = "\n".join(line.strip() for line in text.splitlines())
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 
@@ -175,22 +189,29 @@ _FOOTER_WEAK = (r"(?:is|are) (?:strictly )?prohibited|(?:delete|destroy) (?:it|t
                 r"may contain (?:confidential|privileged|proprietary)|"
                 r"(?:dissemination|distribution|copying|disclosure) of this|disclaimer")
 _FOOTER = re.compile(rf"(?i)({_FOOTER_STRONG})|{_FOOTER_WEAK}")
+_FOOTER_CUES = ("intended", "recipient", "received", "prohibited", "delete", "destroy", "notify", "property of",
+                "may contain", "dissemination", "distribution", "copying", "disclosure", "disclaimer")
+_QUOTE_CUES = ("wrote", "writes", "écrit", "schrieb", "escribió", "original message", "forwarded", "from:",
+               "message d'origine", "ursprüngliche", "weitergeleitete", "transféré")
 
 
 def split_body(text: str, forward: bool) -> list[tuple[str, str]]:
     """[(zone, text)] of a plain-text body: new text, reply quotes, forwarded content, legal footers."""
+    after_quote = "forwarded" if forward else "quoted"
+    lowered = text.lower()
+    if not ("\n>" in "\n" + text or any(cue in lowered for cue in _QUOTE_CUES)):
+        return _split_disclaimers("new", text.strip("\n")) if text.strip() else []
     lines = text.split("\n")
     zones: list[str] = []
     mode = "new"
-    after_quote = "forwarded" if forward else "quoted"
     for i, line in enumerate(lines):
         stripped = line.strip()
-        if mode == "new":
-            if _FORWARD_HEAD.match(stripped):
+        if mode == "new" and stripped:
+            if stripped[0] in "-Bb" and _FORWARD_HEAD.match(stripped):
                 mode = "forwarded"
             elif _starts_quote(lines, i, stripped):
                 mode = after_quote
-        if mode == "new" and (stripped.startswith(">") or (_WROTE.match(stripped) and _next_is_quote(lines, i))):
+        if mode == "new" and (stripped.startswith(">") or (_wrote(stripped) and _next_is_quote(lines, i))):
             zones.append(after_quote)
         else:
             zones.append(mode)
@@ -207,10 +228,19 @@ def split_body(text: str, forward: bool) -> list[tuple[str, str]]:
 
 def _starts_quote(lines: list[str], i: int, stripped: str) -> bool:
     """An attribution line ("On ... wrote:", "-----Original Message-----", an Outlook header block)."""
-    if _ORIGINAL.match(stripped) or (_HEADER_FROM.match(stripped) and _header_block(lines, i)):
+    if stripped[:1] == "-" and _ORIGINAL.match(stripped):
         return True
-    return bool(_WROTE.match(stripped)) and not _next_is_quote(lines, i) \
+    if stripped[:1] in "Ff*" and _HEADER_FROM.match(stripped) and _header_block(lines, i):
+        return True
+    return _wrote(stripped) and not _next_is_quote(lines, i) \
         and (stripped.lower().startswith("on") or stripped.endswith(":"))
+
+
+def _wrote(line: str) -> bool:
+    """An attribution line ("On Monday, Bob wrote:"); the substring test keeps the regex off most lines."""
+    lowered = line[-40:].lower()
+    return ("wrote" in lowered or "writes" in lowered or "écrit" in lowered or "schrieb" in lowered
+            or "escribió" in lowered) and bool(_WROTE.match(line))
 
 
 def _header_block(lines: list[str], i: int) -> bool:
@@ -231,11 +261,15 @@ def _split_disclaimers(zone: str, chunk: str) -> list[tuple[str, str]]:
     if zone not in ("new", "forwarded"):
         return [(zone, chunk)]
     out: list[tuple[str, str]] = []
-    for para in re.split(r"\n\s*\n", chunk):
+    for para in chunk.split("\n\n"):
         if not para.strip():
             continue
-        cues = _FOOTER.findall(para) if len(para) < 3000 else []
-        footer = len(cues) >= 2 or any(cues)
+        footer = False
+        if len(para) < 3000:
+            lowered = para.lower()
+            if any(cue in lowered for cue in _FOOTER_CUES):
+                cues = _FOOTER.findall(para)
+                footer = len(cues) >= 2 or any(cues)
         z = "disclaimer" if footer else zone
         if out and out[-1][0] == z:
             out[-1] = (z, out[-1][1] + "\n\n" + para)

@@ -10,7 +10,6 @@ name is one of `sensitivity_labels` are reported as `confidential.label` whateve
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +19,7 @@ from gateway import lexicon
 from gateway.config import Settings
 from gateway.detectors import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
-from gateway.text import MessageText, limits_finding, message_text
+from gateway.text import MessageText, limits_finding, message_text, off_loop_if_large
 
 DEFAULTS: dict[str, Any] = {
     "lexicon": "confidential.toml",     # relative to [policy] dir, or an absolute path
@@ -62,10 +61,7 @@ class Confidential:
     async def check(self, mail: Mail) -> list[Finding]:
         text = await message_text(mail, self.settings.text)
         findings = self._labels(mail, text)
-        if len(text.joined()) > 200_000:
-            found = await asyncio.to_thread(self.score, text)
-        else:
-            found = self.score(text)
+        found = await off_loop_if_large(text, lambda: self.score(text))
         if found:
             findings.append(found)
         return findings + limits_finding(text, self.name)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from gateway.config import Settings
 from gateway.detectors import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
-from gateway.text import limits_finding, message_text
+from gateway.text import MessageText, limits_finding, message_text, off_loop_if_large
 
 LEVELS = {"low": 0, "medium": 1, "high": 2}
 DEFAULTS: dict[str, Any] = {
@@ -55,13 +55,23 @@ LABELS = {"aws_access_key": "AWS access key", "github_token": "GitHub token", "g
           "pypi_token": "PyPI token", "openai_key": "OpenAI API key", "azure_storage_key": "Azure storage account key",
           "private_key": "Private key", "aws_secret_key": "AWS secret access key"}
 _PASSWORD_WORD = r"(?:password|passwd|pass\s?word|pwd|passcode|pass\s?phrase|pw|kennwort|mot de passe|contraseña)"
-_CANDIDATES = re.compile(
-    r"(?<![A-Za-z0-9_])(?:" + "|".join(f"(?P<{k}>{v})" for k, v in TOKENS.items()) + ")(?![A-Za-z0-9_])"
-    r"|(?P<aws_secret_key>(?i:aws_?secret_?(?:access_?)?key)[\"']?\s*[:=]\s*[\"']?(?P<awssecret>[A-Za-z0-9/+]{40}))"
-    r"|(?P<url_password>\b[a-z][a-z0-9+.-]{1,15}://(?P<urluser>[^\s:/@\"'<>]{1,64}):(?P<urlpass>[^\s:/@\"'<>]{3,64})"
-    r"@[\w.-]+)"
-    rf"|(?P<password>(?i:\b{_PASSWORD_WORD}\b)[^\S\n]*(?:(?i:is|was|will be|for \S+ is)[^\S\n]*)?[:=\-]?[^\S\n]*"
-    r"(?P<pwq>[\"'“‘]?)(?P<pwvalue>[^\s\"'“”‘’<>]{4,64})(?P=pwq))", re.M)
+# Each token format is found only when one of its literal anchors occurs (a substring test at C speed),
+# and then by its own pattern, which starts with that literal so the engine skips straight to it.
+ANCHORS = {
+    "aws_access_key": ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "APKA"),
+    "github_token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), "gitlab_token": ("glpat-",),
+    "slack_token": ("xox",), "slack_webhook": ("hooks.slack.com",), "google_api_key": ("AIza",),
+    "google_oauth_secret": ("GOCSPX-",), "stripe_secret_key": ("sk_live_", "sk_test_", "rk_live_", "rk_test_"),
+    "twilio_key": ("SK",), "sendgrid_key": ("SG.",), "npm_token": ("npm_",), "pypi_token": ("pypi-",),
+    "openai_key": ("T3BlbkFJ",), "azure_storage_key": ("AccountKey=",), "private_key": ("PRIVATE KEY", "PuTTY-User"),
+}
+_TOKEN_RES = {k: re.compile(f"(?:{v})(?![A-Za-z0-9_])") for k, v in TOKENS.items()}
+_AWS_SECRET = re.compile(r"(?i)aws_?secret_?(?:access_?)?key[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])")
+_URL_PASSWORD = re.compile(r"://([^\s:/@\"'<>]{1,64}):([^\s:/@\"'<>]{3,64})@[\w.-]+")
+_PASSWORD_ANCHORS = ("pass", "pwd", "pw", "kennwort", "mot de passe", "contraseña")
+_PASSWORD = re.compile(
+    rf"(?i:{_PASSWORD_WORD})\b[^\S\n]*(?:(?i:is|was|will be|for \S+ is)[^\S\n]*)?[:=\-]?[^\S\n]*"
+    r"(?P<pwq>[\"'“‘]?)(?P<pwvalue>[^\s\"'“”‘’<>]{4,64})(?P=pwq)")
 _USER = re.compile(r"(?i)\b(?:user\s?name|user\s?id|user|login(?:\s?(?:name|id))?|logon|account|uid|e-?mail)\b"
                    r"[^\S\n]*(?:is)?[^\S\n]*[:=\-]?[^\S\n]*[\"']?(?P<user>[\w.@+-]{3,64})")
 _PLACEHOLDER = re.compile(r"(?i)example|sample|dummy|placeholder|x{4,}|\*{3,}|^<|^\[|^\{|your|changeme|redacted|"
@@ -93,6 +103,9 @@ class Credentials:
 
     async def check(self, mail: Mail) -> list[Finding]:
         text = await message_text(mail, self.settings.text)
+        return await off_loop_if_large(text, lambda: self.collect(text)) + limits_finding(text, self.name)
+
+    def collect(self, text: MessageText) -> list[Finding]:
         found: dict[str, list[tuple[int, str, str]]] = {}     # kind -> [(level, evidence, source)]
         for segment in text.segments:
             if segment.zone in self.zones and segment.text:
@@ -113,32 +126,42 @@ class Credentials:
                 detail=f"{what} in {', '.join(sources[:3])}: {evidence[0]} "
                        f"({len(evidence)} found, {'high' if best == 2 else 'medium'} confidence)",
                 evidence=evidence))
-        return findings + limits_finding(text, self.name)
+        return findings
 
     def scan(self, text: str) -> list[tuple[str, int, str]]:
         """[(kind, confidence level, masked evidence)] for one piece of text."""
         out: list[tuple[str, int, str]] = []
-        for m in _CANDIDATES.finditer(text):
-            group = next(g for g in (*TOKENS, "aws_secret_key", "url_password", "password") if m.group(g))
-            value = m.group(group)
-            if group == "private_key":
-                out.append(("private_key", 2, f"{value.strip('- :')} block"))
-            elif group in TOKENS:
-                if not _PLACEHOLDER.search(value) and len(set(value)) > 6:
-                    out.append(("token", 2, f"{LABELS[group]} {_mask_token(value)}"))
-            elif group == "aws_secret_key":
-                secret = m.group("awssecret")
-                if not _PLACEHOLDER.search(secret):
-                    out.append(("token", 2, f"{LABELS[group]} {_mask_token(secret)}"))
-            elif group == "url_password":
-                secret, user = m.group("urlpass"), m.group("urluser")
+        for kind, anchors in ANCHORS.items():
+            if not any(a in text for a in anchors):
+                continue
+            for m in _TOKEN_RES[kind].finditer(text):
+                if m.start() and (text[m.start() - 1].isalnum() or text[m.start() - 1] == "_"):
+                    continue
+                value = m.group(0)
+                if kind == "private_key":
+                    out.append(("private_key", 2, f"{value.strip('- :')} block"))
+                elif not _PLACEHOLDER.search(value) and len(set(value)) > 6:
+                    out.append(("token", 2, f"{LABELS[kind]} {_mask_token(value)}"))
+        lowered = text.lower()
+        if "aws" in lowered and "secret" in lowered:
+            for m in _AWS_SECRET.finditer(text):
+                if not _PLACEHOLDER.search(m.group(1)):
+                    out.append(("token", 2, f"{LABELS['aws_secret_key']} {_mask_token(m.group(1))}"))
+        if "://" in text and "@" in text:
+            for m in _URL_PASSWORD.finditer(text):
+                user, secret = m.group(1), m.group(2)
                 if not _PLACEHOLDER.search(secret) and not secret.isdigit():
                     out.append(("password", 2, f"password {'*' * 8} ({len(secret)} characters) in a URL "
                                                f"for user {_mask_user(user)}"))
-            else:
-                found = self._password(text, m)
-                if found:
-                    out.append(found)
+        for anchor in _PASSWORD_ANCHORS:
+            pos = lowered.find(anchor)
+            while pos >= 0:
+                if pos == 0 or not lowered[pos - 1].isalnum():
+                    m = _PASSWORD.match(text, pos)
+                    found = self._password(text, m) if m else None
+                    if found and found not in out:
+                        out.append(found)
+                pos = lowered.find(anchor, pos + 1)
         return out
 
     def _password(self, text: str, m: re.Match) -> tuple[str, int, str] | None:

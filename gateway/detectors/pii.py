@@ -32,7 +32,7 @@ import ahocorasick
 from gateway.config import Settings
 from gateway.detectors import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
-from gateway.text import limits_finding, message_text
+from gateway.text import limits_finding, message_text, off_loop_if_large
 
 LEVELS = {"low": 0, "medium": 1, "high": 2}
 DEFAULTS: dict[str, Any] = {
@@ -62,15 +62,17 @@ KEYWORDS = {
     "name": ["name", "employee", "patient", "applicant", "mr", "mrs", "ms", "dr"],
 }
 _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]{0,6}\.?"
-_CANDIDATES = re.compile(
-    r"(?<![\w-])(?:"
-    r"(?P<card>\d{4}(?P<cs>[ -]?)\d{4}(?P=cs)\d{4}(?P=cs)\d{1,7}|\d{4}[ -]\d{6}[ -]\d{4,5}|\d{13,19})"
-    r"|(?P<ssn>\d{3}(?P<ss>[ -])\d{2}(?P=ss)\d{4})"
-    r"|(?P<iban>[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,3})?)"
-    r"|(?P<date>\d{1,2}[/.-]\d{1,2}[/.-](?:19|20)?\d{2}|(?:19|20)\d{2}-\d{1,2}-\d{1,2}"
-    rf"|(?i:{_MONTH}) \d{{1,2}}(?:st|nd|rd|th)?,? (?:19|20)\d{{2}}|\d{{1,2}} (?i:{_MONTH}),? (?:19|20)\d{{2}})"
-    r"|(?P<number>[A-Za-z]{0,2}\d{5,17}[A-Za-z]?)"
-    r")(?![\w-])")
+# Every candidate starts with a digit, so the regular-expression engine skips to digits at C speed;
+# word boundaries and letter prefixes ("A5631933" for a licence) are checked in Python per match.
+_DIGITS = re.compile(
+    r"\d(?:(?P<card>\d{3}(?P<cs>[ -]?)\d{4}(?P=cs)\d{4}(?P=cs)\d{1,7}|\d{3}[ -]\d{6}[ -]\d{4,5}|\d{12,18})"
+    r"|(?P<ssn>\d{2}(?P<ss>[ -])\d{2}(?P=ss)\d{4})"
+    r"|(?P<date>\d?[/.-]\d{1,2}[/.-](?:19|20)?\d{2}|\d{3}-\d{1,2}-\d{1,2})"
+    r"|(?P<number>\d{4,16}[A-Za-z]?))(?![\w-])")
+_IBAN = re.compile(r"[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![\w-])")
+_IBAN_ANY_CASE = re.compile(r"(?i)[a-z]{2}\d{2}(?:[ ]?[a-z0-9]{4}){2,7}(?:[ ]?[a-z0-9]{1,3})?(?![\w-])")
+_MONTH_DATE = re.compile(rf"(?i)\b(?:{_MONTH} \d{{1,2}}(?:st|nd|rd|th)?,? (?:19|20)\d{{2}}"
+                         rf"|\d{{1,2}} {_MONTH},? (?:19|20)\d{{2}})")
 _NAME = re.compile(r"\b[A-Z][a-z]+(?: [A-Z]\.?)? [A-Z][a-z]+\b")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _ADVERTISING_SSN = frozenset({"078051120", "219099999", "123456789", "111111111", "457555462", "987654320"})
@@ -193,11 +195,15 @@ class Pii:
 
     async def check(self, mail: Mail) -> list[Finding]:
         text = await message_text(mail, self.settings.text)
-        matches: list[Match] = []
-        for segment in text.segments:
-            if segment.zone in self.zones and segment.text:
-                matches += self.scan(segment.text, segment.source)
-        return self.findings(matches) + limits_finding(text, self.name)
+
+        def scan_all() -> list[Finding]:
+            matches: list[Match] = []
+            for segment in text.segments:
+                if segment.zone in self.zones and segment.text:
+                    matches += self.scan(segment.text, segment.source)
+            return self.findings(matches)
+
+        return await off_loop_if_large(text, scan_all) + limits_finding(text, self.name)
 
     def findings(self, matches: list[Match]) -> list[Finding]:
         out = []
@@ -234,37 +240,54 @@ class Pii:
         found: list[Match] = []
         accounts: list[tuple[int, str]] = []
         routings: list[tuple[int, str]] = []
-        for m in _CANDIDATES.finditer(text):
-            group = m.lastgroup if m.lastgroup not in ("cs", "ss") else None
-            group = group or next(g for g in ("card", "ssn") if m.group(g))
-            value = m.group(group)
+
+        def near(kind: str, pos: int, window: int = self.window) -> str:
+            return _near(keywords.get(kind), pos, window)
+
+        candidates: list[tuple[int, str, str]] = []
+        for m in _DIGITS.finditer(text):
             pos = m.start()
-            near = lambda kind, window=self.window, pos=pos: _near(keywords.get(kind), pos, window)  # noqa: E731
+            prefix = 0
+            while prefix < 2 and pos - prefix > 0 and text[pos - prefix - 1].isalpha():
+                prefix += 1
+            if pos - prefix > 0 and (text[pos - prefix - 1].isalnum() or text[pos - prefix - 1] in "_-"):
+                continue
+            group = next(g for g in ("card", "ssn", "date", "number") if m.group(g) is not None)
+            if prefix and group != "number":
+                continue
+            candidates.append((pos - prefix, group, text[pos - prefix:m.end()]))
+        iban = _IBAN_ANY_CASE if "iban" in keywords else _IBAN
+        for m in iban.finditer(text):
+            if m.start() == 0 or not (text[m.start() - 1].isalnum() or text[m.start() - 1] in "_-"):
+                candidates.append((m.start(), "iban", m.group(0)))
+        for pos, _ in keywords.get("date_of_birth", ()):
+            m = _MONTH_DATE.search(text, pos, pos + 60)
+            if m:
+                candidates.append((m.start(), "date", m.group(0)))
+        for pos, group, value in candidates:
             if group == "card":
                 digits = re.sub(r"\D", "", value)
                 if luhn(digits) and card_issuer(digits) and len(set(digits)) > 2:
-                    kw = near("payment_card")
+                    kw = near("payment_card", pos)
                     found.append(Match("payment_card", 2 if kw else 1, mask(value), kw, source))
                     continue
                 group = "number" if len(digits) <= 17 and value.isdigit() else ""
             if group == "ssn":
                 digits = re.sub(r"\D", "", value)
                 if ssn_valid(digits):
-                    kw = near("ssn")
+                    kw = near("ssn", pos)
                     found.append(Match("ssn", 2 if kw else 1, "***-**-" + digits[5:], kw, source))
             elif group == "iban":
                 if iban_valid(value):
-                    kw = near("iban")
+                    kw = near("iban", pos)
                     found.append(Match("iban", 2 if kw else 1, mask(value.upper()), kw, source))
-                elif value[2:].isdigit():
-                    group = "number"
             elif group == "date":
-                kw = near("date_of_birth", 40)
+                kw = near("date_of_birth", pos, 40)
                 if kw:
                     window = text[max(0, pos - 150):pos + 150]
-                    named = near("name", 150) or (_NAME.search(window) and "a name")
+                    named = near("name", pos, 150) or (_NAME.search(window) and "a name")
                     found.append(Match("date_of_birth", 1 if named else 0, _mask_date(value), kw, source))
-            if group == "number":
+            elif group == "number":
                 found += self._number(value, pos, source, near, accounts, routings)
         for pos, value in routings:
             if any(abs(p - pos) <= 150 and v != value for p, v in accounts):
@@ -276,18 +299,18 @@ class Pii:
     def _number(self, value: str, pos: int, source: str, near, accounts: list, routings: list) -> list[Match]:
         out: list[Match] = []
         digits = value.isdigit()
-        if digits and len(value) == 9 and ssn_valid(value) and (kw := near("ssn", 80)):
+        if digits and len(value) == 9 and ssn_valid(value) and (kw := near("ssn", pos, 80)):
             out.append(Match("ssn", 1, "***-**-" + value[5:], kw, source))
-        if digits and len(value) == 9 and aba_valid(value) and near("bank_routing", 80):
+        if digits and len(value) == 9 and aba_valid(value) and near("bank_routing", pos, 80):
             routings.append((pos, value))
-        if digits and 6 <= len(value) <= 17 and near("bank_account", 60):
+        if digits and 6 <= len(value) <= 17 and near("bank_account", pos, 60):
             accounts.append((pos, value))
         if sum(c.isdigit() for c in value) >= 5:
             for kind in ("drivers_license", "passport"):
                 if kind == "passport" and not 6 <= len(value) <= 10:
                     continue
-                if kw := near(kind, 80):
-                    level = 2 if near(kind, 40) else 1
+                if kw := near(kind, pos, 80):
+                    level = 2 if near(kind, pos, 40) else 1
                     out.append(Match(kind, level, mask(value, 3), kw, source))
         return out
 
