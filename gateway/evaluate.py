@@ -51,8 +51,8 @@ class Result:
     mistakes: list[dict] = field(default_factory=list)
 
     def categories(self) -> list[str]:
-        found = {c for c in self.labels if c not in NOT_CONTENT} | set(self.tp) | set(self.fp)
-        return sorted(found)
+        found = set(self.labels) | set(self.tp) | set(self.fp)
+        return sorted(found - NOT_CONTENT)
 
     def summary(self) -> dict:
         per: dict[str, dict] = {}

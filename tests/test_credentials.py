@@ -37,6 +37,7 @@ async def test_password_alone_is_medium_and_threshold_is_an_option():
     "password: <your password>",
     "Conference line 1-877-555-0100, passcode: 781871",
     "The password policy requires 12 characters.",
+    "wget --mirror https://username:password@example.org/a/index.html",
 ])
 async def test_password_talk_is_not_a_password(body):
     assert await findings(body) == []
