@@ -37,6 +37,7 @@ async def test_privileged_subject_is_reported_as_legal():
     ("The enclosed closed records relate to the 2019 investigation.", "confidential.closed_record"),
     ("Confidential personnel matter: the disciplinary findings are attached.", "confidential.personnel"),
     ("CONFIDENTIAL\n\nMinutes of the selection panel.", "confidential.marker"),
+    ("STRICTLY CONFIDENTIAL\n\nMinutes of the selection panel.", "confidential.marker"),
 ])
 async def test_markers_in_new_text(body, kind):
     [f] = await findings(cm.message(body, subject="Update"))

@@ -126,17 +126,18 @@ class Confidential:
 
 
 def _outermost(hits: list[lexicon.Hit]) -> list[lexicon.Hit]:
-    """Drop hits inside a longer hit ("confidential" inside "privileged and confidential"); per span the heaviest."""
+    """Drop hits inside a longer strong hit ("confidential" inside "privileged and confidential").
+
+    Hits inside a weak phrase are kept: "STRICTLY CONFIDENTIAL" counts as the capitalised label it is."""
     hits = sorted(hits, key=lambda h: (h.start, -(h.end - h.start), -h.entry.weight))
     kept: list[lexicon.Hit] = []
     reach = -1
     for hit in hits:
-        if hit.end <= reach and kept and (hit.start, hit.end) != (kept[-1].start, kept[-1].end):
-            continue
-        if kept and (hit.start, hit.end) == (kept[-1].start, kept[-1].end):
+        if hit.end <= reach and (hit.start, hit.end) != (kept[-1].start, kept[-1].end):
             continue
         kept.append(hit)
-        reach = max(reach, hit.end)
+        if hit.entry.weight >= 1:
+            reach = max(reach, hit.end)
     return kept
 
 
