@@ -15,8 +15,11 @@ from pathlib import Path
 
 import ahocorasick
 
-# Punctuation becomes blanks through one translation table (several times faster than a regex substitution).
-_PUNCTUATION = str.maketrans({c: " " for c in "!\"#$%'()*+,-./:;<=>?@[\\]^_`{|}~\t\r\x0b\x0c\u00a0–—‘’“”•·…«»¡¿"})
+# Punctuation becomes blanks through a byte translation table (ASCII) and a few replacements (typographic
+# marks): several times faster than a regular-expression substitution over the text.
+_ASCII_PUNCTUATION = "!\"#$%'()*+,-./:;<=>?@[\\]^_`{|}~\t\r\x0b\x0c"
+_BYTE_TABLE = bytes.maketrans(_ASCII_PUNCTUATION.encode(), b" " * len(_ASCII_PUNCTUATION))
+_UNICODE_PUNCTUATION = "\u00a0–—‘’“”•·…«»¡¿"
 
 
 class LexiconError(ValueError):
@@ -40,7 +43,12 @@ class Hit:
 
 def normalise(text: str) -> str:
     """Punctuation and blank runs -> one space, line breaks kept (blank lines dropped); the text's case kept."""
-    lines = (" ".join(line.translate(_PUNCTUATION).split()) for line in text.split("\n"))
+    if not text.isascii():
+        for mark in _UNICODE_PUNCTUATION:
+            if mark in text:
+                text = text.replace(mark, " ")
+    text = text.encode("utf-8", "surrogatepass").translate(_BYTE_TABLE).decode("utf-8", "surrogatepass")
+    lines = (" ".join(line.split()) for line in text.split("\n"))
     return "\n".join(line for line in lines if line)
 
 

@@ -228,7 +228,9 @@ class Pii:
     # --- one segment ------------------------------------------------------------------------------
 
     def scan(self, text: str, source: str) -> list[Match]:
-        lowered = text.translate(_ASCII_LOWER)
+        lowered = text.lower()
+        if len(lowered) != len(text):          # a few non-ASCII letters change length when lowered
+            lowered = text.translate(_ASCII_LOWER)
         keywords: dict[str, list[tuple[int, str]]] = {}
         n = len(lowered)
         for end, (length, kinds) in self.automaton.iter(lowered):
