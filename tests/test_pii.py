@@ -125,3 +125,13 @@ async def test_pii_in_attachments_and_not_in_quotes():
 def test_mask_keeps_separators():
     assert mask("4539-1488-0343-6467") == "****-****-****-6467"
     assert mask("D1234567", 3) == "*****567"
+
+
+async def test_text_over_the_limits_is_reported_unscanned():
+    from gateway.config import from_dict
+    settings = from_dict({"text": {"max_attachment_bytes": 100}})
+    raw = cm.message("See the list.", attachments=(("list.csv", "text/csv", b"name,ssn\n" + b"Jo,536-22-8726\n" * 20),))
+    [f] = await cm.run(Pii, raw, settings=settings)
+    assert f.kind == "unscanned.text_limits"
+    assert f.detail == ("The pii check could not read all of the message's text: "
+                        "part 2: list.csv: over the 100 byte attachment limit")
