@@ -135,3 +135,9 @@ async def test_text_over_the_limits_is_reported_unscanned():
     assert f.kind == "unscanned.text_limits"
     assert f.detail == ("The pii check could not read all of the message's text: "
                         "part 2: list.csv: over the 100 byte attachment limit")
+
+
+async def test_formatted_licence_numbers_after_the_keyword():
+    [f] = await findings("DL number: S530-4612-8877 (Illinois)")
+    assert f.kind == "pii.drivers_license" and f.evidence == ("Driver's licence number ****-****-*877",)
+    assert await kinds("Form W-2 and 1099-MISC are attached.") == []

@@ -56,7 +56,8 @@ KEYWORDS = {
     "iban": ["iban", "international bank account", "bank account", "wire transfer", "swift", "bic"],
     "drivers_license": ["driver's license", "drivers license", "driver license", "driver's licence", "drivers licence",
                         "driver licence", "driving licence", "driving license", "dl#", "dl #", "dl no", "dln",
-                        "license number", "licence number", "license no", "lic#", "lic no", "operator's license"],
+                        "dl number", "license number", "licence number", "license no", "lic#", "lic no",
+                        "operator's license", "driver's lic", "driver id", "driving permit", "driver's permit"],
     "passport": ["passport", "passport number", "passport no", "passport#", "passport #"],
     "date_of_birth": ["date of birth", "dob", "d.o.b", "birth date", "birthdate", "born on", "birthday", "born"],
     "name": ["name", "employee", "patient", "applicant", "mr", "mrs", "ms", "dr"],
@@ -73,6 +74,7 @@ _IBAN = re.compile(r"[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?
 _IBAN_ANY_CASE = re.compile(r"(?i)[a-z]{2}\d{2}(?:[ ]?[a-z0-9]{4}){2,7}(?:[ ]?[a-z0-9]{1,3})?(?![\w-])")
 _MONTH_DATE = re.compile(rf"(?i)\b(?:{_MONTH} \d{{1,2}}(?:st|nd|rd|th)?,? (?:19|20)\d{{2}}"
                          rf"|\d{{1,2}} {_MONTH},? (?:19|20)\d{{2}})")
+_ID_AFTER_KEYWORD = re.compile(r"(?<![\w-])([A-Za-z0-9]{1,6}(?:-[A-Za-z0-9]{1,8}){1,4})(?![\w-])")
 _NAME = re.compile(r"\b[A-Z][a-z]+(?: [A-Z]\.?)? [A-Z][a-z]+\b")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _ADVERTISING_SSN = frozenset({"078051120", "219099999", "123456789", "111111111", "457555462", "987654320"})
@@ -266,6 +268,12 @@ class Pii:
             m = _MONTH_DATE.search(text, pos, pos + 60)
             if m:
                 candidates.append((m.start(), "date", m.group(0)))
+        for kind in ("drivers_license", "passport"):
+            for pos, word in keywords.get(kind, ()):
+                m = _ID_AFTER_KEYWORD.search(text, pos, pos + 60)
+                if m and "-" in m.group(1) and sum(c.isdigit() for c in m.group(1)) >= 5:
+                    level = 2 if m.start(1) - pos <= 40 else 1
+                    found.append(Match(kind, level, mask(m.group(1), 3), word, source))
         for pos, group, value in candidates:
             if group == "card":
                 digits = re.sub(r"\D", "", value)
