@@ -257,24 +257,41 @@ def _next_is_quote(lines: list[str], i: int) -> bool:
 
 
 def _split_disclaimers(zone: str, chunk: str) -> list[tuple[str, str]]:
-    """Paragraphs with two or more legal-footer phrases become zone "disclaimer" (new/forwarded text only)."""
+    """Legal footers become zone "disclaimer" (new/forwarded text only): from the first line with a footer
+    phrase (back to where its sentence or its "CONFIDENTIALITY NOTICE" heading begins) to the end of a
+    paragraph that has a
+    strong footer phrase ("not the intended recipient") or two weaker ones; the lines before stay."""
     if zone not in ("new", "forwarded"):
         return [(zone, chunk)]
     out: list[tuple[str, str]] = []
+
+    def add(z: str, text: str) -> None:
+        if not text.strip():
+            return
+        if out and out[-1][0] == z:
+            out[-1] = (z, out[-1][1] + "\n\n" + text)
+        else:
+            out.append((z, text))
+
     for para in chunk.split("\n\n"):
-        if not para.strip():
-            continue
         footer = False
         if len(para) < 3000:
             lowered = para.lower()
             if any(cue in lowered for cue in _FOOTER_CUES):
                 cues = _FOOTER.findall(para)
                 footer = len(cues) >= 2 or any(cues)
-        z = "disclaimer" if footer else zone
-        if out and out[-1][0] == z:
-            out[-1] = (z, out[-1][1] + "\n\n" + para)
-        else:
-            out.append((z, para))
+        if not footer:
+            add(zone, para)
+            continue
+        lines = para.split("\n")
+        first = next((i for i, line in enumerate(lines) if _FOOTER.search(line)), 0)
+        if first and len(lines[first - 1]) < 60 and any(w in lines[first - 1].lower()
+                                                         for w in ("notice", "disclaimer", "confidential")):
+            first -= 1
+        while first and lines[first - 1].strip() and lines[first - 1].rstrip()[-1] not in ".!?:;)":
+            first -= 1          # the footer's sentence began on an earlier line
+        add(zone, "\n".join(lines[:first]))
+        add("disclaimer", "\n".join(lines[first:]))
     return out
 
 

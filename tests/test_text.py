@@ -169,3 +169,16 @@ def test_text_limits_come_from_the_configuration():
     from gateway.config import from_dict
     settings = from_dict({"text": {"max_attachment_bytes": 1000, "max_seconds": 2.5}})
     assert settings.text.max_attachment_bytes == 1000 and settings.text.max_seconds == 2.5
+
+
+def test_footer_without_a_blank_line_keeps_the_text_above_it():
+    body = ("PRIVILEGED AND CONFIDENTIAL - please review the settlement terms.\nJohn\nCONFIDENTIALITY NOTICE:\n"
+            "This message is intended only for the addressee. If you are not the intended recipient, delete it.")
+    assert split_body(body, forward=False) == [
+        ("new", "PRIVILEGED AND CONFIDENTIAL - please review the settlement terms."),
+        ("disclaimer", "John\nCONFIDENTIALITY NOTICE:\nThis message is intended only for the addressee. If you are "
+                       "not the intended recipient, delete it.")]
+    footer = ("Thank you.\nImportant Email Information\nThe information in this email is confidential and may be "
+              "legally\nprivileged. It is intended solely for the addressee. If you are not the intended recipient, "
+              "any\ndisclosure is prohibited.")
+    assert split_body(footer, forward=False)[0] == ("new", "Thank you.")
