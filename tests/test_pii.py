@@ -141,3 +141,9 @@ async def test_formatted_licence_numbers_after_the_keyword():
     [f] = await findings("DL number: S530-4612-8877 (Illinois)")
     assert f.kind == "pii.drivers_license" and f.evidence == ("Driver's licence number ****-****-*877",)
     assert await kinds("Form W-2 and 1099-MISC are attached.") == []
+
+
+async def test_pii_hidden_in_html_is_still_found():
+    raw = cm.message("Agenda attached.", html="<p>Agenda.</p><div style='display:none'>SSN 536-22-8726</div>")
+    [f] = await cm.run(Pii, raw)
+    assert f.kind == "pii.ssn" and f.evidence == ("SSN ***-**-8726",)

@@ -99,7 +99,9 @@ class Credentials:
         self.settings = settings
         self.level = LEVELS[opts["min_confidence"]]
         self.window = opts["user_window"]
-        self.zones = ("new", "forwarded", "metadata", "hidden") + (("quoted",) if opts["count_quoted"] else ())
+        # hidden HTML text and footers are still sent: a value hidden there is still disclosed
+        self.zones = ("new", "forwarded", "metadata", "hidden", "disclaimer") + (("quoted",) if opts["count_quoted"]
+                                                                                 else ())
 
     async def check(self, mail: Mail) -> list[Finding]:
         text = await message_text(mail, self.settings.text)

@@ -175,7 +175,9 @@ class Pii:
         opts = options_with_defaults(self.name, options, DEFAULTS)
         self.settings = settings
         self.window = opts["window"]
-        self.zones = ("new", "forwarded", "metadata") + (("quoted",) if opts["count_quoted"] else ())
+        # hidden HTML text and footers are still sent: a value hidden there is still disclosed
+        self.zones = ("new", "forwarded", "metadata", "hidden", "disclaimer") + (("quoted",) if opts["count_quoted"]
+                                                                                 else ())
         self.rules: dict[str, tuple[int, int, bool]] = {}
         for t in LABELS:
             override = dict(opts["types"].get(t, {}))
