@@ -188,7 +188,7 @@ _FOOTER_WEAK = (r"(?:is|are) (?:strictly )?prohibited|(?:delete|destroy) (?:it|t
                 r"this (?:e-?mail|message) (?:is the property of|and any attachments?|may contain)|"
                 r"may contain (?:confidential|privileged|proprietary)|"
                 r"(?:dissemination|distribution|copying|disclosure) of this|disclaimer")
-_FOOTER = re.compile(rf"(?i)({_FOOTER_STRONG})|{_FOOTER_WEAK}")
+_FOOTER = re.compile(rf"(?i)({_FOOTER_STRONG})|{_FOOTER_WEAK}".replace(" ", r"\s+"))   # phrases across lines
 _FOOTER_CUES = ("intended", "recipient", "received", "prohibited", "delete", "destroy", "notify", "property of",
                 "may contain", "dissemination", "distribution", "copying", "disclosure", "disclaimer")
 _QUOTE_CUES = ("wrote", "writes", "écrit", "schrieb", "escribió", "original message", "forwarded", "from:",

@@ -38,6 +38,7 @@ async def test_privileged_subject_is_reported_as_legal():
     ("Confidential personnel matter: the disciplinary findings are attached.", "confidential.personnel"),
     ("CONFIDENTIAL\n\nMinutes of the selection panel.", "confidential.marker"),
     ("STRICTLY CONFIDENTIAL\n\nMinutes of the selection panel.", "confidential.marker"),
+    ("Strictly Confidential\n\nMinutes of the selection panel.", "confidential.marker"),
 ])
 async def test_markers_in_new_text(body, kind):
     [f] = await findings(cm.message(body, subject="Update"))
@@ -82,6 +83,7 @@ async def test_standard_disclaimer_footer_alone_does_not_fire():
     "The hearing record is closed and the decision will be published on our website.",
     "Personnel records requests go to Human Resources, room 204.",
     "Keep your password confidential.",
+    "All information you submit will be kept strictly confidential.",
 ])
 async def test_government_phrasing_does_not_fire(body):
     assert await findings(cm.message(body, subject="Weekly update")) == []
