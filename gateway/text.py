@@ -25,6 +25,7 @@ by the detectors as `unscanned.text_limits`.
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u200e\u200f\u2060-\u2064\ufeff\u00
 _BLANKS = "[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]"
 _SPACES = re.compile(f"[\t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]{_BLANKS}*| {_BLANKS}+")   # not lone spaces
 _BLANK_LINES = re.compile(r"\n{3,}")
+_CRUDE_TAGS = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>|<[^>]*>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +344,10 @@ def _body_segments(part: Part, source: str, forward: bool, budget: _Budget) -> l
         raw = raw[:budget.limits.max_body_chars]
     hidden = ""
     if part.content_type == "text/html":
-        body, hidden = html_text(raw)
+        try:
+            body, hidden = html_text(raw)
+        except Exception:       # the HTML parser failing on hostile markup: fall back to stripping tags
+            body = normalise(html.unescape(_CRUDE_TAGS.sub(" ", raw)))
     else:
         body = normalise(raw)
     body = budget.take(source, body)
