@@ -232,17 +232,8 @@ class Pii:
     # --- one segment ------------------------------------------------------------------------------
 
     def scan(self, text: str, source: str) -> list[Match]:
-        lowered = text.lower()
-        if len(lowered) != len(text):          # a few non-ASCII letters change length when lowered
-            lowered = text.translate(_ASCII_LOWER)
-        keywords: dict[str, list[tuple[int, str]]] = {}
-        n = len(lowered)
-        for end, (length, kinds) in self.automaton.iter(lowered):
-            start = end - length + 1
-            if (start and lowered[start - 1].isalnum()) or (end + 1 < n and lowered[end + 1].isalnum()):
-                continue
-            for kind in kinds:
-                keywords.setdefault(kind, []).append((start, lowered[start:end + 1]))
+        """Every match of every type in one piece of text, with its confidence."""
+        keywords = self._keywords(text)
         found: list[Match] = []
         accounts: list[tuple[int, str]] = []
         routings: list[tuple[int, str]] = []
@@ -250,32 +241,13 @@ class Pii:
         def near(kind: str, pos: int, window: int = self.window) -> str:
             return _near(keywords.get(kind), pos, window)
 
-        candidates: list[tuple[int, str, str]] = []
-        for m in _DIGITS.finditer(text):
-            pos = m.start()
-            prefix = 0
-            while prefix < 2 and pos - prefix > 0 and text[pos - prefix - 1].isalpha():
-                prefix += 1
-            if pos - prefix > 0 and (text[pos - prefix - 1].isalnum() or text[pos - prefix - 1] in "_-"):
-                continue
-            group = next(g for g in ("card", "ssn", "date", "number") if m.group(g) is not None)
-            if prefix and group != "number":
-                continue
-            candidates.append((pos - prefix, group, text[pos - prefix:m.end()]))
-        iban = _IBAN_ANY_CASE if "iban" in keywords else _IBAN
-        for m in iban.finditer(text):
-            if m.start() == 0 or not (text[m.start() - 1].isalnum() or text[m.start() - 1] in "_-"):
-                candidates.append((m.start(), "iban", m.group(0)))
-        for pos, _ in keywords.get("date_of_birth", ()):
-            m = _MONTH_DATE.search(text, pos, pos + 60)
-            if m:
-                candidates.append((m.start(), "date", m.group(0)))
-        for kind in ("drivers_license", "passport"):
+        for kind in ("drivers_license", "passport"):      # formatted ids ("S530-4612-8877") after their keyword
             for pos, word in keywords.get(kind, ()):
                 m = _ID_AFTER_KEYWORD.search(text, pos, pos + 60)
                 if m and "-" in m.group(1) and sum(c.isdigit() for c in m.group(1)) >= 5:
                     level = 2 if m.start(1) - pos <= 40 else 1
                     found.append(Match(kind, level, mask(m.group(1), 3), word, source))
+        candidates = _candidates(text, keywords)
         for pos, group, value in candidates:
             if group == "card":
                 digits = re.sub(r"\D", "", value)
@@ -308,6 +280,21 @@ class Pii:
                                    "routing", source))
         return found
 
+    def _keywords(self, text: str) -> dict[str, list[tuple[int, str]]]:
+        """Keyword kind -> [(position, keyword)], whole words only, from one automaton pass."""
+        lowered = text.lower()
+        if len(lowered) != len(text):          # a few non-ASCII letters change length when lowered
+            lowered = text.translate(_ASCII_LOWER)
+        keywords: dict[str, list[tuple[int, str]]] = {}
+        n = len(lowered)
+        for end, (length, kinds) in self.automaton.iter(lowered):
+            start = end - length + 1
+            if (start and lowered[start - 1].isalnum()) or (end + 1 < n and lowered[end + 1].isalnum()):
+                continue
+            for kind in kinds:
+                keywords.setdefault(kind, []).append((start, lowered[start:end + 1]))
+        return keywords
+
     def _number(self, value: str, pos: int, source: str, near, accounts: list, routings: list) -> list[Match]:
         out: list[Match] = []
         digits = value.isdigit()
@@ -325,6 +312,31 @@ class Pii:
                     level = 2 if near(kind, pos, 40) else 1
                     out.append(Match(kind, level, mask(value, 3), kw, source))
         return out
+
+
+def _candidates(text: str, keywords: dict[str, list[tuple[int, str]]]) -> list[tuple[int, str, str]]:
+    """[(position, shape, value)]: digit runs from one pass, IBANs, month-name dates after a birth keyword."""
+    out: list[tuple[int, str, str]] = []
+    for m in _DIGITS.finditer(text):
+        pos = m.start()
+        prefix = 0
+        while prefix < 2 and pos - prefix > 0 and text[pos - prefix - 1].isalpha():
+            prefix += 1
+        if pos - prefix > 0 and (text[pos - prefix - 1].isalnum() or text[pos - prefix - 1] in "_-"):
+            continue
+        group = next(g for g in ("card", "ssn", "date", "number") if m.group(g) is not None)
+        if prefix and group != "number":
+            continue
+        out.append((pos - prefix, group, text[pos - prefix:m.end()]))
+    iban = _IBAN_ANY_CASE if "iban" in keywords else _IBAN
+    for m in iban.finditer(text):
+        if m.start() == 0 or not (text[m.start() - 1].isalnum() or text[m.start() - 1] in "_-"):
+            out.append((m.start(), "iban", m.group(0)))
+    for pos, _ in keywords.get("date_of_birth", ()):
+        m = _MONTH_DATE.search(text, pos, pos + 60)
+        if m:
+            out.append((m.start(), "date", m.group(0)))
+    return out
 
 
 def _near(positions: list[tuple[int, str]] | None, pos: int, window: int) -> str:
