@@ -165,6 +165,12 @@ def html_text(markup: str) -> tuple[str, str]:
         node.insert_after("\n")
     for node in tree.css(_CELLS):
         node.insert_after(" ")
+    quotes = tree.css("blockquote")
+    ids = {node.mem_id for node in quotes}
+    for node in quotes:                     # reply quotations: their lines marked as in plain-text mail
+        if not _has_ancestor(node, ids):
+            lines = node.text(separator="").split("\n")
+            node.replace_with("\n" + "\n".join("> " + line for line in lines if line.strip()) + "\n")
     root = tree.body or tree.root
     visible = root.text(separator="") if root is not None else ""
     return normalise(visible), normalise("\n".join(hidden))
@@ -213,7 +219,9 @@ def split_body(text: str, forward: bool) -> list[tuple[str, str]]:
                 mode = "forwarded"
             elif _starts_quote(lines, i, stripped):
                 mode = after_quote
-        if mode == "new" and (stripped.startswith(">") or (_wrote(stripped) and _next_is_quote(lines, i))):
+        if not stripped and zones:
+            zones.append(zones[-1])             # a blank line belongs to the block it is in
+        elif mode == "new" and (stripped.startswith(">") or (_wrote(stripped) and _next_is_quote(lines, i))):
             zones.append(after_quote)
         else:
             zones.append(mode)

@@ -206,3 +206,13 @@ def test_arbitrary_markup_and_text_never_raise(markup):
     assert isinstance(visible, str) and isinstance(hidden, str)
     for zone, chunk in split_body(markup, forward=False):
         assert zone in ("new", "quoted", "forwarded", "disclaimer") and chunk.strip()
+
+
+def test_html_blockquote_replies_are_quoted():
+    html = ("<div>Thanks, see you then.</div><div>On Mon, Mar 2, 2026, Counsel wrote:</div>"
+            "<blockquote type='cite'><div>ATTORNEY WORK PRODUCT</div><div>Our assessment.</div></blockquote>")
+    text = extract(cm.mail(cm.message("Thanks, see you then.", html=html, subject="Re: claim")))
+    html_segments = [s for s in text.segments if s.source == "part 2"]
+    assert [s.zone for s in html_segments] == ["new", "quoted"]
+    assert html_segments[1].text == ("On Mon, Mar 2, 2026, Counsel wrote:\n\n> ATTORNEY WORK PRODUCT\n"
+                                     "> Our assessment.")
