@@ -101,6 +101,19 @@ async def test_contact_details_alone_are_not_pii():
     assert await kinds("See you Tuesday.\n\n" + signature) == []
 
 
+@pytest.mark.parametrize("body", [
+    "Case No. 2023-CV-01234 was continued to May.",
+    "Invoice #4500012345 and PO 7700123456 are approved.",
+    "UPS tracking 1Z999AA10123456784, FedEx 7946 1234 5678.",
+    "Your utility account 12345678 shows a balance of $45.10.",
+    "Mail to Jefferson City, MO 65101-1234 by 06/30/2026.",
+    "The grant number is 2026-GR-004512; the CFDA number is 20.205.",
+    "Bridge A-1234 on Route 50 (log mile 123.456) is closed; call 1-800-555-0199.",
+])
+async def test_government_numbers_are_not_pii(body):
+    assert await kinds(body) == []
+
+
 async def test_minimum_count_and_per_type_overrides():
     body = "SSN 536-22-8726"
     assert await kinds(body, min_count=2) == []
