@@ -38,6 +38,10 @@ async def test_password_alone_is_medium_and_threshold_is_an_option():
     "Conference line 1-877-555-0100, passcode: 781871",
     "The password policy requires 12 characters.",
     "wget --mirror https://username:password@example.org/a/index.html",
+    "A temporary password will be mailed to your home address.",
+    "The Wi-Fi password is posted in the break room.",
+    "Use your network password to log in to the timesheet system.",
+    "See https://example.gov/reset-password for instructions.",
 ])
 async def test_password_talk_is_not_a_password(body):
     assert await findings(body) == []
