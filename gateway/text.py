@@ -69,7 +69,7 @@ class Segment:
 @dataclass(frozen=True, slots=True)
 class MessageText:
     segments: tuple[Segment, ...]
-    unscanned: tuple[str, ...] = ()     # "part 2: big.pdf: over the 20.0 MB attachment limit"
+    unscanned: tuple[str, ...] = ()     # "part 2: big.pdf: over the 20971520 byte attachment limit"
     forward: bool = False               # the subject says this message is a forward
     elapsed_ms: float = 0.0
 
@@ -122,9 +122,9 @@ _BLOCKS = ("p, div, br, tr, li, ul, ol, table, h1, h2, h3, h4, h5, h6, blockquot
            "header, footer, dd, dt, address, center, form, fieldset")
 _CELLS = "td, th"
 _HIDDEN_STYLE = re.compile(
-    r"(?i)(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*(?:0(?:\.\d+)?|1)(?:px|pt|em|rem|%)?"
-    r"\s*(?:!important)?\s*(?:;|$)|opacity\s*:\s*0(?:\.0+)?\s*(?:;|$)|(?:max-)?height\s*:\s*0(?:px)?\s*(?:;|$)"
-    r"[^\"']*overflow\s*:\s*hidden)")
+    r"(?i)(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*hidden|mso-hide\s*:\s*all"
+    r"|font-size\s*:\s*(?:0(?:\.\d+)?(?:px|pt|em|rem|%)?|1(?:px|pt|%)|0?\.[0-4]\d*(?:em|rem))\s*(?:!important)?\s*(?:;|$)"
+    r"|opacity\s*:\s*0(?:\.0+)?\s*(?:;|$)|(?:max-)?height\s*:\s*0(?:px)?\s*(?:;|$)[^\"']*overflow\s*:\s*hidden)")
 
 
 def _is_hidden(node) -> bool:

@@ -216,3 +216,11 @@ def test_html_blockquote_replies_are_quoted():
     assert [s.zone for s in html_segments] == ["new", "quoted"]
     assert html_segments[1].text == ("On Mon, Mar 2, 2026, Counsel wrote:\n\n> ATTORNEY WORK PRODUCT\n"
                                      "> Our assessment.")
+
+
+def test_normal_font_sizes_are_visible_and_tiny_ones_hidden():
+    visible, hidden = html_text("<p style='font-size:1em'>normal one</p><p style='font-size: 1px'>tiny one</p>"
+                                "<p style='font-size:0.1em'>tiny two</p><p style='mso-hide:all'>outlook hidden</p>"
+                                "<p style='font-size:12px'>twelve</p>")
+    assert visible == "normal one\ntwelve"
+    assert hidden == "tiny one\ntiny two\noutlook hidden"
