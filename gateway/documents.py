@@ -136,7 +136,8 @@ _TAB = re.compile(r"<(?:w:tab|text:tab|text:s)\b[^>]*/>|</(?:w:tc|table:table-ce
 _TAG = re.compile(r"<[^>]*>")
 _SHARED_REF = re.compile(r'(<c\b[^>]*\bt="s"[^>]*>)\s*<v>(\d{1,9})</v>', re.S)
 _SHARED_ITEM = re.compile(r"<si\b[^>]*>(.*?)</si>", re.S)
-_DELETED = re.compile(r"<w:del\b.*?</w:del>|<w:instrText\b.*?</w:instrText>", re.S)
+# Field codes are not text; tracked deletions are kept: the recipient can show them, so they are disclosed.
+_FIELD_CODES = re.compile(r"<w:instrText\b.*?</w:instrText>", re.S)
 _PROPERTY = re.compile(r"<(?:[\w]+:)?(title|subject|keywords|description|category|keyword|contentStatus)\b[^>]*>"
                        r"([^<]{1,2000})</", re.S)
 _CUSTOM = re.compile(r'<property\b[^>]*\bname="([^"]{1,200})"[^>]*>\s*<[^>]+>([^<]{0,2000})</', re.S)
@@ -145,7 +146,7 @@ _ODF_USER = re.compile(r'<meta:user-defined\b[^>]*meta:name="([^"]{1,200})"[^>]*
 
 def xml_text(xml: str) -> str:
     """Text of an Office/OpenDocument XML part: paragraphs on lines, cells tab-separated, entities decoded."""
-    xml = _DELETED.sub("", xml)
+    xml = _FIELD_CODES.sub("", xml)
     xml = _PARA_END.sub("\n", xml)
     xml = _TAB.sub("\t", xml)
     return html.unescape(_TAG.sub("", xml))
