@@ -47,6 +47,7 @@ async def test_markers_in_new_text(body, kind):
     [f] = await findings(cm.message(body, subject="Update"))
     assert f.kind == kind, f.detail
     assert f.evidence and f.evidence[0].startswith("body: ")
+    assert f.part is None and " in body" in f.detail
 
 
 async def test_marker_in_a_forwarded_message_counts():

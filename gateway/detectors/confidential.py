@@ -118,7 +118,7 @@ class Confidential:
         listed = "; ".join(f"{phrase!r} in {src}" for phrase, (_, _, src, _) in ranked[:4])
         more = f" and {len(ranked) - 4} more" if len(ranked) > 4 else ""
         return Finding(
-            kind=f"confidential.{group}", detector=self.name, part=None if source == "subject" else source,
+            kind=f"confidential.{group}", detector=self.name, part=None if source in ("subject", "body") else source,
             score=round(total, 2),
             detail=f"Confidentiality marker{'s' if len(ranked) > 1 else ''} {listed}{more} "
                    f"(score {total:g}, threshold {self.threshold:g})",
