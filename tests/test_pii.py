@@ -160,3 +160,17 @@ async def test_pii_hidden_in_html_is_still_found():
     raw = cm.message("Agenda attached.", html="<p>Agenda.</p><div style='display:none'>SSN 536-22-8726</div>")
     [f] = await cm.run(Pii, raw)
     assert f.kind == "pii.ssn" and f.evidence == ("SSN ***-**-8726",)
+
+
+@pytest.mark.parametrize(("body", "evidence"), [
+    ("DL: W123-4567-8901", "Driver's licence number ****-****-*901"),
+    ("My driving license number is ABCD1234567", "Driver's licence number ********567"),
+    ("Passport: X12345678", "Passport number ******678"),
+])
+async def test_identifier_shapes_after_keywords(body, evidence):
+    [f] = await findings(body)
+    assert f.evidence == (evidence,)
+
+
+async def test_a_licence_plate_is_not_a_licence_number():
+    assert await kinds("Vehicle license plate ABC-1234 was towed.") == []

@@ -55,7 +55,7 @@ KEYWORDS = {
     "bank_account": ["account", "acct", "account number", "account no", "acct#", "acct no", "checking", "savings"],
     "iban": ["iban", "international bank account", "bank account", "wire transfer", "swift", "bic"],
     "drivers_license": ["driver's license", "drivers license", "driver license", "driver's licence", "drivers licence",
-                        "driver licence", "driving licence", "driving license", "dl#", "dl #", "dl no", "dln",
+                        "driver licence", "driving licence", "driving license", "dl", "dl#", "dl #", "dl no", "dln",
                         "dl number", "license number", "licence number", "license no", "lic#", "lic no",
                         "operator's license", "driver's lic", "driver id", "driving permit", "driver's permit"],
     "passport": ["passport", "passport number", "passport no", "passport#", "passport #"],
@@ -74,7 +74,7 @@ _IBAN = re.compile(r"[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?
 _IBAN_ANY_CASE = re.compile(r"(?i)[a-z]{2}\d{2}(?:[ ]?[a-z0-9]{4}){2,7}(?:[ ]?[a-z0-9]{1,3})?(?![\w-])")
 _MONTH_DATE = re.compile(rf"(?i)\b(?:{_MONTH} \d{{1,2}}(?:st|nd|rd|th)?,? (?:19|20)\d{{2}}"
                          rf"|\d{{1,2}} {_MONTH},? (?:19|20)\d{{2}})")
-_ID_AFTER_KEYWORD = re.compile(r"(?<![\w-])([A-Za-z0-9]{1,6}(?:-[A-Za-z0-9]{1,8}){1,4})(?![\w-])")
+_ID_TOKEN = re.compile(r"(?<![\w-])[A-Za-z0-9]{1,20}(?:-[A-Za-z0-9]{1,10}){0,4}(?![\w-])")
 _NAME = re.compile(r"\b[A-Z][a-z]+(?: [A-Z]\.?)? [A-Z][a-z]+\b")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _ADVERTISING_SSN = frozenset({"078051120", "219099999", "123456789", "111111111", "457555462", "987654320"})
@@ -241,12 +241,14 @@ class Pii:
         def near(kind: str, pos: int, window: int = self.window) -> str:
             return _near(keywords.get(kind), pos, window)
 
-        for kind in ("drivers_license", "passport"):      # formatted ids ("S530-4612-8877") after their keyword
+        for kind in ("drivers_license", "passport"):      # ids of any shape ("S530-4612-8877") after their keyword
             for pos, word in keywords.get(kind, ()):
-                m = _ID_AFTER_KEYWORD.search(text, pos, pos + 60)
-                if m and "-" in m.group(1) and sum(c.isdigit() for c in m.group(1)) >= 5:
-                    level = 2 if m.start(1) - pos <= 40 else 1
-                    found.append(Match(kind, level, mask(m.group(1), 3), word, source))
+                for m in _ID_TOKEN.finditer(text, pos + len(word), pos + len(word) + 60):
+                    value = m.group(0)
+                    if sum(c.isdigit() for c in value) >= 5 and (kind != "passport" or 6 <= len(value) <= 12):
+                        level = 2 if m.start() - pos <= 40 else 1
+                        found.append(Match(kind, level, mask(value, 3), word, source))
+                        break
         candidates = _candidates(text, keywords)
         for pos, group, value in candidates:
             if group == "card":
