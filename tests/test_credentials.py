@@ -47,6 +47,21 @@ async def test_password_talk_is_not_a_password(body):
     assert await findings(body) == []
 
 
+@pytest.mark.parametrize("body", [
+    "user: admin pass: Adm1n#2026",
+    "The password for the portal is Tr0ub4dor",
+    "username=svc_backup password=Xk9#mP2v",
+    "login jsmith pwd Summer#22",
+])
+async def test_password_phrasings(body):
+    [f] = await findings(body)
+    assert f.kind == "credentials.password"
+
+
+async def test_the_word_pass_in_prose_is_not_a_password():
+    assert await findings("We need to pass the 2026 budget; pass 2026 numbers to finance.") == []
+
+
 async def test_password_in_a_url():
     [f] = await findings("Connect with postgres://report:S3cretPass@db.example.gov/stats")
     assert f.kind == "credentials.password"

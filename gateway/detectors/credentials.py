@@ -70,8 +70,9 @@ _AWS_SECRET = re.compile(r"(?i)aws_?secret_?(?:access_?)?key[\"']?\s*[:=]\s*[\"'
 _URL_PASSWORD = re.compile(r"://([^\s:/@\"'<>]{1,64}):([^\s:/@\"'<>]{3,64})@[\w.-]+")
 _PASSWORD_ANCHORS = ("pass", "pwd", "pw", "kennwort", "mot de passe", "contraseña")
 _PASSWORD = re.compile(
-    rf"(?i:{_PASSWORD_WORD})\b(?=[\s:=\-])[^\S\n]*(?:(?i:is|was|will be|for \S+ is)[^\S\n]*)?[:=\-]?[^\S\n]*"
-    r"(?P<pwq>[\"'“‘]?)(?P<pwvalue>[^\s\"'“”‘’<>]{4,64})(?P=pwq)")
+    rf"(?:(?i:{_PASSWORD_WORD})\b(?=[\s:=\-])[^\S\n]*(?:(?i:is|was|will be|for (?:the |your |my )?\S+ is)[^\S\n]*)?"
+    r"[:=\-]?|(?i:pass)[^\S\n]*[:=])"           # the bare word "pass" only as a label: "pass: ..."
+    r"[^\S\n]*(?P<pwq>[\"'“‘]?)(?P<pwvalue>[^\s\"'“”‘’<>]{4,64})(?P=pwq)")
 _USER = re.compile(r"(?i)\b(?:user\s?name|user\s?id|user|login(?:\s?(?:name|id))?|logon|account|uid|e-?mail)\b"
                    r"[^\S\n]*(?:is)?[^\S\n]*[:=\-]?[^\S\n]*[\"']?(?P<user>[\w.@+-]{3,64})")
 _PLACEHOLDER = re.compile(r"(?i)example|sample|dummy|placeholder|x{4,}|\*{3,}|^<|^\[|^\{|your|changeme|redacted|"
