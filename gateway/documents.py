@@ -41,6 +41,8 @@ def sniff(data: bytes, content_type: str, filename: str) -> str | None:
         return "pdf"
     if head.startswith(b"{\\rtf"):
         return "rtf"
+    if data.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):       # OLE2: .doc, .xls, .ppt, .msg
+        return "ole"
     if data.startswith(b"PK\x03\x04"):
         if name.endswith((".docx", ".docm", ".dotx", ".xlsx", ".xlsm", ".pptx", ".pptm", ".odt", ".ods", ".odp")):
             return "zipdoc"
@@ -64,6 +66,8 @@ def extract(kind: str, data: bytes, charset: str | None, limits: TextSettings, d
         return _zipdoc(data, limits, deadline)
     if kind == "rtf":
         return _rtf(data.decode("latin-1"))
+    if kind == "ole":
+        return _ole_strings(data)
     text = decode(data, charset)
     if kind == "html":
         from gateway.text import html_text
@@ -227,6 +231,21 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: TextSe
     if len(raw) > limits.max_unpacked_bytes:
         raise Unreadable(f"the document unpacks to more than {limits.max_unpacked_bytes} bytes")
     return raw.decode("utf-8", errors="replace")
+
+
+# --- legacy binary Office files -------------------------------------------------------------------------
+
+_ASCII_RUN = re.compile(rb"[\x20-\x7e\t\r\n]{6,}")
+_UTF16_RUN = re.compile(rb"(?:[\x20-\x7e\t\r\n\xa0-\xff]\x00){6,}")
+
+
+def _ole_strings(data: bytes) -> Document:
+    """Best effort for .doc/.xls/.ppt/.msg (OLE2): the text runs a `strings` tool would find, in 8-bit and
+    UTF-16 form. Word and Excel keep their text and the SummaryInformation properties (title, subject,
+    keywords) as such runs, so markers and numbers are found; layout is lost."""
+    runs = [m.decode("latin-1") for m in _ASCII_RUN.findall(data)]
+    runs += [m.decode("utf-16-le", errors="ignore") for m in _UTF16_RUN.findall(data)]
+    return Document("\n".join(r for r in runs if sum(c.isalnum() for c in r) >= 4))
 
 
 # --- RTF ------------------------------------------------------------------------------------------------

@@ -224,3 +224,16 @@ def test_normal_font_sizes_are_visible_and_tiny_ones_hidden():
                                 "<p style='font-size:12px'>twelve</p>")
     assert visible == "normal one\ntwelve"
     assert hidden == "tiny one\ntiny two\noutlook hidden"
+
+
+def test_legacy_binary_office_files_give_their_text_runs():
+    """No writer for Word 97 .doc exists here, so the OLE2 container is imitated: the magic number, binary
+    noise, and the text as Word stores it (UTF-16 for the body, 8-bit for the SummaryInformation title)."""
+    blob = (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(range(256)) * 4
+            + "PRE-DECISIONAL options for the fee schedule".encode("utf-16-le") + b"\x00\x00\x01\x02"
+            + b"\x1e\x00\x00\x00Quarterly budget memo\x00" + bytes(range(256)))
+    raw = cm.message("See attached.", attachments=(("memo.doc", "application/msword", blob),))
+    text = extract(cm.mail(raw))
+    [segment] = [s for s in text.segments if s.source == "part 2: memo.doc"]
+    assert "PRE-DECISIONAL options for the fee schedule" in segment.text
+    assert "Quarterly budget memo" in segment.text
