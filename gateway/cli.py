@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("selector", metavar="SELECTOR")
     keygen.add_argument("--out", metavar="DIR", required=True, help="directory for SELECTOR.key")
     keygen.add_argument("--type", choices=["rsa", "ed25519"], default="rsa", help="key type (default rsa, 2048 bits)")
+    evaluate = command("evaluate", cmd_evaluate, "run the policy over a labelled corpus (manifest.tsv): "
+                       "precision, recall and F1 per category, false positives on ham, time per message")
+    evaluate.add_argument("--direction", choices=[d.value for d in Direction], default="outbound")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object")
+    evaluate.add_argument("--mistakes", action="store_true", help="also list the misclassified messages")
+    evaluate.add_argument("dir", metavar="DIR")
     return parser
 
 
@@ -237,6 +243,36 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
             await pipeline.close()
 
     return asyncio.run(check_all())
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway import evaluate, policy
+    from gateway.pipeline import Pipeline
+
+    folder = Path(args.dir)
+    if not (folder / "manifest.tsv").is_file():
+        print(f"gateway: {folder}: no manifest.tsv", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        pipeline = Pipeline(settings, policy.load(settings))
+        try:
+            result = await evaluate.evaluate(pipeline, folder, Direction(args.direction), args.mistakes)
+        finally:
+            await pipeline.close()
+        summary = result.summary()
+        if args.mistakes:
+            summary["mistakes"] = result.mistakes
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print(evaluate.render(summary))
+            for m in result.mistakes:
+                print(f"  {m['path']}: label {m['label']}, predicted {','.join(m['predicted']) or '-'}, "
+                      f"{m['verdict']} by {m['rule']} ({', '.join(m['kinds'])})")
+        return 1 if result.errors else 0
+
+    return asyncio.run(run())
 
 
 def _with_store(settings: Settings, body: Callable) -> int:

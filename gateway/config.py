@@ -113,6 +113,19 @@ class AntivirusSettings:
 
 
 @dataclass(frozen=True)
+class TextSettings:
+    """Limits of the shared text extraction for content detectors (gateway/text.py, issue 4)."""
+
+    max_attachment_bytes: int = 20 * 1024 * 1024   # larger attachments are not read: unscanned.text_limits
+    max_body_chars: int = 2_000_000                  # one body part
+    max_chars: int = 5_000_000                       # all text of one message
+    max_seconds: float = 10.0                        # extraction time per message (checked between pages)
+    max_pages: int = 2000                            # PDF pages / slides / sheets read per document
+    max_unpacked_bytes: int = 100 * 1024 * 1024      # Office/OpenDocument zip members, uncompressed
+    max_ratio: int = 200                             # zip compression ratio above which a member is a bomb
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
     json: bool = False
@@ -168,6 +181,7 @@ class Settings:
     dkim: DkimSettings = field(default_factory=DkimSettings)
     milter: MilterSettings = field(default_factory=MilterSettings)
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
+    text: TextSettings = field(default_factory=TextSettings)
     source: str = "<embedded defaults>"
 
     def is_local(self, address: str) -> bool:

@@ -1,7 +1,25 @@
 """The text of a message, extracted once and shared by every content detector.
 
-Detectors run concurrently; the first to ask starts the extraction and the others await the same
-task, so the text is built once per message however many detectors read it.
+Detectors run concurrently; the first to ask starts the extraction (in a worker thread, off the event
+loop) and the others await the same task, so the text is built once per message however many
+detectors read it.
+
+The text is a tuple of `Segment`s, each with a source label ("subject", "body", "part 2: a.pdf") and a
+zone that tells detectors how to weigh it:
+
+- ``new``: text the sender wrote or attached in this message;
+- ``quoted``: reply quotation (``>`` lines, the block after "On ... wrote:" or "-----Original Message-----"
+  in a reply): text the correspondents were sent before;
+- ``forwarded``: the content of a forwarded message (new to the recipients, so it counts like new text);
+- ``disclaimer``: a standard legal footer ("If you are not the intended recipient ...");
+- ``hidden``: HTML text a reader does not see (display:none, visibility:hidden, tiny fonts);
+- ``metadata``: document properties of an attachment (title, subject, keywords, custom properties
+  such as Microsoft Purview sensitivity labels).
+
+Attachment text comes from PDF (pypdf), the Office Open XML formats (DOCX, XLSX, PPTX), the
+OpenDocument formats (ODT, ODS, ODP), RTF, HTML and plain text/CSV, within the limits of
+`TextSettings`; what could not be read within them is listed in `MessageText.unscanned` and reported
+by the detectors as `unscanned.text_limits`.
 """
 
 from __future__ import annotations
@@ -9,62 +27,250 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from gateway.model import Mail
+from selectolax.lexbor import LexborHTMLParser
 
-_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
-_TAGS = re.compile(r"(?is)<(script|style|head)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>")
-_BLOCK = re.compile(r"(?i)<(?:br|/p|/div|/tr|/li|/h[1-6]|p|div|tr|li)\b[^>]*>")
-_SPACES = re.compile(r"[ \t\r\f\v]+")
+from gateway import documents
+from gateway.config import TextSettings
+from gateway.mime import Part
+from gateway.model import Finding, Mail
+from gateway.quoting import FORWARD_SUBJECT, split_body
+
+T = TypeVar("T")
+ZONES = ("new", "quoted", "forwarded", "disclaimer", "hidden", "metadata")
+
+_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u200e\u200f\u2060-\u2064\ufeff\u00ad\u034f\u180e]")
+_BLANKS = "[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]"
+_SPACES = re.compile(f"[\t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]{_BLANKS}*| {_BLANKS}+")   # not lone spaces
+_BLANK_LINES = re.compile(r"\n{3,}")
+_CRUDE_TAGS = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>|<[^>]*>")
 
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    source: str          # "subject", "body", "part 2: report.pdf"
+    source: str          # "subject", "body", "part 2: report.pdf", "part 2: report.pdf (properties)"
     text: str
+    zone: str = "new"    # one of ZONES
+
+    @property
+    def quoted(self) -> bool:
+        """Reply quotation: text the correspondents already had."""
+        return self.zone == "quoted"
+
+    @property
+    def counts(self) -> bool:
+        """Text this message discloses: new, forwarded or attachment properties (not quotes, footers, hidden)."""
+        return self.zone in ("new", "forwarded", "metadata")
 
 
 @dataclass(frozen=True, slots=True)
 class MessageText:
     segments: tuple[Segment, ...]
-    unscanned: tuple[str, ...] = ()     # parts whose text could not be extracted within the limits
+    unscanned: tuple[str, ...] = ()     # "part 2: big.pdf: over the 20971520 byte attachment limit"
+    forward: bool = False               # the subject says this message is a forward
+    elapsed_ms: float = 0.0
 
     @property
     def subject(self) -> str:
         return next((s.text for s in self.segments if s.source == "subject"), "")
 
-    def joined(self) -> str:
-        return "\n".join(s.text for s in self.segments)
+    def joined(self, zones: tuple[str, ...] | None = None) -> str:
+        """The text of the segments in `zones` (default: everything a reader sees, quotes included)."""
+        zones = zones or ("new", "quoted", "forwarded", "disclaimer", "metadata")
+        return "\n".join(s.text for s in self.segments if s.zone in zones)
+
+    def zone(self, *zones: str) -> tuple[Segment, ...]:
+        return tuple(s for s in self.segments if s.zone in zones)
+
+
+INLINE_CHARS = 100_000     # a detector scans less text than this on the event loop, more in a worker thread
+
+
+async def off_loop_if_large(text: MessageText, scan: Callable[[], T]) -> T:
+    """Run a detector's scan inline for typical mail (well under a millisecond), in a thread for big text."""
+    if sum(len(s.text) for s in text.segments) > INLINE_CHARS:
+        return await asyncio.to_thread(scan)
+    return scan()
+
+
+def limits_finding(text: MessageText, detector: str) -> list[Finding]:
+    """`unscanned.text_limits` when some text could not be extracted within the limits, else []."""
+    if not text.unscanned:
+        return []
+    return [Finding(kind="unscanned.text_limits", detector=detector,
+                    detail=f"The {detector} check could not read all of the message's text: "
+                           + "; ".join(text.unscanned[:3]) + (" ..." if len(text.unscanned) > 3 else ""),
+                    evidence=tuple(text.unscanned[:5]))]
+
+
+# --- plain text ---------------------------------------------------------------------------------------
+
+def normalise(text: str) -> str:
+    """Zero-width characters removed, runs of blanks folded, blank-line runs shortened."""
+    text = _SPACES.sub(" ", _ZERO_WIDTH.sub("", text))
+    text = "\n".join(line.strip() for line in text.splitlines())
+    return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+# --- HTML -----------------------------------------------------------------------------------------------
+
+_DROP = "script, style, head, title, template, object, svg, meta, link"
+_BLOCKS = ("p, div, br, tr, li, ul, ol, table, h1, h2, h3, h4, h5, h6, blockquote, pre, hr, section, article, "
+           "header, footer, dd, dt, address, center, form, fieldset")
+_CELLS = "td, th"
+_HIDDEN_STYLE = re.compile(
+    r"(?i)(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*hidden|mso-hide\s*:\s*all"
+    r"|font-size\s*:\s*(?:0(?:\.\d+)?(?:px|pt|em|rem|%)?|1(?:px|pt|%)|0?\.[0-4]\d*(?:em|rem))\s*(?:!important)?\s*(?:;|$)"
+    r"|opacity\s*:\s*0(?:\.0+)?\s*(?:;|$)|(?:max-)?height\s*:\s*0(?:px)?\s*(?:;|$)[^\"']*overflow\s*:\s*hidden)")
+
+
+def _is_hidden(node) -> bool:
+    attrs = node.attributes
+    if "hidden" in attrs:
+        return True
+    style = attrs.get("style")
+    return bool(style) and _HIDDEN_STYLE.search(style) is not None
+
+
+def _has_ancestor(node, ids: set[int]) -> bool:
+    parent = node.parent
+    while parent is not None:
+        if parent.mem_id in ids:
+            return True
+        parent = parent.parent
+    return False
 
 
 def html_to_text(markup: str) -> str:
-    """Visible text of an HTML body: scripts, styles and comments dropped, entities decoded."""
-    text = _BLOCK.sub("\n", markup)
-    text = _TAGS.sub(" ", text)
-    return normalise(html.unescape(text))
+    """Visible text of an HTML body: scripts, styles, comments and hidden elements dropped."""
+    return html_text(markup)[0]
 
 
-def normalise(text: str) -> str:
-    """Zero-width characters removed, runs of blanks folded."""
-    text = _ZERO_WIDTH.sub("", text)
-    return "\n".join(_SPACES.sub(" ", line).strip() for line in text.splitlines()).strip()
+def html_text(markup: str) -> tuple[str, str]:
+    """(visible text, hidden text) of an HTML document, entities decoded, blocks on their own lines."""
+    tree = LexborHTMLParser(markup)
+    for node in tree.css(_DROP):
+        node.decompose()
+    candidates = [node for node in tree.css("[style], [hidden]") if _is_hidden(node)]
+    ids = {node.mem_id for node in candidates}
+    hidden: list[str] = []
+    top = [node for node in candidates if not _has_ancestor(node, ids)]
+    for node in top:
+        hidden.append(node.text(separator=" "))
+        node.decompose()
+    for node in tree.css(_BLOCKS):
+        node.insert_after("\n")
+    for node in tree.css(_CELLS):
+        node.insert_after(" ")
+    quotes = tree.css("blockquote")
+    ids = {node.mem_id for node in quotes}
+    for node in quotes:                     # reply quotations: their lines marked as in plain-text mail
+        if not _has_ancestor(node, ids):
+            lines = node.text(separator="").split("\n")
+            node.replace_with("\n" + "\n".join("> " + line for line in lines if line.strip()) + "\n")
+    root = tree.body or tree.root
+    visible = root.text(separator="") if root is not None else ""
+    return normalise(visible), normalise("\n".join(hidden))
 
 
-def extract(mail: Mail) -> MessageText:
-    segments = [Segment("subject", normalise(mail.parsed.subject))]
-    for part in mail.parsed.text_parts:
-        body = part.text()
-        body = html_to_text(body) if part.content_type == "text/html" else normalise(body)
-        if body:
-            segments.append(Segment("body" if part.path in ("1", "1.1") else f"part {part.path}", body))
-    return MessageText(tuple(segments))
+# --- extraction -----------------------------------------------------------------------------------------
+
+class _Budget:
+    def __init__(self, limits: TextSettings) -> None:
+        self.limits = limits
+        self.deadline = time.monotonic() + limits.max_seconds
+        self.chars = 0
+        self.unscanned: list[str] = []
+
+    def take(self, label: str, text: str) -> str:
+        room = self.limits.max_chars - self.chars
+        if len(text) > room:
+            self.unscanned.append(f"{label}: text over the {self.limits.max_chars} character limit")
+            text = text[:max(room, 0)]
+        self.chars += len(text)
+        return text
 
 
-async def message_text(mail: Mail) -> MessageText:
-    """The shared extraction for this message (computed on first use)."""
+def extract(mail: Mail, limits: TextSettings | None = None) -> MessageText:
+    """Build the MessageText of a message (blocking: run it in a worker thread)."""
+    limits = limits or TextSettings()
+    started = time.perf_counter()
+    budget = _Budget(limits)
+    subject = normalise(mail.parsed.subject)
+    forward = bool(FORWARD_SUBJECT.match(subject))
+    segments = [Segment("subject", subject)]
+    first_body = True
+    for part in mail.parsed.parts:
+        if part.is_text:
+            source = "body" if first_body and not part.nested_in_message else f"part {part.path}"
+            first_body = False
+            segments.extend(_body_segments(part, source, forward or part.nested_in_message, budget))
+        elif part.is_attachment:
+            segments.extend(_attachment_segments(part, budget))
+    if mail.parsed.limit_exceeded:
+        budget.unscanned.append(f"message: MIME {mail.parsed.limit_exceeded} limit reached, later parts unread")
+    return MessageText(tuple(s for s in segments if s.text or s.source == "subject"),
+                       tuple(budget.unscanned), forward, round((time.perf_counter() - started) * 1000, 3))
+
+
+def _body_segments(part: Part, source: str, forward: bool, budget: _Budget) -> list[Segment]:
+    raw = part.text()
+    if len(raw) > budget.limits.max_body_chars:
+        budget.unscanned.append(f"{source}: over the {budget.limits.max_body_chars} character body limit")
+        raw = raw[:budget.limits.max_body_chars]
+    hidden = ""
+    if part.content_type == "text/html":
+        try:
+            body, hidden = html_text(raw)
+        except Exception:       # the HTML parser failing on hostile markup: fall back to stripping tags
+            body = normalise(html.unescape(_CRUDE_TAGS.sub(" ", raw)))
+    else:
+        body = normalise(raw)
+    body = budget.take(source, body)
+    out = [Segment(source, text, zone) for zone, text in split_body(body, forward)]
+    if hidden:
+        out.append(Segment(source, budget.take(source, hidden), "hidden"))
+    return out
+
+
+def _attachment_segments(part: Part, budget: _Budget) -> list[Segment]:
+    label = part.label
+    kind = documents.sniff(part.payload, part.content_type, part.filename or "")
+    if kind is None:
+        return []
+    if len(part.payload) > budget.limits.max_attachment_bytes:
+        budget.unscanned.append(f"{label}: over the {budget.limits.max_attachment_bytes} byte attachment limit")
+        return []
+    if time.monotonic() > budget.deadline:
+        budget.unscanned.append(f"{label}: the {budget.limits.max_seconds:g} s text extraction time ran out")
+        return []
+    try:
+        doc = documents.extract(kind, part.payload, part.charset, budget.limits, budget.deadline)
+    except documents.Unreadable as e:
+        budget.unscanned.append(f"{label}: {e}")
+        return []
+    except Exception as e:     # a library failing on hostile input: could not read, never a pass
+        budget.unscanned.append(f"{label}: {kind} text could not be read ({type(e).__name__})")
+        return []
+    if doc.truncated:
+        budget.unscanned.append(f"{label}: {doc.truncated}")
+    out: list[Segment] = []
+    if doc.text:
+        text = normalise(doc.text) if kind != "html" else doc.text
+        out.append(Segment(label, budget.take(label, text)))
+    if doc.properties:
+        out.append(Segment(f"{label} (properties)", budget.take(label, normalise(doc.properties)), "metadata"))
+    return out
+
+
+async def message_text(mail: Mail, limits: TextSettings | None = None) -> MessageText:
+    """The shared extraction for this message (computed on first use, in a worker thread)."""
     notes = mail.parsed.notes
     task = notes.get("text")
     if task is None:
-        task = notes["text"] = asyncio.ensure_future(asyncio.to_thread(extract, mail))
+        task = notes["text"] = asyncio.ensure_future(asyncio.to_thread(extract, mail, limits))
     return await task

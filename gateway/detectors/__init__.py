@@ -48,8 +48,11 @@ def options_with_defaults(name: str, options: Mapping[str, Any], defaults: Mappi
 def _registry() -> dict[str, type[Detector]]:
     from gateway.detectors.antivirus import Antivirus
     from gateway.detectors.auth import Auth
+    from gateway.detectors.confidential import Confidential
+    from gateway.detectors.credentials import Credentials
     from gateway.detectors.filetype import FileType
     from gateway.detectors.mime import MimeStructure
+    from gateway.detectors.pii import Pii
     from gateway.detectors.size import Size
 
     return {
@@ -58,6 +61,9 @@ def _registry() -> dict[str, type[Detector]]:
         "auth": Auth,
         "antivirus": Antivirus,
         "filetype": FileType,
+        "confidential": Confidential,
+        "pii": Pii,
+        "credentials": Credentials,
     }
 
 

@@ -1,0 +1,108 @@
+"""`gateway evaluate` over a small labelled corpus, and the content rules end to end through the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from gateway import cli
+from tests import contentmail as cm
+from tests.peers import send
+
+SSN_FORM = "New hire: Jane Roe\nSocial security number: 536-22-8726\n"
+
+
+def write_corpus(folder) -> None:
+    items = {
+        "confidential/c1.eml": ("confidential", cm.message("PRE-DECISIONAL DRAFT\n\nFee options.", subject="Fees")),
+        "confidential/c2.eml": ("confidential", cm.message("Thanks.", subject="Attorney work product: claim")),
+        "confidential/c3.eml": ("confidential", cm.message("The usual numbers.", subject="numbers")),   # a miss
+        "pii/p1.eml": ("pii", cm.message(SSN_FORM)),
+        "ham/h1.eml": ("ham", cm.message("Lunch on Tuesday?", subject="lunch")),
+        "ham/h2.eml": ("ham", cm.message("Internal use only\n\nThe agenda.", subject="agenda")),     # a false alarm
+        "ham/h3.eml": ("ham", cm.message("Public notice of a closed meeting.", subject="notice")),
+        "malformed/m1.eml": ("malformed", b"Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"),
+    }
+    lines = ["path\tlabel\tsource"]
+    for path, (label, raw) in items.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(raw)
+        lines.append(f"{path}\t{label}\ttest")
+    (folder / "manifest.tsv").write_text("\n".join(lines) + "\n")
+
+
+def test_evaluate_reports_precision_recall_f1_ham_false_positives_and_time(tmp_path, capsys):
+    write_corpus(tmp_path)
+    assert cli.main(["evaluate", "--json", str(tmp_path)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["items"] == 8 and summary["labels"]["ham"] == 3
+    conf = summary["categories"]["confidential"]
+    assert (conf["tp"], conf["fp"], conf["fn"]) == (2, 1, 1)
+    assert conf["precision"] == round(2 / 3, 4) and conf["recall"] == round(2 / 3, 4)
+    assert conf["f1"] == round(2 / 3, 4)
+    assert summary["categories"]["pii"] == {"items": 1, "tp": 1, "fp": 0, "fn": 0, "precision": 1.0,
+                                            "recall": 1.0, "f1": 1.0}
+    assert summary["ham"] == {"items": 3, "flagged": 1, "false_positive_rate": round(1 / 3, 4)}
+    assert summary["time_ms"]["median"] > 0 and summary["time_ms"]["p99"] >= summary["time_ms"]["median"]
+    assert "confidential" in summary["detector_median_ms"]
+
+
+def test_evaluate_text_report_and_mistakes(tmp_path, capsys):
+    write_corpus(tmp_path)
+    assert cli.main(["evaluate", "--mistakes", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "confidential        3     2     1     1     0.667   0.667  0.667" in out
+    assert "ham: 1 of 3 not delivered (false-positive rate 33.33 %)" in out
+    assert "ham/h2.eml: label ham, predicted confidential, quarantine by outbound/confidential" in out
+    assert "confidential/c3.eml: label confidential, predicted -, deliver by outbound/default" in out
+
+
+def test_evaluate_without_manifest_is_an_error(tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path)]) == 2
+    assert "no manifest.tsv" in capsys.readouterr().err
+
+
+async def test_outbound_pii_is_held_in_the_quarantine_not_relayed(gw, sink):
+    code, text, _ = await send(gw.port, "alice@example.gov", ["payroll@example.org"], cm.message(SSN_FORM))
+    assert code == 250, text
+    await asyncio.sleep(0.05)
+    assert sink.messages == []
+    [item] = await gw.store.list()
+    assert item.rule == "outbound/pii"
+    assert item.kinds == ("pii.ssn",)
+    stored = await gw.store.get(item.id, with_raw=False)
+    [finding] = stored.findings
+    assert finding.evidence == ("SSN ***-**-8726",)
+    assert "high confidence" in finding.detail
+
+
+async def test_outbound_confidential_attachment_is_held(gw, sink):
+    docx = cm.docx(["Options for the new fee schedule."], header="PRE-DECISIONAL")
+    raw = cm.message("For your comments.", attachments=(("fees.docx", "application/octet-stream", docx),))
+    code, _, _ = await send(gw.port, "alice@example.gov", ["consultant@example.org"], raw)
+    assert code == 250
+    await asyncio.sleep(0.05)
+    assert sink.messages == []
+    [item] = await gw.store.list()
+    assert item.rule == "outbound/confidential"
+
+
+async def test_internal_password_is_tagged_and_delivered(gw, sink):
+    raw = cm.message("Username: kjones\nPassword: Blue!Harbor77\n", subject="VPN", to="bob@example.gov")
+    code, _, _ = await send(gw.port, "alice@example.gov", ["bob@example.gov"], raw)
+    assert code == 250
+    [got] = await sink.wait_for(1)
+    assert b"Subject: [Password shared] VPN" in got.data
+    assert b"X-Gateway-Verdict: tag; rule=internal/credentials" in got.data
+    assert b"Blue!Harbor77" in got.data            # delivered as sent, only tagged
+    findings_header = got.data.split(b"X-Gateway-Findings: ", 1)[1].split(b"\r\n", 1)[0]
+    assert b"credentials.password" in findings_header and b"Blue!Harbor77" not in findings_header
+
+
+async def test_outbound_clean_mail_with_a_signature_and_disclaimer_is_delivered(gw, sink):
+    body = ("The permit was approved.\n\n--\nJane Doe\n(573) 555-0142\n301 W High St\n\nThis e-mail may contain "
+            "confidential information. If you are not the intended recipient, please delete it.\n")
+    code, _, _ = await send(gw.port, "alice@example.gov", ["applicant@example.org"], cm.message(body))
+    assert code == 250
+    [got] = await sink.wait_for(1)
+    assert b"X-Gateway-Verdict: deliver; rule=outbound/default" in got.data
