@@ -42,7 +42,12 @@ class Gateway:
         finishers = dkimsign.finishers(settings)      # reads the DKIM/ARC keys: a bad one stops start-up here
         store = open_store(settings.quarantine.url)
         await store.open()
-        actions = Actions(settings, store, finishers=finishers, extra_headers=authresults.extra_headers(settings))
+        planner = None
+        if settings.notify.enabled:           # notices about held mail (gateway/notify/, docs/notifications.md)
+            from gateway.notify.plan import Planner
+            planner = Planner(settings)
+        actions = Actions(settings, store, finishers=finishers, extra_headers=authresults.extra_headers(settings),
+                          planner=planner)
         gateway = cls(settings, store, pipeline, actions)
         recovered = await gateway.release_service().recover()
         if recovered:
@@ -124,6 +129,10 @@ async def run(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     gateway = await Gateway.create(settings)
     await gateway.start()
+    notifier = None
+    if settings.notify.enabled:          # sends the outbox's due notices; one per node (gateway/notify/notifier.py)
+        from gateway.notify.notifier import Notifier
+        notifier = await Notifier(settings, gateway.store).start()
     review = None
     if settings.review.enabled:          # the ITSD review app and API on [review] listen (gateway/review/)
         from gateway.review.server import start as start_review
@@ -134,4 +143,6 @@ async def run(settings: Settings) -> None:
     if review is not None:
         review[0].should_exit = True
         await review[1]
+    if notifier is not None:
+        await notifier.stop()
     await gateway.close()
