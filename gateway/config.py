@@ -151,6 +151,8 @@ class NotifySettings:
     link_days: int = 7                      # release-request links expire after this many days
     templates: str = ""                     # a site folder searched before the shipped policies/templates
     policy_title: str = "Department Internet and E-mail Acceptable Use Policy"
+    language: str = ""                      # e.g. "fr": translate notices with TRANSLATIONS/fr/LC_MESSAGES/notices.mo
+    translations: str = ""                  # gettext catalog folder; default: the `templates` folder's locale/
     digest: str = "immediate"               # everyone's default: immediate | hourly | daily
     digest_people: dict = field(default_factory=dict)   # address -> immediate | hourly | daily
     daily_hour: int = 7                     # daily digests go out at this hour (UTC)

@@ -11,6 +11,7 @@ import email
 import email.policy
 import logging
 import re
+import struct
 import time
 import uuid
 import warnings
@@ -22,6 +23,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
+from gateway import config
+from gateway.config import ConfigError
 from gateway.notify.notifier import Notifier
 from gateway.notify.tokens import make_token, read_token
 from gateway.quarantine import OutboxNotice, StoreError, User
@@ -400,3 +403,52 @@ def test_failing_notices_raise_the_alert_on_the_dashboard_and_the_api(site):
         assert 'id="notify-alert"' in dashboard and "550 5.1.1 No such user here" in dashboard
         retried = client.post("/notices/retry", data={"csrf": csrf_of(dashboard)})
         assert "1 failed notice(s) queued again" in retried.text and 'id="notify-alert"' not in retried.text
+
+
+def write_mo(path, messages: dict[str, str]) -> None:
+    """A gettext catalog (.mo), written as msgfmt would, so the test needs no extra tool."""
+    catalog = {"": "Content-Type: text/plain; charset=UTF-8\n", **messages}
+    keys = sorted(k.encode() for k in catalog)
+    values = [catalog[k.decode()].encode() for k in keys]
+    ids, strs, offsets = b"", b"", []
+    for k, v in zip(keys, values, strict=True):
+        offsets.append((len(ids), len(k), len(strs), len(v)))
+        ids += k + b"\0"
+        strs += v + b"\0"
+    key_start = 7 * 4 + 16 * len(keys)
+    table = [x for o1, l1, _, _ in offsets for x in (l1, o1 + key_start)]
+    table += [x for _, _, o2, l2 in offsets for x in (l2, o2 + key_start + len(ids))]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(struct.pack("Iiiiiii", 0x950412DE, 0, len(keys), 28, 28 + 8 * len(keys), 0, 0)
+                     + struct.pack(f"{len(table)}i", *table) + ids + strs)
+
+
+async def test_notices_are_translated_from_a_site_catalog(start_gateway, sink, tmp_path):
+    write_mo(tmp_path / "locale" / "fr" / "LC_MESSAGES" / "notices.mo", {
+        "Your message was held for review: %(subject)s": "Votre message est retenu : %(subject)s",
+        "Quarantine id": "Identifiant de quarantaine"})
+    gw = await start_gateway(notify={"language": "fr", "translations": str(tmp_path / "locale")})
+    item_id = await hold(gw, malformed(subject="Rapport"))
+    await (await notifier(gw)).run_once()
+    notice = parsed(sink.messages[0])
+    assert notice["Subject"] == "Votre message est retenu : Rapport"
+    assert f"Identifiant de quarantaine: {item_id}" in text_of(notice)
+
+
+async def test_a_missing_catalog_or_a_bad_setting_stops_start_up(start_gateway, tmp_path):
+    gw = await start_gateway(notify={"language": "de", "translations": str(tmp_path)})
+    with pytest.raises(ConfigError, match=r"notices\.mo"):
+        Notifier(gw.settings, gw.store)
+    for bad in ({"digest": "weekly"}, {"digest_people": {"a@example.gov": "often"}}, {"from": "not an address"},
+                {"nonsense": 1}):
+        with pytest.raises(ConfigError, match=r"\[notify\]"):
+            config.from_dict({"notify": bad})
+
+
+async def test_a_held_notice_not_yet_sent_is_dropped_once_the_message_is_decided(start_gateway, sink):
+    gw = await start_gateway()
+    item_id = await hold(gw, malformed(subject="Quick"))
+    await gw.gateway.release_service().delete(item_id, ADMIN, "duplicate")
+    await (await notifier(gw)).run_once()
+    assert [parsed(m)["Subject"] for m in sink.messages] == ["Your held message was deleted: Quick"]
+    assert sorted(r.status for r in await gw.store.outbox()) == ["sent", "skipped"]

@@ -18,6 +18,7 @@ and, barring such a crash between the next hop's 250 and our bookkeeping, exactl
 from __future__ import annotations
 
 import asyncio
+import gettext
 import logging
 import os
 import socket
@@ -26,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from gateway import relay
-from gateway.config import Settings, notice_from
+from gateway.config import ConfigError, Settings, notice_from
 from gateway.notify.compose import Notice, compose, environment
 from gateway.notify.tokens import make_token
 from gateway.quarantine import OutboxRow, Store
@@ -34,6 +35,16 @@ from gateway.quarantine import OutboxRow, Store
 log = logging.getLogger("gateway.notify")
 
 LIVE = ("held", "releasing")        # a held/itsd notice about an item no longer held has nothing to say
+
+
+def translations(settings: Settings) -> gettext.GNUTranslations:
+    """The `notices` gettext catalog for `[notify] language`."""
+    folder = settings.notify.translations or str(Path(settings.notify.templates or ".") / "locale")
+    try:
+        return gettext.translation("notices", folder, languages=[settings.notify.language])
+    except OSError as e:
+        raise ConfigError(f"[notify] language {settings.notify.language!r}: no notices.mo catalog under "
+                          f"{folder}/{settings.notify.language}/LC_MESSAGES ({e})") from None
 
 
 def base_url(settings: Settings) -> str:
@@ -53,6 +64,8 @@ class Notifier:
         folders = [settings.notify.templates, Path(settings.policy.dir) / "templates"]
         shipped = Path(__file__).resolve().parents[2] / "policies" / "templates"
         self.env = environment(*folders, shipped)
+        if settings.notify.language:        # a missing catalog stops start-up, naming the folder
+            self.env.install_gettext_translations(translations(settings), newstyle=True)
         self.secret = ""
         self.task: asyncio.Task | None = None
         self.sent = 0                 # notices the next hop accepted (this process)
