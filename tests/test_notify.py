@@ -11,11 +11,14 @@ import email
 import email.policy
 import logging
 import re
+import signal
 import struct
+import sys
 import time
 import uuid
 import warnings
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
 
@@ -29,10 +32,11 @@ from gateway.notify.notifier import Notifier
 from gateway.notify.tokens import make_token, read_token
 from gateway.quarantine import OutboxNotice, StoreError, User
 from gateway.review.app import create_app
-from tests.peers import send
+from tests.peers import free_port, send
 from tests.quarantine_fixtures import PgDatabase, held_item, opened
 from tests.review_fixtures import ThreadSink, csrf_of, login, make_site
 
+ROOT = Path(__file__).resolve().parents[1]
 ADMIN = User("ada", "admin")
 SECRET_BODY = "Payroll: employee SSN 123-45-6789, salary 98765"
 
@@ -452,3 +456,28 @@ async def test_a_held_notice_not_yet_sent_is_dropped_once_the_message_is_decided
     await (await notifier(gw)).run_once()
     assert [parsed(m)["Subject"] for m in sink.messages] == ["Your held message was deleted: Quick"]
     assert sorted(r.status for r in await gw.store.outbox()) == ["sent", "skipped"]
+
+
+async def test_gateway_run_starts_the_notifier(tmp_path, sink):
+    """`gateway run` as a real process: a held message's notice reaches the next hop by itself."""
+    port = free_port()
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[smtp]\nlisten = "127.0.0.1:{port}"\n[relay]\nnext_hop = "127.0.0.1:{sink.port}"\n'
+                   f'[quarantine]\nurl = "sqlite:///{tmp_path / "q.db"}"\n'
+                   f'[review]\nlisten = "127.0.0.1:{free_port()}"\n[notify]\npoll_seconds = 0.1\n')
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg),
+                                                cwd=ROOT, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                code, text, _ = await send(port, "alice@example.gov", ["bob@example.org"], malformed())
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        assert code == 250, text
+        [received] = await sink.wait_for(1, timeout=10)
+        assert received.rcpt_tos == ["alice@example.gov"] and text.split()[-1] in text_of(parsed(received))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
