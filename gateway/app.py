@@ -128,11 +128,13 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):       # first, so a SIGTERM during start-up still drains
         loop.add_signal_handler(sig, stop.set)
     gateway = await Gateway.create(settings)
-    await gateway.start()
     notifier = None
     if settings.notify.enabled:          # sends the outbox's due notices; one per node (gateway/notify/notifier.py)
         from gateway.notify.notifier import Notifier
-        notifier = await Notifier(settings, gateway.store).start()
+        notifier = Notifier(settings, gateway.store)      # a missing translation catalog stops start-up here
+    await gateway.start()
+    if notifier is not None:
+        await notifier.start()
     review = None
     if settings.review.enabled:          # the ITSD review app and API on [review] listen (gateway/review/)
         from gateway.review.server import start as start_review

@@ -195,7 +195,14 @@ async def test_outbox_retries_after_the_next_hop_was_down_and_delivers_exactly_o
     assert row.status == "sent" and (await gw.store.outbox_stats(2))["alert"] == 0
 
 
-async def test_a_refused_notice_is_given_up_and_alerts_until_retried(start_gateway, sink, caplog):
+async def cli(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", *args, cwd=ROOT,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    return proc.returncode, out.decode()
+
+
+async def test_a_refused_notice_is_given_up_and_alerts_until_retried(start_gateway, sink, caplog, tmp_path):
     gw = await start_gateway()
     await hold(gw, malformed())
     sink.refuse.add("alice@example.gov")
@@ -206,8 +213,13 @@ async def test_a_refused_notice_is_given_up_and_alerts_until_retried(start_gatew
     assert row.status == "failed" and "550" in row.error
     assert (await gw.store.outbox_stats(4)) == {"pending": 0, "failing": 0, "failed": 1, "alert": 1}
     assert any("given up" in r.message for r in caplog.records)
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[quarantine]\nurl = "{gw.settings.quarantine.url}"\n')
+    code, out = await cli("notices", "status", "--config", str(cfg))
+    assert code == 1 and "failed 1" in out and "to alice@example.gov" in out and "550" in out
     sink.refuse.clear()
-    assert await gw.store.retry_failed_notices() == 1
+    code, out = await cli("notices", "retry", "--config", str(cfg))
+    assert code == 0 and "1 failed notice(s) queued again" in out
     await n.run_once()
     assert len(sink.messages) == 1 and (await gw.store.outbox_stats(4))["alert"] == 0
 
@@ -469,12 +481,14 @@ async def test_gateway_run_starts_the_notifier(tmp_path, sink):
                                                 cwd=ROOT, stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.DEVNULL)
     try:
-        for _ in range(200):
+        for _ in range(400):
             try:
-                code, text, _ = await send(port, "alice@example.gov", ["bob@example.org"], malformed())
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
                 break
             except OSError:
                 await asyncio.sleep(0.05)
+        code, text, _ = await send(port, "alice@example.gov", ["bob@example.org"], malformed())
         assert code == 250, text
         [received] = await sink.wait_for(1, timeout=10)
         assert received.rcpt_tos == ["alice@example.gov"] and text.split()[-1] in text_of(parsed(received))

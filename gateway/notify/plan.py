@@ -15,10 +15,11 @@ import email.parser
 import email.policy
 import logging
 import math
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings
 from gateway.model import Mail, Verdict
 from gateway.notify.audience import audience, load_supervisors
 from gateway.quarantine import HeldItem, OutboxNotice
@@ -68,7 +69,27 @@ def headers_of(raw: bytes | None) -> email.message.Message:
 class Planner:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.supervisors = load_supervisors(settings.notify.supervisors)   # a missing file stops start-up
+        self._supervisors: dict[str, str] = {}
+        self._mtime: float | None = None
+        path = settings.notify.supervisors
+        try:                            # a missing or unreadable file stops start-up, naming it
+            self._mtime = os.stat(path).st_mtime if path else None
+            self._supervisors = load_supervisors(path)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{settings.source}: [notify] supervisors: cannot read {path}: {e}") from None
+
+    @property
+    def supervisors(self) -> dict[str, str]:
+        """The CSV mapping, read again when the file changed (a bad new version keeps the old one)."""
+        path = self.settings.notify.supervisors
+        if path:
+            try:
+                mtime = os.stat(path).st_mtime
+                if mtime != self._mtime:
+                    self._supervisors, self._mtime = load_supervisors(path), mtime
+            except (OSError, UnicodeDecodeError) as e:
+                log.warning("supervisors file %s unreadable, keeping the last version: %s", path, e)
+        return self._supervisors
 
     def mode(self, address: str) -> str:
         return self.settings.notify.digest_modes.get(address.lower(), self.settings.notify.digest)
