@@ -42,13 +42,11 @@ class Gateway:
         finishers = dkimsign.finishers(settings)      # reads the DKIM/ARC keys: a bad one stops start-up here
         store = open_store(settings.quarantine.url)
         await store.open()
-        planner = None
+        actions = Actions(settings, store, finishers=finishers, extra_headers=authresults.extra_headers(settings))
+        gateway = cls(settings, store, pipeline, actions)
         if settings.notify.enabled:           # notices about held mail (gateway/notify/, docs/notifications.md)
             from gateway.notify.plan import Planner
-            planner = Planner(settings)
-        actions = Actions(settings, store, finishers=finishers, extra_headers=authresults.extra_headers(settings),
-                          planner=planner)
-        gateway = cls(settings, store, pipeline, actions)
+            actions.planner = Planner(settings)
         recovered = await gateway.release_service().recover()
         if recovered:
             log.warning("interrupted releases back to held: %s", ", ".join(recovered))

@@ -111,9 +111,7 @@ class Handler:
         if session.next_hop is None:
             session.next_hop = NextHop(self.settings.relay, self.settings.smtp.hostname or None)
         eight_bit = "BODY=8BITMIME" in (o.upper() for o in mail_options)
-        null = address == "<>"              # the null sender (bounces, notices): aiosmtpd keeps the brackets
-        reply = await session.next_hop.begin("" if null else address, eight_bit=eight_bit,
-                                             smtp_utf8=envelope.smtp_utf8)
+        reply = await session.next_hop.begin(address, eight_bit=eight_bit, smtp_utf8=envelope.smtp_utf8)
         if not reply.ok:
             return str(reply) if reply.permanent else "451 4.4.1 Next hop unavailable, please try again later"
         envelope.mail_from = address
@@ -143,7 +141,7 @@ class Handler:
     async def handle_DATA(self, server: SMTP, session: GatewaySession, envelope: SmtpEnvelope) -> str:
         started = time.perf_counter()
         mail_envelope = Envelope(
-            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos),
+            mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos),
             client_address=session.peer[0] if session.peer else "", helo=session.host_name or "",
             smtp_utf8=envelope.smtp_utf8)
         raw = envelope.original_content or b""
