@@ -180,10 +180,10 @@ class Settings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     log: LogSettings = field(default_factory=LogSettings)
     review: ReviewSettings = field(default_factory=ReviewSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)     # issue 6 (docs/notifications.md)
     auth: AuthSettings = field(default_factory=AuthSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     milter: MilterSettings = field(default_factory=MilterSettings)
-    notify: NotifySettings = field(default_factory=NotifySettings)
     source: str = "<embedded defaults>"
 
     def is_local(self, address: str) -> bool:
