@@ -29,6 +29,7 @@ with warnings.catch_warnings():
 from gateway import config
 from gateway.config import ConfigError
 from gateway.notify.notifier import Notifier
+from gateway.notify.plan import held_context
 from gateway.notify.tokens import make_token, read_token
 from gateway.quarantine import OutboxNotice, StoreError, User
 from gateway.review.app import create_app
@@ -495,3 +496,16 @@ async def test_gateway_run_starts_the_notifier(tmp_path, sink):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+async def test_a_finding_with_a_sensitive_value_shows_only_its_masked_evidence(start_gateway, sink):
+    """The store's record of a PII hold (as the pii detector reports it: evidence masked, the SSN in the
+    body) makes a notice with the masked excerpt and nothing of the body."""
+    gw = await start_gateway()
+    item = held_item(subject="Payroll")
+    await gw.store.hold(item, [OutboxNotice("alice@example.gov", "held", "sender", held_context(item), item.id)])
+    await (await notifier(gw)).run_once()
+    notice = parsed(sink.messages[0])
+    assert "SSN ***-**-6789" in text_of(notice) and "SSN ***-**-6789" in html_of(notice)
+    for part in (text_of(notice), html_of(notice), sink.messages[0].data.decode("latin-1")):
+        assert "123-45-6789" not in part and "social security" not in part
