@@ -509,3 +509,16 @@ async def test_a_finding_with_a_sensitive_value_shows_only_its_masked_evidence(s
     assert "SSN ***-**-6789" in text_of(notice) and "SSN ***-**-6789" in html_of(notice)
     for part in (text_of(notice), html_of(notice), sink.messages[0].data.decode("latin-1")):
         assert "123-45-6789" not in part and "social security" not in part
+
+
+async def test_a_failure_to_plan_notices_still_holds_the_message(start_gateway, sink, caplog):
+    """Fault injection: the planner raises (a bug); the message is held and answered 250 all the same."""
+    gw = await start_gateway()
+
+    def broken(*args):
+        raise RuntimeError("planner bug")
+    gw.gateway.actions.planner.held = broken
+    with caplog.at_level(logging.ERROR, logger="gateway.actions"):
+        item_id = await hold(gw, malformed())
+    assert (await gw.store.get(item_id)).status == "held" and await gw.store.outbox() == []
+    assert any("held without notices" in r.message for r in caplog.records)
