@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from gateway import authresults, headers
 from gateway.config import Settings
 from gateway.model import Action, Direction, Mail, Verdict
 from gateway.quarantine import HeldItem, Store, StoreError
 from gateway.relay import NextHop, Reply
+
+if TYPE_CHECKING:
+    from gateway.notify.plan import Planner
 
 log = logging.getLogger("gateway.actions")
 
@@ -59,12 +63,14 @@ def prepare(settings: Settings, mail: Mail, verdict: Verdict, extra_headers: lis
 class Actions:
     def __init__(self, settings: Settings, store: Store, finishers: list[Finisher] | None = None,
                  extra_headers: Callable[[Mail, Verdict], list[tuple[str, str]]] | None = None,
-                 on_held: Callable[[HeldItem, Verdict], Awaitable[None]] | None = None) -> None:
+                 on_held: Callable[[HeldItem, Verdict], Awaitable[None]] | None = None,
+                 planner: Planner | None = None) -> None:
         self.settings = settings
         self.store = store
         self.finishers = finishers or []
         self.extra_headers = extra_headers
         self.on_held = on_held
+        self.planner = planner          # the notices a hold makes, written in the hold's transaction
         self.authserv_id = authresults.authserv_id(settings)    # its forged Authentication-Results go
 
     async def relayable(self, mail: Mail, verdict: Verdict) -> bytes:
@@ -88,8 +94,14 @@ class Actions:
 
     async def hold(self, mail: Mail, verdict: Verdict) -> str:
         item = HeldItem.from_mail(mail, verdict)
+        notices = []
+        if self.planner is not None:
+            try:
+                notices = self.planner.held(mail, item, verdict)
+            except Exception:     # a notifier failure never loses, delays or blocks mail
+                log.exception("planning the notices for %s failed; held without notices", mail.id)
         try:
-            await self.store.hold(item)
+            await self.store.hold(item, notices)
         except StoreError:
             log.exception("quarantine write failed for %s", mail.id)
             return TEMPFAIL_INTERNAL

@@ -46,6 +46,9 @@ class Gateway:
         actions = Actions(settings, store, finishers=finishers,
                           extra_headers=header_sources(authresults.extra_headers(settings), scanned_header))
         gateway = cls(settings, store, pipeline, actions)
+        if settings.notify.enabled:           # notices about held mail (gateway/notify/, docs/notifications.md)
+            from gateway.notify.plan import Planner
+            actions.planner = Planner(settings)
         recovered = await gateway.release_service().recover()
         if recovered:
             log.warning("interrupted releases back to held: %s", ", ".join(recovered))
@@ -125,7 +128,13 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):       # first, so a SIGTERM during start-up still drains
         loop.add_signal_handler(sig, stop.set)
     gateway = await Gateway.create(settings)
+    notifier = None
+    if settings.notify.enabled:          # sends the outbox's due notices; one per node (gateway/notify/notifier.py)
+        from gateway.notify.notifier import Notifier
+        notifier = Notifier(settings, gateway.store)      # a missing translation catalog stops start-up here
     await gateway.start()
+    if notifier is not None:
+        await notifier.start()
     review = None
     if settings.review.enabled:          # the ITSD review app and API on [review] listen (gateway/review/)
         from gateway.review.server import start as start_review
@@ -136,4 +145,6 @@ async def run(settings: Settings) -> None:
     if review is not None:
         review[0].should_exit = True
         await review[1]
+    if notifier is not None:
+        await notifier.stop()
     await gateway.close()

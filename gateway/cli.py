@@ -108,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="one JSON object")
     evaluate.add_argument("--mistakes", action="store_true", help="also list the misclassified messages")
     evaluate.add_argument("dir", metavar="DIR")
+
+    # issue 6: the notifier's outbox (docs/notifications.md)
+    notices = _common(sub.add_parser("notices", help="the notifier's outbox"))
+    nsub = notices.add_subparsers(dest="notices_command", required=True, metavar="ACTION")
+    nstatus = command("status", cmd_notices_status, "outbox counts and the notices that raise the alert "
+                      "(exit 1 while the alert is on)", nsub)
+    nstatus.add_argument("--json", action="store_true")
+    command("retry", cmd_notices_retry, "put the notices that were given up back in the outbox, due now", nsub)
     return parser
 
 
@@ -470,6 +478,37 @@ def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.review.server import run_alone
     asyncio.run(run_alone(settings))
     return 0
+
+
+
+# --- issue 6: the notifier's outbox ------------------------------------------------------------------------
+
+def cmd_notices_status(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(store) -> int:
+        alert_after = settings.notify.alert_after
+        stats = await store.outbox_stats(alert_after)
+        failing = [n for n in await store.outbox(limit=1000)
+                   if n.status == "failed" or (n.status in ("pending", "sending") and n.attempts >= alert_after)]
+        if args.json:
+            print(json.dumps({**stats, "alerting": [{"id": n.id, "held_id": n.held_id, "recipient": n.recipient,
+                                                     "template": n.template, "status": n.status,
+                                                     "attempts": n.attempts, "error": n.error} for n in failing]}))
+        else:
+            print(f"pending {stats['pending']}, failing {stats['failing']}, failed {stats['failed']}")
+            for n in failing:
+                print(f"#{n.id} {n.template} to {n.recipient} ({n.held_id or '-'}): {n.status}, "
+                      f"{n.attempts} attempt(s): {n.error}")
+        return 1 if stats["alert"] else 0
+    return _with_store(settings, body)
+
+
+def cmd_notices_retry(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(store) -> int:
+        count = await store.retry_failed_notices()
+        await store.audit("gateway notices retry (cli)", "notices-retry", None, "", {"count": count})
+        print(f"{count} failed notice(s) queued again")
+        return 0
+    return _with_store(settings, body)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,39 @@ class MilterSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    """Notices about held mail and release requests (docs/notifications.md)."""
+
+    enabled: bool = True                    # plan notices at hold time and run the notifier in `gateway run`
+    from_: str = ""                         # `from` in TOML: From of notices; default postmaster@ first local domain
+    envelope_sender: str = ""               # MAIL FROM of notices; empty: the null sender <> (no bounce loops)
+    itsd: str = ""                          # ITSD reviewers' address; empty: ITSD gets no notices
+    itsd_immediate: tuple[str, ...] = ("virus",)   # finding categories ITSD hears about at once
+    itsd_digest_minutes: int = 60           # the rest in an ITSD digest this often; 0: no ITSD digest
+    supervisors: str = ""                   # CSV file: address, supervisor address
+    base_url: str = ""                      # the review app as staff reach it; default http://[review] listen
+    link_days: int = 7                      # release-request links expire after this many days
+    templates: str = ""                     # a site folder searched before the shipped policies/templates
+    policy_title: str = "Department Internet and E-mail Acceptable Use Policy"
+    language: str = ""                      # e.g. "fr": translate notices with TRANSLATIONS/fr/LC_MESSAGES/notices.mo
+    translations: str = ""                  # gettext catalog folder; default: the `templates` folder's locale/
+    digest: str = "immediate"               # everyone's default: immediate | hourly | daily
+    digest_people: dict = field(default_factory=dict)   # address -> immediate | hourly | daily
+    daily_hour: int = 7                     # daily digests go out at this hour (UTC)
+    poll_seconds: float = 5.0               # how often the notifier looks for due notices
+    retry_seconds: float = 60.0             # first retry after a failed send; doubles each time ...
+    retry_max_seconds: float = 3600.0       # ... up to this
+    max_attempts: int = 12                  # then the notice is given up (status failed)
+    alert_after: int = 4                    # failed attempts before a notice raises the alert
+    lease_seconds: float = 300.0            # a claimed notice not finished by then is claimed again (crash)
+    batch: int = 200                        # notices claimed per round
+
+    @property
+    def digest_modes(self) -> dict[str, str]:
+        return {str(k).lower(): str(v) for k, v in self.digest_people.items()}
+
+
+@dataclass(frozen=True)
 class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
@@ -177,6 +210,7 @@ class Settings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     log: LogSettings = field(default_factory=LogSettings)
     review: ReviewSettings = field(default_factory=ReviewSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)     # issue 6 (docs/notifications.md)
     auth: AuthSettings = field(default_factory=AuthSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     milter: MilterSettings = field(default_factory=MilterSettings)
@@ -250,6 +284,8 @@ def _section(cls: type, table: object, where: str) -> object:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in table.items():
+        if key not in fields and f"{key}_" in fields:      # a TOML key that is a Python keyword ("from")
+            key = f"{key}_"
         if key not in fields:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(fields)})")
         kwargs[key] = _coerce(hints[key], value, f"{where} {key}")
@@ -309,6 +345,7 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{settings.source}: [antivirus] clamd: {e}") from None
     _validate_auth(settings)
     _validate_milter(settings)
+    _validate_notify(settings)
 
 
 def _validate_auth(settings: Settings) -> None:
@@ -348,6 +385,33 @@ def _validate_milter(settings: Settings) -> None:
         raise ConfigError(f"{settings.source}: [milter] socket_mode: {milter.socket_mode!r} is not octal") from None
     if not (settings.smtp.enabled or milter.enabled):
         raise ConfigError(f"{settings.source}: [smtp] enabled and [milter] enabled are both false: nothing to run")
+
+
+def _validate_notify(settings: Settings) -> None:
+    notify = settings.notify
+    where = f"{settings.source}: [notify]"
+    for key, value in (("from", notify.from_), ("itsd", notify.itsd), ("envelope_sender", notify.envelope_sender)):
+        if value and ("@" not in value or any(c in value for c in "\r\n<>, ")):
+            raise ConfigError(f"{where} {key}: {value!r} is not a mail address")
+    modes = ("immediate", "hourly", "daily")
+    if notify.digest not in modes:
+        raise ConfigError(f"{where} digest: must be immediate, hourly or daily")
+    for address, mode in notify.digest_people.items():
+        if mode not in modes:
+            raise ConfigError(f"{where} digest_people: {address}: must be immediate, hourly or daily")
+    if not 0 <= notify.daily_hour <= 23:
+        raise ConfigError(f"{where} daily_hour: must be 0-23")
+    if notify.link_days < 1 or notify.max_attempts < 1 or notify.poll_seconds <= 0 or notify.retry_seconds <= 0:
+        raise ConfigError(f"{where}: link_days, max_attempts, poll_seconds and retry_seconds must be positive")
+    if notify.base_url and not notify.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where} base_url: must start with http:// or https://")
+
+
+def notice_from(settings: Settings) -> str:
+    """The From address of notices: `[notify] from`, else postmaster@ the first local domain."""
+    if settings.notify.from_:
+        return settings.notify.from_
+    return f"postmaster@{settings.local_domains[0] if settings.local_domains else 'localhost'}"
 
 
 def milter_address(value: str) -> tuple[str, int] | str:

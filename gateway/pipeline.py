@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway import mime
 from gateway.config import Settings
@@ -67,6 +67,8 @@ class Pipeline:
 
     def mail(self, envelope: Envelope, raw: bytes, *, direction: Direction | None = None,
              mail_id: str | None = None, received_at: float | None = None) -> Mail:
+        if envelope.mail_from == "<>":      # the null sender (bounces) as aiosmtpd hands it on: "" everywhere
+            envelope = replace(envelope, mail_from="")
         return Mail(id=mail_id or new_id(), envelope=envelope, raw=raw, parsed=mime.parse(raw, self.limits),
                     direction=direction or direction_of(self.settings, envelope),
                     received_at=received_at or time.time())

@@ -67,6 +67,7 @@ class NextHop:
     async def begin(self, mail_from: str, *, eight_bit: bool = False, smtp_utf8: bool = False) -> Reply:
         """Open a transaction: connect (or reuse the connection) and send MAIL FROM."""
         await self.reset()
+        mail_from = "" if mail_from == "<>" else mail_from     # the null sender, as aiosmtpd hands it on
         for attempt in (1, 2):          # a kept connection may have been closed by the next hop meanwhile
             try:
                 if self.client is None or not self.client.is_connected:

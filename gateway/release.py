@@ -196,6 +196,7 @@ class ReleaseService:
         await self.store.audit(user.name, "release", item.id, reason, {**detail, "accepted": delivery.accepted})
         log.info("released %s to %s by %s", item.id, ", ".join(delivery.accepted), user.name)
         if done.status == "released":
+            await self._tell(done, "released", reason, user.name)
             text = f"Released to {', '.join(delivery.accepted)}"
             status = "released"
         else:
@@ -216,8 +217,67 @@ class ReleaseService:
             current = await self.store.get(item_id, with_raw=False)
             raise Refused(f"The message is {current.status if current else 'gone'}, not held: nothing to delete")
         await self.store.audit(user.name, "delete", item_id, reason)
+        await self._tell(item, "deleted", reason, user.name)
         return Outcome("deleted", "Deleted: the message will not be delivered",
                        await self.store.get(item_id, with_raw=False))
+
+    # --- notices and the sender's release requests (gateway/notify/, docs/notifications.md) -----------
+
+    @property
+    def planner(self):
+        return getattr(self.actions, "planner", None)
+
+    async def _tell(self, item: HeldItem, outcome: str, reason: str, by: str) -> None:
+        """A decision goes to the internal sender; the reviewer's reason only answers a release request.
+        Never fails the release or delete that called it."""
+        try:
+            request = await self.store.release_request(item.id)
+            if request is not None and request.answered_at is None:
+                await self.store.answer_request(item.id, by, f"{outcome}: {reason}")
+            if self.planner is None:
+                return
+            full = await self.store.get(item.id, with_raw=True) or item
+            notices = self.planner.decided(full, outcome, reason if request else "")
+            if request and not notices:        # a requester the audience rules out is still answered
+                notices = self.planner.decided(full, outcome, reason, to=request.address)
+            await self.store.enqueue(notices)
+        except Exception:
+            log.exception("could not queue the %s notice for %s", outcome, item.id)
+
+    async def request(self, item_id: str, address: str, justification: str) -> None:
+        """The sender asks for release (from the link in their notice); shown in the review queue."""
+        justification = (justification or "").strip()
+        item = await self._item(item_id)
+        if item.status != "held":
+            raise Refused(f"The message is {item.status}, not held: there is nothing to request")
+        if len(justification) < 10:
+            raise Refused("Please give a business justification (at least a sentence)", status=422)
+        await self.store.request_release(item_id, address, justification)
+        await self.store.audit(address, "release-requested", item_id, justification, {"via": "sender link"})
+
+    async def withdraw(self, item_id: str, address: str) -> None:
+        """The sender withdraws their held message: deleted, never delivered."""
+        item = await self._item(item_id)
+        if not await self.store.delete(item_id, f"{address} (sender)"):
+            raise Refused(f"The message is {item.status}, not held: there is nothing to withdraw")
+        await self.store.audit(address, "withdraw", item_id, "withdrawn by the sender", {"via": "sender link"})
+        await self.store.answer_request(item_id, address, "withdrawn by the sender")
+
+    async def answer(self, item_id: str, user: User, text: str) -> None:
+        """A reviewer answers an open release request without deciding (e.g. asks for more detail)."""
+        text = (text or "").strip()
+        item = await self._item(item_id)
+        if not may(user, "note"):
+            raise Refused("Your role may not answer requests", status=403)
+        if not text:
+            raise Refused("An answer needs some text", status=422)
+        request = await self.store.release_request(item_id)
+        if request is None or request.answered_at is not None:
+            raise Refused("There is no open release request to answer")
+        await self.store.answer_request(item_id, user.name, text)
+        await self.store.audit(user.name, "request-answered", item_id, text)
+        if self.planner is not None:
+            await self.store.enqueue(self.planner.decided(item, "answered", text, to=request.address))
 
     async def note(self, item_id: str, user: User, text: str) -> None:
         text = (text or "").strip()

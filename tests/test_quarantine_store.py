@@ -275,6 +275,7 @@ async def test_a_version_1_sqlite_store_is_migrated_and_backfilled(tmp_path):
         assert await store.counts() == {"confidential": 1, "pii": 1}
         assert (await store.get(item.id)).raw == item.raw
         async with store._tx() as conn:
-            assert [r[0] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+            versions = [r[0] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")]
+            assert versions == list(range(1, len(SQLITE) + 1))
     finally:
         await store.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -125,6 +125,7 @@ class Query:
     since: float | None = None       # received_at >= since
     until: float | None = None       # received_at < until
     text: str | None = None          # in the subject
+    requested: bool = False          # only items whose sender asked for release (not yet answered)
     sort: str = "received"           # a key of SORTS
     descending: bool = True
     offset: int = 0
@@ -150,7 +151,8 @@ class Query:
                    sender=text("sender"), recipient=text("recipient"), since=_when(text("since")),
                    until=_when(text("until"), end=True), text=text("subject") or text("q"), sort=sort,
                    descending=order == "desc", offset=max(0, int(text("offset") or 0)),
-                   limit=max(1, min(int(text("limit") or limit), 1000)))
+                   limit=max(1, min(int(text("limit") or limit), 1000)),
+                   requested=text("requested") in ("1", "true", "yes", "on"))
 
 
 def _when(value: str | None, *, end: bool = False) -> float | None:
@@ -200,10 +202,51 @@ class AuditEntry:
     detail: dict
 
 
+@dataclass(frozen=True)
+class OutboxNotice:
+    """A notice to send: written to the outbox (with the hold, or after a decision), sent by the notifier."""
+
+    recipient: str
+    template: str                    # held | itsd | decided
+    role: str                        # sender | recipient | supervisor | itsd
+    context: dict                    # the facts the template may show (masked; never body text)
+    held_id: str | None = None
+    digest: str = ""                 # "": on its own; hourly | daily | itsd: grouped into one digest
+    due_at: float = 0.0              # not before (0: now)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    held_id: str | None
+    recipient: str
+    role: str
+    template: str
+    digest: str
+    context: dict
+    created_at: float
+    due_at: float
+    status: str                      # pending | sending | sent | failed | skipped
+    attempts: int
+    error: str
+    sent_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    held_id: str
+    address: str
+    justification: str
+    at: float
+    answered_at: float | None = None
+    answered_by: str = ""
+    answer: str = ""
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def hold(self, item: HeldItem) -> None: ...
+    async def hold(self, item: HeldItem, notices: Sequence[OutboxNotice] = ()) -> None: ...
     async def get(self, item_id: str, *, with_raw: bool = True) -> HeldItem | None: ...
     async def list(self, *, status: str | None = None, limit: int = 1000) -> list[HeldItem]: ...
     async def query(self, query: Query) -> Page: ...
@@ -236,6 +279,19 @@ class Store(Protocol):
     async def tokens(self, user_name: str | None = None) -> list[Token]: ...
     async def revoke_token(self, token_id: str) -> bool: ...
     async def secret(self, key: str) -> str: ...
+    # the notifier's outbox (gateway/notify/) and release requests
+    async def enqueue(self, notices: Sequence[OutboxNotice]) -> None: ...
+    async def claim_notices(self, by: str, *, limit: int, lease_seconds: float) -> list[OutboxRow]: ...
+    async def notices_done(self, ids: Sequence[int], status: str) -> None: ...
+    async def notices_retry(self, ids: Sequence[int], error: str, retry_at: float | None) -> None: ...
+    async def outbox(self, *, status: str | None = None, held_id: str | None = None,
+                     limit: int = 200) -> list[OutboxRow]: ...
+    async def outbox_stats(self, alert_after: int) -> dict[str, int]: ...
+    async def retry_failed_notices(self) -> int: ...
+    async def request_release(self, item_id: str, address: str, justification: str) -> None: ...
+    async def release_request(self, item_id: str) -> ReleaseRequest | None: ...
+    async def open_requests(self, ids: Sequence[str]) -> set[str]: ...
+    async def answer_request(self, item_id: str, by: str, answer: str) -> bool: ...
 
 
 def open_store(url: str) -> Store:

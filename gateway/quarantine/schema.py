@@ -61,6 +61,23 @@ def _v2(real: str, serial: str) -> list[str]:
     ]
 
 
+def _v3(real: str, serial: str) -> list[str]:
+    return [
+        # the notifier's durable outbox: rows written in the hold's own transaction (docs/notifications.md)
+        f"CREATE TABLE outbox (id {serial} PRIMARY KEY, held_id TEXT, recipient TEXT NOT NULL, role TEXT NOT NULL, "
+        "template TEXT NOT NULL, digest TEXT NOT NULL DEFAULT '', context TEXT NOT NULL DEFAULT '{}', "
+        f"created_at {real} NOT NULL, due_at {real} NOT NULL, status TEXT NOT NULL DEFAULT 'pending', "
+        f"attempts INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '', claimed_at {real}, claimed_by TEXT, "
+        f"sent_at {real})",
+        "CREATE INDEX outbox_status_due ON outbox (status, due_at)",
+        "CREATE INDEX outbox_held ON outbox (held_id)",
+        # a sender's request for release, with the business justification, until a reviewer answers it
+        "CREATE TABLE release_request (held_id TEXT PRIMARY KEY REFERENCES held(id), address TEXT NOT NULL, "
+        f"justification TEXT NOT NULL, at {real} NOT NULL, answered_at {real}, answered_by TEXT, "
+        "answer TEXT NOT NULL DEFAULT '')",
+    ]
+
+
 SQLITE: list[list[str]] = [
     [_HELD_V1.format(real="REAL", blob="BLOB"),
      "CREATE INDEX held_status_received ON held (status, received_at)"],
@@ -69,6 +86,7 @@ SQLITE: list[list[str]] = [
      "SELECT RAISE(ABORT, 'the audit log is append-only'); END",
      "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN "
      "SELECT RAISE(ABORT, 'the audit log is append-only'); END"],
+    _v3("REAL", "INTEGER"),
 ]
 
 POSTGRES: list[list[str]] = [
@@ -79,4 +97,5 @@ POSTGRES: list[list[str]] = [
      "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
      "CREATE TRIGGER audit_no_update_delete BEFORE UPDATE OR DELETE OR TRUNCATE ON audit "
      "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()"],
+    _v3("DOUBLE PRECISION", "BIGSERIAL"),
 ]

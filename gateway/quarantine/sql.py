@@ -12,6 +12,7 @@ import json
 import secrets
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -19,8 +20,11 @@ from gateway.quarantine import (
     SORTS,
     AuditEntry,
     HeldItem,
+    OutboxNotice,
+    OutboxRow,
     Page,
     Query,
+    ReleaseRequest,
     StoreError,
     Token,
     User,
@@ -60,6 +64,8 @@ def where(query: Query) -> tuple[str, list[Any]]:
         if value:
             clauses.append(clause)
             args.append(like(value))
+    if query.requested:
+        clauses.append("id IN (SELECT held_id FROM release_request WHERE answered_at IS NULL)")
     if query.since is not None:
         clauses.append("received_at >= ?")
         args.append(float(query.since))
@@ -88,7 +94,8 @@ class SqlStore:
 
     # --- held items ---------------------------------------------------------------------------------
 
-    async def hold(self, item: HeldItem) -> None:
+    async def hold(self, item: HeldItem, notices: Sequence[OutboxNotice] = ()) -> None:
+        """The item, its categories and its notices (the outbox rows) in one transaction."""
         try:
             async with self._tx() as conn:
                 await conn.execute(
@@ -97,6 +104,7 @@ class SqlStore:
                 for category in item.categories:
                     await conn.execute("INSERT INTO held_category (held_id, category) VALUES (?, ?)",
                                        item.id, category)
+                await _insert_notices(conn, notices)
         except StoreError:
             raise
         except Exception as e:      # any driver error: the caller answers 451
@@ -315,6 +323,134 @@ class SqlStore:
             await conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
                                key, secrets.token_urlsafe(48))
             return (await conn.fetch("SELECT value FROM meta WHERE key = ?", key))[0][0]
+
+
+    # --- the notifier's outbox --------------------------------------------------------------------------
+
+    async def enqueue(self, notices: Sequence[OutboxNotice]) -> None:
+        if notices:
+            async with self._tx() as conn:
+                await _insert_notices(conn, notices)
+
+    async def claim_notices(self, by: str, *, limit: int, lease_seconds: float) -> list[OutboxRow]:
+        """Due notices -> sending, atomically: of several notifiers (processes, nodes) each row goes to one.
+
+        PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent claimers take disjoint rows without waiting;
+        SQLite: BEGIN IMMEDIATE serialises the claimers. A row claimed longer than the lease ago (its
+        notifier died) is due again."""
+        now = time.time()
+        lock = " FOR UPDATE SKIP LOCKED" if getattr(self, "dialect", "") == "postgresql" else ""
+        async with self._tx() as conn:
+            await conn.execute("UPDATE outbox SET status = 'pending', claimed_at = NULL, claimed_by = NULL "
+                               "WHERE status = 'sending' AND claimed_at < ?", now - lease_seconds)
+            rows = await conn.fetch(
+                f"UPDATE outbox SET status = 'sending', claimed_at = ?, claimed_by = ? WHERE id IN "
+                f"(SELECT id FROM outbox WHERE status = 'pending' AND due_at <= ? ORDER BY due_at, recipient, id "
+                f"LIMIT ?{lock}) RETURNING {OUTBOX_COLUMNS}", now, by[:200], now, int(limit))
+        return sorted((_outbox_row(r) for r in rows), key=lambda r: r.id)
+
+    async def notices_done(self, ids: Sequence[int], status: str) -> None:
+        """sending -> sent (the next hop accepted it) or skipped (nothing left to say)."""
+        assert status in ("sent", "skipped")
+        async with self._tx() as conn:
+            for notice_id in ids:
+                await conn.execute("UPDATE outbox SET status = ?, sent_at = ?, claimed_at = NULL, claimed_by = NULL, "
+                                   "attempts = attempts + ? WHERE id = ?", status, time.time(),
+                                   int(status == "sent"), int(notice_id))
+
+    async def notices_retry(self, ids: Sequence[int], error: str, retry_at: float | None) -> None:
+        """A failed attempt: pending again from `retry_at`, or failed for good when it is None."""
+        async with self._tx() as conn:
+            for notice_id in ids:
+                await conn.execute(
+                    "UPDATE outbox SET status = ?, due_at = COALESCE(?, due_at), error = ?, attempts = attempts + 1, "
+                    "claimed_at = NULL, claimed_by = NULL WHERE id = ?",
+                    "pending" if retry_at is not None else "failed", retry_at, error[:1000], int(notice_id))
+
+    async def outbox(self, *, status: str | None = None, held_id: str | None = None,
+                     limit: int = 200) -> list[OutboxRow]:
+        clauses, args = [], []
+        for column, value in (("status", status), ("held_id", held_id)):
+            if value:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        clause = " WHERE " + " AND ".join(clauses) if clauses else ""
+        rows = await self._fetch(f"SELECT {OUTBOX_COLUMNS} FROM outbox{clause} ORDER BY id DESC LIMIT ?",
+                                 *args, int(limit))
+        return [_outbox_row(r) for r in rows]
+
+    async def outbox_stats(self, alert_after: int) -> dict[str, int]:
+        """pending (waiting, digests included), failing (still retried, but `alert_after` attempts failed),
+        failed (given up): failing + failed is the alert."""
+        rows = await self._fetch("SELECT status, attempts, COUNT(*) FROM outbox "
+                                 "WHERE status IN ('pending', 'sending', 'failed') GROUP BY status, attempts")
+        stats = {"pending": 0, "failing": 0, "failed": 0}
+        for status, attempts, n in rows:
+            if status == "failed":
+                stats["failed"] += int(n)
+            else:
+                stats["pending"] += int(n)
+                if int(attempts) >= alert_after:
+                    stats["failing"] += int(n)
+        stats["alert"] = stats["failing"] + stats["failed"]
+        return stats
+
+    async def retry_failed_notices(self) -> int:
+        """Given-up notices -> pending again, now (an admin fixed the cause)."""
+        rows = await self._fetch("UPDATE outbox SET status = 'pending', attempts = 0, due_at = ? "
+                                 "WHERE status = 'failed' RETURNING id", time.time())
+        return len(rows)
+
+    # --- release requests from senders ---------------------------------------------------------------
+
+    async def request_release(self, item_id: str, address: str, justification: str) -> None:
+        """The sender's request (a new one replaces an earlier one and is open again)."""
+        async with self._tx() as conn:
+            await conn.execute("DELETE FROM release_request WHERE held_id = ?", item_id)
+            await conn.execute("INSERT INTO release_request (held_id, address, justification, at) VALUES (?, ?, ?, ?)",
+                               item_id, address[:320], justification[:4000], time.time())
+
+    async def release_request(self, item_id: str) -> ReleaseRequest | None:
+        rows = await self._fetch("SELECT held_id, address, justification, at, answered_at, answered_by, answer "
+                                 "FROM release_request WHERE held_id = ?", item_id)
+        if not rows:
+            return None
+        r = rows[0]
+        return ReleaseRequest(r[0], r[1], r[2], float(r[3]), None if r[4] is None else float(r[4]), r[5] or "",
+                              r[6] or "")
+
+    async def open_requests(self, ids: Sequence[str]) -> set[str]:
+        ids = list(ids)[:1000]
+        if not ids:
+            return set()
+        rows = await self._fetch(f"SELECT held_id FROM release_request WHERE answered_at IS NULL AND held_id IN "
+                                 f"({', '.join('?' * len(ids))})", *ids)
+        return {r[0] for r in rows}
+
+    async def answer_request(self, item_id: str, by: str, answer: str) -> bool:
+        rows = await self._fetch("UPDATE release_request SET answered_at = ?, answered_by = ?, answer = ? "
+                                 "WHERE held_id = ? AND answered_at IS NULL RETURNING held_id",
+                                 time.time(), by[:200], answer[:4000], item_id)
+        return bool(rows)
+
+
+OUTBOX_COLUMNS = ("id, held_id, recipient, role, template, digest, context, created_at, due_at, status, attempts, "
+                  "error, sent_at")
+
+
+async def _insert_notices(conn: Conn, notices: Sequence[OutboxNotice]) -> None:
+    now = time.time()
+    for n in notices:
+        await conn.execute("INSERT INTO outbox (held_id, recipient, role, template, digest, context, created_at, "
+                           "due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", n.held_id, n.recipient, n.role, n.template,
+                           n.digest, json.dumps(n.context, default=str), now, float(n.due_at or now))
+
+
+def _outbox_row(row: Any) -> OutboxRow:
+    return OutboxRow(id=int(row[0]), held_id=row[1], recipient=row[2], role=row[3], template=row[4], digest=row[5],
+                     context=json.loads(row[6] or "{}"), created_at=float(row[7]), due_at=float(row[8]),
+                     status=row[9], attempts=int(row[10]), error=row[11] or "",
+                     sent_at=None if row[12] is None else float(row[12]))
 
 
 def _values(item: HeldItem) -> tuple:

@@ -42,6 +42,13 @@ def detail(item: HeldItem) -> dict[str, object]:
             "approvals_required": item.approvals_required, "release_role": item.release_role}
 
 
+async def detail_with_request(store, item: HeldItem) -> dict[str, object]:
+    request = await store.release_request(item.id)
+    return {**detail(item), "release_request": None if request is None else {
+        "address": request.address, "justification": request.justification, "at": request.at,
+        "answered_at": request.answered_at, "answered_by": request.answered_by, "answer": request.answer}}
+
+
 async def held_list(request: Request) -> JSONResponse:
     auth = await authenticate(request)
     if isinstance(auth, JSONResponse):
@@ -62,7 +69,7 @@ async def held_one(request: Request) -> JSONResponse:
     item = await request.app.state.ctx.store.get(request.path_params["id"][:64], with_raw=False)
     if item is None:
         return error(404, "no such held message")
-    return JSONResponse(detail(item))
+    return JSONResponse(await detail_with_request(request.app.state.ctx.store, item))
 
 
 async def held_action(request: Request) -> JSONResponse:
@@ -99,3 +106,12 @@ async def held_action(request: Request) -> JSONResponse:
     if outcome.status == "failed":     # stopped by the re-scan: 409; the next hop refused: 502
         status = 409 if outcome.rescan and outcome.rescan.added else 502
     return JSONResponse(outcome.as_dict(), status_code=status)
+
+
+async def notices(request: Request) -> JSONResponse:
+    """GET /api/notices: the notifier's outbox counts (pending, failing, failed, alert), for monitoring."""
+    auth = await authenticate(request)
+    if isinstance(auth, JSONResponse):
+        return auth
+    c = request.app.state.ctx
+    return JSONResponse(await c.store.outbox_stats(c.settings.notify.alert_after))

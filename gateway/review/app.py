@@ -29,6 +29,7 @@ from gateway.quarantine import SORTS, STATUSES, Query
 from gateway.release import Refused, ReleaseService, may
 from gateway.review import charts, render
 from gateway.review.auth import FLASH_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, Auth, Authenticator
+from gateway.review.request import request_page
 
 HERE = Path(__file__).parent
 ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -46,6 +47,7 @@ class Ctx:
     service: ReleaseService
     auth: Authenticator
     templates: Jinja2Templates
+    link_secret: str = ""          # signs the senders' release-request links (gateway/notify/)
 
     @property
     def store(self):
@@ -220,8 +222,9 @@ async def queue(request: Request) -> Response:
 
     sort_links = {key: link(sort=key, order="asc" if query.sort == key and query.descending else "desc", offset=0)
                   for key in SORTS}
+    requested = await c.store.open_requests([i.id for i in result.items])
     return page(request, "queue.html", auth, items=result.items, total=result.total, query=query, params=params,
-                held_now=held_now,
+                held_now=held_now, requested=requested,
                 error=error, counts=await c.store.counts(), oldest=(time.time() - oldest) if oldest else None,
                 statuses=STATUSES, sort_links=sort_links, link=link,
                 prev=link(offset=max(0, query.offset - query.limit)) if query.offset else None,
@@ -276,6 +279,7 @@ async def message(request: Request) -> Response:
     stored_rescan = item.extra.get("rescan")
     return page(request, "message.html", auth, item=item, r=rendered, rescan=rescan, stored_rescan=stored_rescan,
                 approvals=await c.store.approvals(item.id), history=await c.store.audit_log(held_id=item.id),
+                release_request=await c.store.release_request(item.id), notices=await c.store.outbox(held_id=item.id),
                 notice=item.extra.get("notice", ""), provision=item.extra.get("provision", ""))
 
 
@@ -315,7 +319,7 @@ async def act(request: Request) -> Response:
     if auth is None:
         return login_needed(request)
     item_id, action = request.path_params["id"], request.path_params["action"]
-    if not ID.match(item_id) or action not in ("release", "delete", "note", "legal-hold"):
+    if not ID.match(item_id) or action not in ("release", "delete", "note", "legal-hold", "answer"):
         return page(request, "error.html", auth, 404, message="No such action.")
     form = await form_of(request, auth)
     if form is None:
@@ -332,6 +336,9 @@ async def act(request: Request) -> Response:
         if action == "note":
             await service.note(item_id, auth.user, form["text"] or form["reason"])
             return back(request, url, True, "Note added")
+        if action == "answer":
+            await service.answer(item_id, auth.user, form["text"] or form["reason"])
+            return back(request, url, True, "Answer sent to the sender")
         on = form["on"] == "1"
         await service.legal_hold(item_id, auth.user, on, form["reason"])
         return back(request, url, True, "Legal hold set: the content is kept past retention" if on
@@ -351,8 +358,27 @@ async def dashboard(request: Request) -> Response:
     stats = await c.store.stats(since=time.time() - 14 * 86400)
     chart = charts.stacked_bars(stats["per_day"], days)
     oldest = await c.store.oldest_held()
+    notify = c.settings.notify
     return page(request, "dashboard.html", auth, chart=chart, stats=stats, counts=await c.store.counts(),
-                oldest=(time.time() - oldest) if oldest else None)
+                oldest=(time.time() - oldest) if oldest else None,
+                outbox=await c.store.outbox_stats(notify.alert_after), alert_after=notify.alert_after,
+                failing=[n for n in await c.store.outbox(limit=500) if n.status == "failed" or (
+                    n.status in ("pending", "sending") and n.attempts >= notify.alert_after)][:20])
+
+
+async def notices_retry(request: Request) -> Response:
+    """POST /notices/retry (admin): notices given up go back to the outbox, due now."""
+    auth = await user_of(request)
+    if auth is None:
+        return login_needed(request)
+    form = await form_of(request, auth)
+    if form is None:
+        return csrf_failed(request, auth)
+    if auth.user.role != "admin":
+        return page(request, "error.html", auth, 403, message="Only an admin can retry failed notices.")
+    count = await ctx(request).store.retry_failed_notices()
+    await ctx(request).store.audit(auth.user.name, "notices-retry", None, "", {"count": count})
+    return back(request, "/dashboard", True, f"{count} failed notice(s) queued again")
 
 
 async def audit_page(request: Request) -> Response:
@@ -398,6 +424,9 @@ def routes() -> list:
         Route("/logout", logout, methods=["POST"]),
         Route("/bulk", bulk, methods=["POST"]),
         Route("/dashboard", dashboard),
+        Route("/notices/retry", notices_retry, methods=["POST"]),
+        Route("/request/{token}", request_page, methods=["GET", "POST"]),
+        Route("/api/notices", api.notices),
         Route("/audit", audit_page),
         Route("/held/{id}", message),
         Route("/held/{id}/preview", preview),
@@ -424,8 +453,9 @@ def create_app(settings: Settings, gateway=None) -> Starlette:
         secret = settings.review.secret_key or await gw.store.secret("review-cookie-key")
         templates = Jinja2Templates(directory=str(HERE / "templates"))
         templates.env.globals["Markup"] = Markup
+        from gateway.notify.notifier import link_secret
         app.state.ctx = Ctx(settings, gw, gw.release_service(), Authenticator(settings.review, gw.store, secret),
-                            templates)
+                            templates, await link_secret(settings, gw.store))
         try:
             yield
         finally:
