@@ -85,6 +85,20 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class OcrSettings:
+    """Text in images and scanned PDF pages (gateway/ocr.py)."""
+    enabled: bool = True
+    max_pages: int = 20                     # images + PDF pages read per message; more: unscanned.ocr_limits
+    max_seconds: float = 15.0               # per message; keep well under [pipeline] detector_timeout
+    min_pixels: int = 30000                 # smaller images (icons, logos, tracking pixels) hold no text we read
+    max_pixels: int = 50_000_000            # larger images are not decoded (decompression bombs)
+    workers: int = 2                        # OCR / image-classification processes at once, gateway-wide
+    languages: tuple[str, ...] = ("eng",)   # tesseract language packs (tesseract-ocr-LANG)
+    pdf_dpi: int = 150                      # PDF pages are rendered at this resolution for an A4/Letter page
+    min_confidence: int = 50                # words tesseract is less sure of (0-100) are dropped
+
+
+@dataclass(frozen=True)
 class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
@@ -94,6 +108,7 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    ocr: OcrSettings = field(default_factory=OcrSettings)
     source: str = "<embedded defaults>"
 
     def is_local(self, address: str) -> bool:
@@ -210,6 +225,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{settings.source}: [relay] starttls: must be opportunistic, required or off")
     if bool(settings.smtp.tls_cert) != bool(settings.smtp.tls_key):
         raise ConfigError(f"{settings.source}: [smtp] tls_cert and tls_key go together")
+    if settings.ocr.workers < 1 or settings.ocr.max_pages < 0 or settings.ocr.max_seconds <= 0:
+        raise ConfigError(f"{settings.source}: [ocr] workers must be >= 1, max_pages >= 0, max_seconds > 0")
 
 
 def split_host_port(value: str) -> tuple[str, int]:

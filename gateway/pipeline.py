@@ -67,7 +67,9 @@ class Pipeline:
 
     def mail(self, envelope: Envelope, raw: bytes, *, direction: Direction | None = None,
              mail_id: str | None = None, received_at: float | None = None) -> Mail:
-        return Mail(id=mail_id or new_id(), envelope=envelope, raw=raw, parsed=mime.parse(raw, self.limits),
+        parsed = mime.parse(raw, self.limits)
+        parsed.notes["settings"] = self.settings     # for shared per-message work that needs them (gateway/ocr.py)
+        return Mail(id=mail_id or new_id(), envelope=envelope, raw=raw, parsed=parsed,
                     direction=direction or direction_of(self.settings, envelope),
                     received_at=received_at or time.time())
 

@@ -44,11 +44,13 @@ def options_with_defaults(name: str, options: Mapping[str, Any], defaults: Mappi
 
 def _registry() -> dict[str, type[Detector]]:
     from gateway.detectors.mime import MimeStructure
+    from gateway.detectors.ocr import Ocr
     from gateway.detectors.size import Size
 
     return {
         "size": Size,
         "mime": MimeStructure,
+        "ocr": Ocr,
     }
 
 

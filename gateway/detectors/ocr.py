@@ -1,0 +1,30 @@
+"""ocr: pictures whose text could not be read within the per-message OCR limits ([ocr] in gateway.toml).
+
+The reading itself is gateway/ocr.py, shared with the text extraction that the content detectors
+use; this detector only makes sure that what was left unread is a finding, never a silent pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from gateway import ocr
+from gateway.config import Settings
+from gateway.detectors import options_with_defaults
+from gateway.model import Finding, Mail
+
+
+class Ocr:
+    name: ClassVar[str] = "ocr"
+    kinds: ClassVar[frozenset[str]] = frozenset({"unscanned.ocr_limits"})
+
+    def __init__(self, settings: Settings, options: Mapping[str, Any]) -> None:
+        options_with_defaults(self.name, options, {})
+        self.settings = settings
+
+    async def check(self, mail: Mail) -> list[Finding]:
+        result = await ocr.message_ocr(mail, self.settings)
+        return [Finding(kind="unscanned.ocr_limits", detector=self.name, part=label,
+                        detail=f"Text in {label} was not read for content checks: {why}")
+                for label, why in result.skipped]

@@ -1,0 +1,186 @@
+"""Pictures in a message: which parts are images or PDFs (by their bytes, not their label), safe
+decoding with pixel limits, the bounded worker pool that OCR and image classification share, and a
+blurred thumbnail for the review page.
+
+Finding the candidates is a scan of the parts' first bytes, so a message without pictures pays a
+loop over its parts and nothing else: no thread, no process, no decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import io
+import re
+import threading
+from dataclasses import dataclass
+
+from gateway.mime import ParsedMessage
+
+# Formats by their leading bytes. HEIC needs pillow-heif (optional); without it HEIC images are
+# still found, and reported as unreadable by whoever needs their pixels.
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"BM", "bmp"),
+)
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif")
+_DATA_URI = re.compile(rb"data:image/(?:png|jpe?g|gif|webp|bmp|tiff)\s*;\s*base64\s*,\s*([A-Za-z0-9+/=\s]{64,})", re.I)
+MAX_DATA_URIS = 20                      # inline data: images read from one HTML body
+
+
+@dataclass(frozen=True, slots=True)
+class Picture:
+    label: str          # "part 2: scan.png", "part 1 inline image 1": what a finding's `part` says
+    kind: str           # "png", "jpeg", "gif", "tiff", "bmp", "webp", "heif", "pdf"
+    data: bytes
+
+    @property
+    def is_pdf(self) -> bool:
+        return self.kind == "pdf"
+
+
+def sniff(data: bytes) -> str | None:
+    """The picture format of these bytes, or None."""
+    head = data[:32]
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            # "BM" is also the start of plenty of text; a real BMP has its size at offset 2
+            if kind == "bmp" and (len(data) < 26 or int.from_bytes(data[2:6], "little") not in range(26, 2**31)):
+                return None
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "heif"
+    if b"%PDF-" in data[:1024]:
+        return "pdf"
+    return None
+
+
+def pictures(parsed: ParsedMessage, *, pdf: bool = True) -> list[Picture]:
+    """Every image (and, with pdf=True, every PDF) in the message, attached, inline or data: URI."""
+    found: list[Picture] = []
+    for part in parsed.parts:
+        if part.is_text:
+            if part.content_type == "text/html" and b"data:image" in part.payload[:2_000_000].lower():
+                found.extend(_data_uris(part.payload, part.path))
+            continue
+        kind = sniff(part.payload)
+        if kind and (pdf or kind != "pdf"):
+            found.append(Picture(part.label, kind, part.payload))
+    return found
+
+
+def _data_uris(html: bytes, path: str) -> list[Picture]:
+    found = []
+    for n, match in enumerate(_DATA_URI.finditer(html[:2_000_000]), 1):
+        if n > MAX_DATA_URIS:
+            break
+        try:
+            data = base64.b64decode(re.sub(rb"\s+", b"", match.group(1)))
+        except (binascii.Error, ValueError):
+            continue
+        kind = sniff(data)
+        if kind and kind != "pdf":
+            found.append(Picture(f"part {path} inline image {n}", kind, data))
+    return found
+
+
+class ImageError(Exception):
+    """An image that cannot be decoded, or is over the pixel limit."""
+
+
+def open_image(data: bytes, max_pixels: int):
+    """Decode an image with Pillow, refusing more than max_pixels before any pixel is decoded.
+
+    Returns the Image with its first frame loaded; raises ImageError for anything unreadable.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    _register_heif()
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(f"{width}x{height} pixels is over the {max_pixels} pixel limit")
+        image.load()
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            EOFError, MemoryError) as e:
+        raise ImageError(f"unreadable image ({type(e).__name__})") from None
+    return image
+
+
+def to_gray(image):
+    """A grey-scale copy, transparent areas on white (text drawn on a transparent background)."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("L")
+
+
+_heif_done = False
+
+
+def _register_heif() -> None:
+    """Let Pillow read HEIC/HEIF when pillow-heif is installed (it is optional)."""
+    global _heif_done
+    if _heif_done:
+        return
+    _heif_done = True
+    for module in ("pi_heif", "pillow_heif"):
+        try:
+            __import__(module).register_heif_opener()
+            return
+        except (ImportError, AttributeError):
+            continue
+
+
+def blurred_thumbnail(data: bytes, *, size: int = 256, radius: float = 12.0, max_pixels: int = 50_000_000) -> bytes:
+    """A small, heavily blurred JPEG of an image, for the review page to show before a click.
+
+    Raises ImageError when the bytes are not a readable image.
+    """
+    from PIL import ImageFilter
+
+    image = open_image(data, max_pixels)
+    image.thumbnail((size, size))
+    image = image.convert("RGB").filter(ImageFilter.GaussianBlur(radius))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=70)
+    return out.getvalue()
+
+
+# ---- the worker pool ---------------------------------------------------------------------------
+
+_pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The process-wide pool for picture work with this many workers (OCR and classification).
+
+    Threads only wait on tesseract / poppler processes or run Pillow code that releases the GIL; the
+    bound keeps a burst of scanned mail from starting more OCR processes than the machine has cores.
+    """
+    workers = max(1, workers)
+    with _pools_lock:
+        if workers not in _pools:
+            _pools[workers] = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=f"pictures{workers}")
+        return _pools[workers]
+
+
+async def run(workers: int, fn, /, *args):
+    """fn(*args) in the picture pool, awaited without blocking the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(pool(workers), fn, *args)

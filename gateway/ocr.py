@@ -1,0 +1,292 @@
+"""Text inside pictures: image attachments, inline images and PDF pages without a text layer, read
+with Debian's tesseract so the content detectors see scanned forms as they see body text.
+
+Three steps per message, each bounded:
+1. survey (worker pool): image headers only (size, frames), and `pdftotext` for which PDF pages carry
+   no text layer. Images under [ocr] min_pixels (icons, signature logos, tracking pixels) drop out.
+2. budget (event loop): pages in message order up to [ocr] max_pages; pages already read in an
+   earlier message (content-hash cache) are free. Pages over the budget are reported, not read.
+3. read (worker pool): `pdftoppm` renders a PDF page, tesseract reads it; both are child processes
+   with the message's remaining time as their timeout, so a hostile file is killed at the deadline
+   and a crash takes down a child, never the gateway.
+
+A message without pictures never leaves the event loop. What could not be read within the limits is
+in OcrResult.skipped; the `ocr` detector reports it as `unscanned.ocr_limits`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from gateway import images
+from gateway.config import OcrSettings, Settings
+from gateway.images import ImageError, Picture
+from gateway.model import Mail
+from gateway.text import Segment
+
+log = logging.getLogger("gateway.ocr")
+
+# tesseract may start one thread per core; our pool already runs [ocr] workers processes at once.
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+MIN_PAGE_TEXT = 16          # a PDF page with fewer non-blank characters in its text layer is read by OCR
+MAX_FRAMES = 100            # frames looked at in a multi-page TIFF
+MAX_TEXT = 100_000          # characters kept per page
+_NOTES_KEY = "ocr"
+
+
+@dataclass(frozen=True, slots=True)
+class OcrResult:
+    segments: tuple[Segment, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()   # (part label, why it was not read) for unscanned.ocr_limits
+    pages_read: int = 0                         # pages that went through tesseract (cache misses)
+
+
+@dataclass(slots=True)
+class _Page:
+    picture: Picture
+    label: str                  # source of the segment: "part 2: scan.png", "part 3: a.pdf page 2"
+    page: int                   # PDF page (1-based) or image frame (0-based)
+    key: str                    # cache key: content hash, page, languages
+    path: str = ""              # the PDF, written once to the message's temporary directory
+    text: str | None = None
+
+
+@dataclass(slots=True)
+class _Survey:
+    pages: list[_Page] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+# ---- the content-hash cache --------------------------------------------------------------------
+
+class _Cache:
+    """Text already read, by content hash: a logo in every signature is read once per process."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self.data: OrderedDict[str, str] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self.lock:
+            text = self.data.get(key)
+            if text is not None:
+                self.data.move_to_end(key)
+            return text
+
+    def put(self, key: str, text: str) -> None:
+        with self.lock:
+            self.data[key] = text
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.data.clear()
+
+
+CACHE = _Cache()
+
+
+# ---- entry points ------------------------------------------------------------------------------
+
+async def ocr_segments(mail: Mail, settings: Settings) -> tuple[list[Segment], list[str]]:
+    """Segments of text read from the message's pictures, and what was left unread (as sentences)."""
+    result = await message_ocr(mail, settings)
+    return list(result.segments), [f"{label}: {why}" for label, why in result.skipped]
+
+
+async def message_ocr(mail: Mail, settings: Settings | None = None) -> OcrResult:
+    """The OCR of this message, computed once and shared (text extraction and the `ocr` detector)."""
+    notes = mail.parsed.notes
+    task = notes.get(_NOTES_KEY)
+    if task is None:
+        settings = settings or notes.get("settings") or Settings()
+        task = notes[_NOTES_KEY] = asyncio.ensure_future(read_message(mail, settings.ocr))
+    return await task
+
+
+async def read_message(mail: Mail, cfg: OcrSettings) -> OcrResult:
+    if not cfg.enabled:
+        return OcrResult()
+    pictures = images.pictures(mail.parsed)
+    if not pictures:
+        return OcrResult()
+    deadline = time.monotonic() + cfg.max_seconds
+    langs = "+".join(cfg.languages) or "eng"
+    with tempfile.TemporaryDirectory(prefix="gateway-ocr-") as tmp:
+        surveys = await asyncio.gather(*(images.run(cfg.workers, _survey, p, cfg, langs, tmp, i, deadline)
+                                         for i, p in enumerate(pictures)))
+        skipped = [s for survey in surveys for s in survey.skipped]
+        todo: dict[str, list[_Page]] = {}
+        pages: list[_Page] = []
+        budget = cfg.max_pages
+        over: dict[str, list[str]] = {}
+        for survey in surveys:
+            for page in survey.pages:
+                pages.append(page)
+                page.text = CACHE.get(page.key)
+                if page.text is not None:
+                    continue
+                if page.key in todo:
+                    todo[page.key].append(page)
+                elif budget > 0:
+                    budget -= 1
+                    todo[page.key] = [page]
+                else:
+                    over.setdefault(page.picture.label, []).append(page.label)
+        for label, labels in over.items():
+            skipped.append((label, f"{_count(labels)} over the limit of {cfg.max_pages} pages read per message"))
+        results = await asyncio.gather(*(images.run(cfg.workers, _read, same[0], cfg, langs, deadline)
+                                         for same in todo.values()))
+    for same, (text, why) in zip(todo.values(), results, strict=True):
+        if why:
+            skipped.append((same[0].label, why))
+            continue
+        CACHE.put(same[0].key, text)
+        for page in same:
+            page.text = text
+    segments = tuple(Segment(p.label, p.text) for p in pages if p.text)
+    log.debug("ocr %s: %d pictures, %d pages read, %d skipped", mail.id, len(pictures), len(todo), len(skipped))
+    return OcrResult(segments, tuple(dict.fromkeys(skipped)), len(todo))
+
+
+def _count(labels: list[str]) -> str:
+    return labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more"
+
+
+# ---- step 1: survey (in the pool) --------------------------------------------------------------
+
+def _survey(picture: Picture, cfg: OcrSettings, langs: str, tmp: str, index: int, deadline: float) -> _Survey:
+    survey = _Survey()
+    digest = hashlib.sha256(picture.data).hexdigest()
+    if picture.is_pdf:
+        path = os.path.join(tmp, f"{index}.pdf")
+        with open(path, "wb") as f:
+            f.write(picture.data)
+        try:
+            texts = _pdf_page_texts(path, _remaining(deadline))
+        except subprocess.TimeoutExpired:
+            survey.skipped.append((picture.label, "the PDF's text layer could not be read within the time limit"))
+            return survey
+        for number, text in enumerate(texts, 1):
+            if sum(not c.isspace() for c in text) < MIN_PAGE_TEXT:
+                survey.pages.append(_Page(picture, f"{picture.label} page {number}", number,
+                                          f"{digest}:{number}:{langs}:{cfg.pdf_dpi}", path))
+        return survey
+    from PIL import Image
+
+    images._register_heif()
+    try:
+        with Image.open(io.BytesIO(picture.data)) as image:
+            width, height = image.size
+            frames = getattr(image, "n_frames", 1) if picture.kind == "tiff" else 1
+    except Exception as e:      # Pillow on hostile bytes: anything it cannot open holds no text we can read
+        log.debug("ocr: %s is not a readable image (%s)", picture.label, type(e).__name__)
+        return survey
+    if width * height < cfg.min_pixels:
+        return survey
+    if width * height > cfg.max_pixels:
+        survey.skipped.append((picture.label, f"{width}x{height} pixels is over the limit of {cfg.max_pixels}"))
+        return survey
+    for frame in range(min(frames, MAX_FRAMES)):
+        label = f"{picture.label} page {frame + 1}" if frames > 1 else picture.label
+        survey.pages.append(_Page(picture, label, frame, f"{digest}:{frame}:{langs}"))
+    if frames > MAX_FRAMES:
+        survey.skipped.append((picture.label, f"pages {MAX_FRAMES + 1}-{frames} over the limit of {MAX_FRAMES}"))
+    return survey
+
+
+def _pdf_page_texts(path: str, timeout: float) -> list[str]:
+    """The text layer of each page (poppler's pdftotext: form feeds between pages)."""
+    done = subprocess.run(["pdftotext", "-q", "-enc", "UTF-8", path, "-"], capture_output=True,
+                          timeout=max(timeout, 0.1), check=False)
+    if done.returncode != 0:        # encrypted or broken: the attachment checks report those
+        log.debug("ocr: pdftotext exit %d on %s", done.returncode, path)
+        return []
+    pages = done.stdout.decode("utf-8", "replace").split("\f")
+    if pages and not pages[-1].strip():
+        pages.pop()                  # pdftotext ends every page with a form feed
+    return pages
+
+
+# ---- step 3: read (in the pool) ----------------------------------------------------------------
+
+def _read(page: _Page, cfg: OcrSettings, langs: str, deadline: float) -> tuple[str, str]:
+    """(text, "") or ("", why it was not read)."""
+    remaining = _remaining(deadline)
+    if remaining <= 0.05:
+        return "", f"{page.label} not read within the time limit of {cfg.max_seconds:g} s per message"
+    try:
+        source = _render_pdf_page(page, cfg, remaining) if page.picture.is_pdf else _frame(page, cfg)
+        return _tesseract(source, langs, cfg.min_confidence, _remaining(deadline)), ""
+    except (subprocess.TimeoutExpired, _Timeout):
+        return "", f"{page.label} not read within the time limit of {cfg.max_seconds:g} s per message"
+    except ImageError as e:
+        log.debug("ocr: %s: %s", page.label, e)
+        return "", ""
+
+
+def _frame(page: _Page, cfg: OcrSettings):
+    image = images.open_image(page.picture.data, cfg.max_pixels)
+    if page.page:
+        try:
+            image.seek(page.page)
+            image.load()
+        except (EOFError, OSError, ValueError) as e:
+            raise ImageError(f"frame {page.page} unreadable ({type(e).__name__})") from None
+    return images.to_gray(image)
+
+
+def _render_pdf_page(page: _Page, cfg: OcrSettings, timeout: float) -> str:
+    """Render one page to PNG with poppler, the long side scaled to an A4 page at pdf_dpi (so a huge
+    MediaBox cannot make a huge bitmap)."""
+    root = f"{page.path}-page-{page.page}"
+    subprocess.run(["pdftoppm", "-q", "-gray", "-png", "-singlefile", "-scale-to", str(round(11.7 * cfg.pdf_dpi)),
+                    "-f", str(page.page), "-l", str(page.page), page.path, root],
+                   capture_output=True, timeout=timeout, check=False)
+    if not os.path.exists(root + ".png"):
+        raise ImageError("the page could not be rendered")
+    return root + ".png"
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _tesseract(source, langs: str, min_confidence: int, timeout: float) -> str:
+    """Words tesseract is at least min_confidence sure of, in lines as it found them."""
+    import pytesseract
+
+    if timeout <= 0.05:
+        raise _Timeout()
+    try:
+        data = pytesseract.image_to_data(source, lang=langs, config="--psm 3", timeout=timeout,
+                                         output_type=pytesseract.Output.DICT)
+    except RuntimeError as e:       # pytesseract's "Tesseract process timeout"
+        if "timeout" in str(e).lower():
+            raise _Timeout() from None
+        raise
+    lines: dict[tuple[int, int, int], list[str]] = {}
+    for word, conf, block, par, line in zip(data["text"], data["conf"], data["block_num"], data["par_num"],
+                                            data["line_num"], strict=False):
+        word = word.strip()
+        if word and float(conf) >= min_confidence and any(c.isalnum() for c in word):
+            lines.setdefault((block, par, line), []).append(word)
+    return "\n".join(" ".join(words) for words in lines.values())[:MAX_TEXT]
+
+
+def _remaining(deadline: float) -> float:
+    return deadline - time.monotonic()
