@@ -97,10 +97,11 @@ class ImageError(Exception):
     """An image that cannot be decoded, or is over the pixel limit."""
 
 
-def open_image(data: bytes, max_pixels: int):
+def open_image(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None):
     """Decode an image with Pillow, refusing more than max_pixels before any pixel is decoded.
 
-    Returns the Image with its first frame loaded; raises ImageError for anything unreadable.
+    Returns the Image with its first frame loaded; raises ImageError for anything unreadable. With
+    `draft`, a JPEG is decoded at a reduced scale no smaller than that size (much cheaper).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -110,6 +111,8 @@ def open_image(data: bytes, max_pixels: int):
         width, height = image.size
         if width * height > max_pixels:
             raise ImageError(f"{width}x{height} pixels is over the {max_pixels} pixel limit")
+        if draft and image.format == "JPEG":
+            image.draft("RGB", draft)
         image.load()
     except ImageError:
         raise

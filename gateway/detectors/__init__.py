@@ -43,6 +43,7 @@ def options_with_defaults(name: str, options: Mapping[str, Any], defaults: Mappi
 
 
 def _registry() -> dict[str, type[Detector]]:
+    from gateway.detectors.adult_content import AdultContent
     from gateway.detectors.mime import MimeStructure
     from gateway.detectors.ocr import Ocr
     from gateway.detectors.size import Size
@@ -51,6 +52,7 @@ def _registry() -> dict[str, type[Detector]]:
         "size": Size,
         "mime": MimeStructure,
         "ocr": Ocr,
+        "adult_content": AdultContent,
     }
 
 
