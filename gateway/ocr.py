@@ -148,12 +148,13 @@ async def read_message(mail: Mail, cfg: OcrSettings) -> OcrResult:
                 else:
                     over.setdefault(page.picture.label, []).append(page.label)
         for label, labels in over.items():
-            skipped.append((label, f"{_count(labels)} over the limit of {cfg.max_pages} pages read per message"))
+            skipped.append((label, f"{_count(label, labels)} over the limit of {cfg.max_pages} images and "
+                                   "pages read per message"))
         results = await asyncio.gather(*(images.run(cfg.workers, _read, same[0], cfg, langs, deadline)
                                          for same in todo.values()))
     for same, (text, why) in zip(todo.values(), results, strict=True):
         if why:
-            skipped.append((same[0].label, why))
+            skipped.append((same[0].picture.label, why))
             continue
         CACHE.put(same[0].key, text)
         for page in same:
@@ -163,8 +164,15 @@ async def read_message(mail: Mail, cfg: OcrSettings) -> OcrResult:
     return OcrResult(segments, tuple(dict.fromkeys(skipped)), len(todo))
 
 
-def _count(labels: list[str]) -> str:
-    return labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more"
+def _count(label: str, labels: list[str]) -> str:
+    """'page 2 and 3 more not read:' for pages of one file, 'not read:' for an image."""
+    first = _page_of(label, labels[0])
+    more = f" and {len(labels) - 1} more" if len(labels) > 1 else ""
+    return f"{first}{more} not read:" if first else "not read:"
+
+
+def _page_of(label: str, page_label: str) -> str:
+    return page_label[len(label):].strip()
 
 
 # ---- step 1: survey (in the pool) --------------------------------------------------------------
@@ -226,14 +234,16 @@ def _pdf_page_texts(path: str, timeout: float) -> list[str]:
 
 def _read(page: _Page, cfg: OcrSettings, langs: str, deadline: float) -> tuple[str, str]:
     """(text, "") or ("", why it was not read)."""
+    late = f"{_page_of(page.picture.label, page.label)} not read within the time limit of {cfg.max_seconds:g} s " \
+           "per message"
     remaining = _remaining(deadline)
     if remaining <= 0.05:
-        return "", f"{page.label} not read within the time limit of {cfg.max_seconds:g} s per message"
+        return "", late.lstrip()
     try:
         source = _render_pdf_page(page, cfg, remaining) if page.picture.is_pdf else _frame(page, cfg)
         return _tesseract(source, langs, cfg.min_confidence, _remaining(deadline)), ""
     except (subprocess.TimeoutExpired, _Timeout):
-        return "", f"{page.label} not read within the time limit of {cfg.max_seconds:g} s per message"
+        return "", late.lstrip()
     except ImageError as e:
         log.debug("ocr: %s: %s", page.label, e)
         return "", ""

@@ -26,5 +26,5 @@ class Ocr:
     async def check(self, mail: Mail) -> list[Finding]:
         result = await ocr.message_ocr(mail, self.settings)
         return [Finding(kind="unscanned.ocr_limits", detector=self.name, part=label,
-                        detail=f"Text in {label} was not read for content checks: {why}")
+                        detail=f"Not all text in {label} could be checked: {why}")
                 for label, why in result.skipped]
