@@ -201,13 +201,17 @@ def _survey(picture: Picture, cfg: OcrSettings, langs: str, tmp: str, index: int
         with Image.open(io.BytesIO(picture.data)) as image:
             width, height = image.size
             frames = getattr(image, "n_frames", 1) if picture.kind == "tiff" else 1
+    except Image.DecompressionBombError:
+        survey.skipped.append((picture.label, f"too many pixels to decode (the limit is {cfg.max_pixels})"))
+        return survey
     except Exception as e:      # Pillow on hostile bytes: anything it cannot open holds no text we can read
         log.debug("ocr: %s is not a readable image (%s)", picture.label, type(e).__name__)
         return survey
     if width * height < cfg.min_pixels:
         return survey
     if width * height > cfg.max_pixels:
-        survey.skipped.append((picture.label, f"{width}x{height} pixels is over the limit of {cfg.max_pixels}"))
+        survey.skipped.append((picture.label, f"{width}x{height} pixels: too many to decode (the limit is "
+                                              f"{cfg.max_pixels})"))
         return survey
     for frame in range(min(frames, MAX_FRAMES)):
         label = f"{picture.label} page {frame + 1}" if frames > 1 else picture.label

@@ -153,7 +153,11 @@ async def test_broken_and_huge_images_do_not_crash():
                       ("empty.jpg", "image/jpeg", b"\xff\xd8\xff"), ("fake.pdf", "application/pdf", b"%PDF-1.4 junk"))
     result = await ocr.message_ocr(mail_of(raw), settings())
     assert result.segments == ()
-    assert result.skipped == (("part 3: bomb.png", "30000x30000 pixels is over the limit of 50000000"),)
+    assert result.skipped == (("part 3: bomb.png", "too many pixels to decode (the limit is 50000000)"),)
+    # under Pillow's own bomb limit, ours speaks
+    raw = gen.message(("big.png", "image/png", gen.bomb_png(9000, 9000)))
+    result = await ocr.message_ocr(mail_of(raw), settings())
+    assert result.skipped == (("part 2: big.png", "9000x9000 pixels: too many to decode (the limit is 50000000)"),)
 
 
 async def test_ocr_limits_quarantine_outbound_mail_over_smtp(start_gateway, sink):
