@@ -50,7 +50,8 @@ class SkinModel:
         small = image.convert("RGB")
         small.thumbnail((self.SIDE, self.SIDE))
         width, height = small.size
-        pixels = list(small.getdata())
+        raw = small.tobytes()
+        pixels = list(zip(raw[0::3], raw[1::3], raw[2::3], strict=True))
         total = len(pixels)
         if total < 64:
             return 0.0

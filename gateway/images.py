@@ -116,8 +116,9 @@ def open_image(data: bytes, max_pixels: int, draft: tuple[int, int] | None = Non
         image.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            EOFError, MemoryError) as e:
+    except Image.DecompressionBombError:
+        raise ImageError(f"too many pixels to decode (the limit is {max_pixels})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
         raise ImageError(f"unreadable image ({type(e).__name__})") from None
     return image
 
