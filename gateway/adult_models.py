@@ -114,7 +114,7 @@ class NudeNetModel:
         except ImportError as e:
             raise ModelUnavailable(
                 "the 'nudenet' model needs the optional extra: pip install 'gateway[adult]' "
-                f"(AGPL-3.0; see docs/policy.md) ({e})") from None
+                f"(AGPL-3.0; see docs/images.md) ({e})") from None
         self.numpy = numpy
         self.detector = NudeDetector()      # loads the 320n.onnx bundled in the wheel; no download
 

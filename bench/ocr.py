@@ -1,0 +1,97 @@
+"""Cost of reading pictures: OCR per image and per PDF page, the skips, the cache, and the adult-content
+models per image. Prints a table; not a test.
+
+    .venv/bin/python bench/ocr.py [--rounds 5]
+
+Every row is the median wall time of one message through gateway.ocr.read_message (or the detector),
+with the content-hash cache emptied before each round unless the row is about the cache. `workers=1`
+rows measure cost; the last rows measure a 4-page PDF with 1 and 2 workers (latency on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway import adult_models, config, mime, ocr
+from gateway.model import Direction, Envelope, Mail
+from tests import imagegen as gen
+
+
+def mail_of(raw: bytes) -> Mail:
+    return Mail("bench", Envelope("a@example.gov", ("b@example.org",)), raw, mime.parse(raw), Direction.OUTBOUND,
+                time.time())
+
+
+async def timed(raw: bytes, cfg: config.OcrSettings, rounds: int, *, keep_cache: bool = False) -> tuple[float, int]:
+    times, pages = [], 0
+    if keep_cache:
+        await ocr.read_message(mail_of(raw), cfg)
+    for _ in range(rounds):
+        if not keep_cache:
+            ocr.CACHE.clear()
+        mail = mail_of(raw)
+        start = time.perf_counter()
+        result = await ocr.read_message(mail, cfg)
+        times.append(time.perf_counter() - start)
+        pages = result.pages_read
+    return statistics.median(times) * 1000, pages
+
+
+def model_ms(model, image, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        model.score(image)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    rounds = parser.parse_args().rounds
+    one = config.OcrSettings(workers=1, max_seconds=120)
+    two = config.OcrSettings(workers=2, max_seconds=120)
+    form = gen.form()
+    four = gen.message(("s.pdf", "application/pdf", gen.image_pdf(*[gen.form((f"PAGE {i}",)) for i in range(4)])))
+    memo = gen.message(("m.pdf", "application/pdf", gen.text_pdf("Quarterly memo about the budget")))
+    rows = [
+        ("no pictures (text only)", gen.message(), one, False),
+        ("signature logo 160x40 (skipped by size)", gen.message(("logo.png", "image/png", gen.encode(gen.logo()))),
+         one, False),
+        ("scanned form PNG, A4 150 dpi", gen.message(("f.png", "image/png", gen.encode(form))), one, False),
+        ("scanned form JPEG, A4 150 dpi", gen.message(("f.jpg", "image/jpeg", gen.encode(form, "JPEG"))), one, False),
+        ("photo JPEG 640x480, no text", gen.message(("p.jpg", "image/jpeg", gen.encode(gen.photo(), "JPEG"))),
+         one, False),
+        ("same form again (cache hit)", gen.message(("f.png", "image/png", gen.encode(form))), one, True),
+        ("PDF with text layer, 1 page (not OCR'd)", memo,
+         one, False),
+        ("image-only PDF, 1 page", gen.message(("s.pdf", "application/pdf", gen.image_pdf(form))), one, False),
+        ("image-only PDF, 4 pages, 1 worker", four, one, False),
+        ("image-only PDF, 4 pages, 2 workers", four, two, False),
+    ]
+    print(f"{'message':48} {'pages OCRd':>10} {'median ms':>10}")
+    for name, raw, cfg, keep in rows:
+        ms, pages = await timed(raw, cfg, rounds, keep_cache=keep)
+        print(f"{name:48} {pages:>10} {ms:>10.1f}")
+    print()
+    print(f"{'adult-content model, one image':48} {'':>10} {'median ms':>10}")
+    models = [("skin", adult_models.SkinModel())]
+    try:
+        models.append(("nudenet (optional extra)", adult_models.load("nudenet")))
+    except adult_models.ModelUnavailable:
+        print(f"{'nudenet (optional extra)':48} {'':>10} {'not installed':>10}")
+    photo = gen.photo(size=(1600, 1200))
+    for name, model in models:
+        print(f"{name + ', 1600x1200 photo':48} {'':>10} {model_ms(model, photo, rounds):>10.1f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
