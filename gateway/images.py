@@ -166,6 +166,52 @@ def blurred_thumbnail(data: bytes, *, size: int = 256, radius: float = 12.0, max
     return out.getvalue()
 
 
+def thumbnail_for_part(parsed: ParsedMessage, label: str, *, max_pixels: int = 50_000_000,
+                       timeout: float = 20.0) -> bytes | None:
+    """The blurred thumbnail of the image or PDF page a finding's `part` names ("part 2: scan.png",
+    "part 1 inline image 1", "part 3: scan.pdf page 2", "part 4: fax.tif page 2"), or None.
+
+    Blocking (decodes, may run pdftoppm): call it in a thread. For the review page.
+    """
+    base, _, page = label.rpartition(" page ")
+    number = int(page) if base and page.isdigit() else 0
+    candidates = {p.label: p for p in pictures(parsed)}
+    picture = candidates.get(label) or (candidates.get(base) if number else None)
+    if picture is None:
+        return None
+    data = picture.data
+    if picture.is_pdf:
+        data = _render_page(data, number or 1, timeout)
+    elif number > 1:
+        image = open_image(data, max_pixels)
+        try:
+            image.seek(number - 1)
+            image.load()
+        except (EOFError, OSError, ValueError):
+            return None
+        out = io.BytesIO()
+        image.save(out, "PNG")
+        data = out.getvalue()
+    return blurred_thumbnail(data, max_pixels=max_pixels)
+
+
+def _render_page(pdf: bytes, page: int, timeout: float) -> bytes:
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gateway-thumb-") as tmp:
+        path = f"{tmp}/in.pdf"
+        with open(path, "wb") as f:
+            f.write(pdf)
+        subprocess.run(["pdftoppm", "-q", "-png", "-singlefile", "-scale-to", "512", "-f", str(page), "-l", str(page),
+                        path, f"{tmp}/page"], capture_output=True, timeout=timeout, check=False)
+        try:
+            with open(f"{tmp}/page.png", "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ImageError(f"page {page} could not be rendered") from None
+
+
 # ---- the worker pool ---------------------------------------------------------------------------
 
 _pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}

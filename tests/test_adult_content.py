@@ -174,3 +174,14 @@ def test_blurred_thumbnail_is_small_and_blurred():
     assert min(ImageStat.Stat(thumb.convert("L")).extrema[0]) > 120
     with pytest.raises(images.ImageError):
         images.blurred_thumbnail(b"not an image")
+
+
+def test_thumbnail_for_the_part_a_finding_names():
+    pdf = gen.image_pdf(gen.flat((255, 255, 255)), gen.flat((200, 0, 0)))
+    raw = gen.message(("scan.pdf", "application/pdf", pdf), ("form.png", "image/png", gen.encode(gen.form())))
+    parsed = mime.parse(raw)
+    page2 = Image.open(io.BytesIO(images.thumbnail_for_part(parsed, "part 2: scan.pdf page 2")))
+    red, green, blue = (int(v) for v in ImageStat.Stat(page2).mean)
+    assert red > 150 and green < 60 and blue < 60          # page 2 (red), not page 1 (white)
+    assert images.thumbnail_for_part(parsed, "part 3: form.png") is not None
+    assert images.thumbnail_for_part(parsed, "part 9: missing.png") is None
