@@ -100,6 +100,32 @@ class _Cache:
 CACHE = _Cache()
 
 
+# ---- the engine --------------------------------------------------------------------------------
+
+_languages: tuple[str, ...] | None = None
+
+
+def engine_problem(cfg: OcrSettings) -> str:
+    """Why OCR cannot run with these settings ("" when it can): tesseract, its language packs, poppler."""
+    global _languages
+    import shutil
+
+    import pytesseract
+
+    if _languages is None:
+        try:
+            _languages = tuple(pytesseract.get_languages(config=""))
+        except (pytesseract.TesseractNotFoundError, OSError, RuntimeError):
+            return "tesseract is not installed (Debian: apt-get install tesseract-ocr)"
+    missing = [lang for lang in cfg.languages if lang not in _languages]
+    if missing:
+        return (f"[ocr] languages: tesseract has no {', '.join(missing)} language pack (Debian: tesseract-ocr-"
+                f"{missing[0]}); installed: {', '.join(_languages)}")
+    if not (shutil.which("pdftotext") and shutil.which("pdftoppm")):
+        return "pdftotext and pdftoppm are not installed (Debian: apt-get install poppler-utils)"
+    return ""
+
+
 # ---- entry points ------------------------------------------------------------------------------
 
 async def ocr_segments(mail: Mail, settings: Settings) -> tuple[list[Segment], list[str]]:

@@ -202,3 +202,13 @@ async def test_scanned_ssn_and_confidential_stamp_are_found(start_gateway, sink,
     assert any(f.part == part for f in confidential), held.findings
     for finding in pii:
         assert gen.SSN not in finding.detail and all(gen.SSN not in e for e in finding.evidence)
+
+
+def test_missing_language_pack_is_found_at_start():
+    from gateway.detectors import OptionError
+    from gateway.detectors.ocr import Ocr
+
+    Ocr(settings(), {})
+    with pytest.raises(OptionError, match=r"tesseract has no klingon language pack .*installed: .*eng"):
+        Ocr(settings(languages=["eng", "klingon"]), {})
+    Ocr(settings(enabled=False, languages=["klingon"]), {})

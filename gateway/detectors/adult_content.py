@@ -59,8 +59,9 @@ class AdultContent:
         if not pictures:
             return []
         distinct: dict[str, list[Picture]] = {}
-        for picture in pictures:
-            distinct.setdefault(f"{self.model.name}:{hashlib.sha256(picture.data).hexdigest()}", []).append(picture)
+        digests = await images.run(self.workers, _digests, pictures)     # hashing megabytes: off the loop
+        for picture, digest in zip(pictures, digests, strict=True):
+            distinct.setdefault(f"{self.model.name}:{digest}", []).append(picture)
         keys = list(distinct)
         findings: list[Finding] = []
         if len(keys) > self.max_images:
@@ -100,6 +101,10 @@ class AdultContent:
 
 
 _MISSING = object()
+
+
+def _digests(pictures: list[Picture]) -> list[str]:
+    return [hashlib.sha256(p.data).hexdigest() for p in pictures]
 
 
 def _cached(key: str):

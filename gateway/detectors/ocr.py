@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from gateway import ocr
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
+from gateway.detectors import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
 
 
@@ -22,6 +22,10 @@ class Ocr:
     def __init__(self, settings: Settings, options: Mapping[str, Any]) -> None:
         options_with_defaults(self.name, options, {})
         self.settings = settings
+        if settings.ocr.enabled:
+            problem = ocr.engine_problem(settings.ocr)
+            if problem:         # found when the gateway starts, not by tempfailing every scanned message
+                raise OptionError(f"detector {self.name!r}: {problem}")
 
     async def check(self, mail: Mail) -> list[Finding]:
         result = await ocr.message_ocr(mail, self.settings)
