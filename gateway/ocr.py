@@ -176,7 +176,7 @@ async def read_message(mail: Mail, cfg: OcrSettings) -> OcrResult:
         for label, labels in over.items():
             skipped.append((label, f"{_count(label, labels)} over the limit of {cfg.max_pages} images and "
                                    "pages read per message"))
-        results = await asyncio.gather(*(images.run(cfg.workers, _read, same[0], cfg, langs, deadline)
+        results = await asyncio.gather(*(images.run(cfg.workers, _read, same[0], cfg, langs, tmp, deadline)
                                          for same in todo.values()))
     for same, (text, why) in zip(todo.values(), results, strict=True):
         if why:
@@ -262,7 +262,7 @@ def _pdf_page_texts(path: str, timeout: float) -> list[str]:
 
 # ---- step 3: read (in the pool) ----------------------------------------------------------------
 
-def _read(page: _Page, cfg: OcrSettings, langs: str, deadline: float) -> tuple[str, str]:
+def _read(page: _Page, cfg: OcrSettings, langs: str, tmp: str, deadline: float) -> tuple[str, str]:
     """(text, "") or ("", why it was not read)."""
     late = f"{_page_of(page.picture.label, page.label)} not read within the time limit of {cfg.max_seconds:g} s " \
            "per message"
@@ -270,7 +270,7 @@ def _read(page: _Page, cfg: OcrSettings, langs: str, deadline: float) -> tuple[s
     if remaining <= 0.05:
         return "", late.lstrip()
     try:
-        source = _render_pdf_page(page, cfg, remaining) if page.picture.is_pdf else _frame(page, cfg)
+        source = _render_pdf_page(page, cfg, remaining) if page.picture.is_pdf else _frame(page, cfg, tmp)
         return _tesseract(source, langs, cfg.min_confidence, _remaining(deadline)), ""
     except (subprocess.TimeoutExpired, _Timeout):
         return "", late.lstrip()
@@ -279,7 +279,8 @@ def _read(page: _Page, cfg: OcrSettings, langs: str, deadline: float) -> tuple[s
         return "", ""
 
 
-def _frame(page: _Page, cfg: OcrSettings):
+def _frame(page: _Page, cfg: OcrSettings, tmp: str) -> str:
+    """The image (frame) in grey as a PGM file: raw pixels, no compression to undo (cheaper than PNG)."""
     image = images.open_image(page.picture.data, cfg.max_pixels)
     if page.page:
         try:
@@ -287,26 +288,28 @@ def _frame(page: _Page, cfg: OcrSettings):
             image.load()
         except (EOFError, OSError, ValueError) as e:
             raise ImageError(f"frame {page.page} unreadable ({type(e).__name__})") from None
-    return images.to_gray(image)
+    path = os.path.join(tmp, f"{page.key.split(':')[0]}-{page.page}.pgm")
+    images.to_gray(image).save(path, "PPM")
+    return path
 
 
 def _render_pdf_page(page: _Page, cfg: OcrSettings, timeout: float) -> str:
-    """Render one page to PNG with poppler, the long side scaled to an A4 page at pdf_dpi (so a huge
-    MediaBox cannot make a huge bitmap)."""
+    """Render one page to a grey PGM with poppler, the long side scaled to an A4 page at pdf_dpi (so a
+    huge MediaBox cannot make a huge bitmap)."""
     root = f"{page.path}-page-{page.page}"
-    subprocess.run(["pdftoppm", "-q", "-gray", "-png", "-singlefile", "-scale-to", str(round(11.7 * cfg.pdf_dpi)),
+    subprocess.run(["pdftoppm", "-q", "-gray", "-singlefile", "-scale-to", str(round(11.7 * cfg.pdf_dpi)),
                     "-f", str(page.page), "-l", str(page.page), page.path, root],
                    capture_output=True, timeout=timeout, check=False)
-    if not os.path.exists(root + ".png"):
+    if not os.path.exists(root + ".pgm"):
         raise ImageError("the page could not be rendered")
-    return root + ".png"
+    return root + ".pgm"
 
 
 class _Timeout(Exception):
     pass
 
 
-def _tesseract(source, langs: str, min_confidence: int, timeout: float) -> str:
+def _tesseract(source: str, langs: str, min_confidence: int, timeout: float) -> str:
     """Words tesseract is at least min_confidence sure of, in lines as it found them."""
     import pytesseract
 
