@@ -44,11 +44,11 @@ async def timed(raw: bytes, cfg: config.OcrSettings, rounds: int, *, keep_cache:
     return statistics.median(times) * 1000, pages
 
 
-def model_ms(model, image, rounds: int) -> float:
+def median_ms(fn, rounds: int) -> float:
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
-        model.score(image)
+        fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
 
@@ -56,7 +56,9 @@ def model_ms(model, image, rounds: int) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--alternatives", action="store_true", help="also time tesserocr and pypdfium2")
+    args = parser.parse_args()
+    rounds = args.rounds
     one = config.OcrSettings(workers=1, max_seconds=120)
     two = config.OcrSettings(workers=2, max_seconds=120)
     form = gen.form()
@@ -90,7 +92,48 @@ async def main() -> None:
         print(f"{'nudenet (optional extra)':48} {'':>10} {'not installed':>10}")
     photo = gen.photo(size=(1600, 1200))
     for name, model in models:
-        print(f"{name + ', 1600x1200 photo':48} {'':>10} {model_ms(model, photo, rounds):>10.1f}")
+        print(f"{name + ', 1600x1200 photo':48} {'':>10} {median_ms(lambda m=model: m.score(photo), rounds):>10.1f}")
+    if args.alternatives:
+        alternatives(rounds)
+
+
+def alternatives(rounds: int) -> None:
+    """The engines we did not choose, where installed: tesserocr (in-process tesseract) and pypdfium2."""
+    import os
+    import subprocess
+    import tempfile
+
+    import pytesseract
+
+    page = gen.form()
+    print()
+    print(f"{'engine, one A4 150 dpi page':48} {'':>10} {'median ms':>10}")
+    with tempfile.TemporaryDirectory() as tmp:
+        pgm, pdf = os.path.join(tmp, "page.pgm"), os.path.join(tmp, "page.pdf")
+        page.save(pgm, "PPM")
+        with open(pdf, "wb") as f:
+            f.write(gen.image_pdf(page))
+        rows = [("tesseract child via pytesseract (chosen)",
+                 lambda: pytesseract.image_to_data(pgm, lang="eng", config="--psm 3")),
+                ("pdftoppm to PGM (chosen)",
+                 lambda: subprocess.run(["pdftoppm", "-q", "-gray", "-singlefile", "-scale-to", "1755", pdf,
+                                         os.path.join(tmp, "r")], check=True))]
+        try:
+            import tesserocr
+
+            api = tesserocr.PyTessBaseAPI(path="/usr/share/tesseract-ocr/5/tessdata/", lang="eng")
+            rows.append(("tesserocr in-process", lambda: (api.SetImage(page), api.GetUTF8Text())))
+        except ImportError:
+            print(f"{'tesserocr in-process':48} {'':>10} {'not installed':>10}")
+        try:
+            import pypdfium2
+
+            rows.append(("pypdfium2 render in-process",
+                         lambda: pypdfium2.PdfDocument(pdf)[0].render(scale=150 / 72, grayscale=True).to_pil()))
+        except ImportError:
+            print(f"{'pypdfium2 render in-process':48} {'':>10} {'not installed':>10}")
+        for name, fn in rows:
+            print(f"{name:48} {'':>10} {median_ms(fn, rounds):>10.1f}")
 
 
 if __name__ == "__main__":
