@@ -95,7 +95,7 @@ class OcrSettings:
     workers: int = 2                        # OCR / image-classification processes at once, gateway-wide
     languages: tuple[str, ...] = ("eng",)   # tesseract language packs (tesseract-ocr-LANG)
     pdf_dpi: int = 150                      # PDF pages are rendered at this resolution for an A4/Letter page
-    min_confidence: int = 50                # words tesseract is less sure of (0-100) are dropped
+    min_confidence: int = 60                # words tesseract is less sure of (0-100) are dropped
 
 
 @dataclass(frozen=True)
