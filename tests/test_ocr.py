@@ -21,6 +21,9 @@ def empty_cache():
     ocr.CACHE.clear()
 
 
+STRIP = (1000, 420)      # a strip of a page: enough for the format and limit tests, a quarter of the OCR cost
+
+
 def mail_of(raw: bytes) -> Mail:
     return Mail("test", Envelope("alice@example.gov", ("bob@example.org",)), raw, mime.parse(raw),
                 Direction.OUTBOUND, time.time())
@@ -68,14 +71,15 @@ async def test_pdf_with_a_text_layer_is_not_ocrd():
 
 
 async def test_every_image_format_is_read():
-    page = gen.form(("CONFIDENTIAL", gen.SSN))
+    page = gen.form(("CONFIDENTIAL", gen.SSN), size=STRIP)
     attachments = [("form.png", "image/png", gen.encode(page, "PNG")),
                    ("form.jpg", "image/jpeg", gen.encode(page, "JPEG", quality=90)),
                    ("form.gif", "image/gif", gen.encode(page, "GIF")),
                    ("form.bmp", "image/bmp", gen.encode(page, "BMP")),
                    ("form.webp", "image/webp", gen.encode(page, "WEBP", quality=90)),
                    # a scanner's multi-page TIFF: each frame is a page
-                   ("fax.tif", "image/tiff", gen.encode(page, "TIFF", save_all=True, append_images=[gen.form()]))]
+                   ("fax.tif", "image/tiff",
+                    gen.encode(page, "TIFF", save_all=True, append_images=[gen.form(size=STRIP)]))]
     segments, _ = await ocr.ocr_segments(mail_of(gen.message(*attachments)), settings())
     found = by_source(segments)
     labels = ["part 2: form.png", "part 3: form.jpg", "part 4: form.gif", "part 5: form.bmp", "part 6: form.webp",
@@ -88,7 +92,8 @@ async def test_every_image_format_is_read():
 async def test_heic_photo_is_read_when_a_heif_reader_is_installed():
     encoder = pytest.importorskip("pillow_heif", reason="pillow-heif (the HEIF encoder) is not installed")
     encoder.register_heif_opener()
-    raw = gen.message(("IMG_0001.HEIC", "image/heic", gen.encode(gen.form(("CONFIDENTIAL",)), "HEIF", quality=90)))
+    heic = gen.encode(gen.form(("CONFIDENTIAL",), size=STRIP), "HEIF", quality=90)
+    raw = gen.message(("IMG_0001.HEIC", "image/heic", heic))
     segments, _ = await ocr.ocr_segments(mail_of(raw), settings())
     assert "CONFIDENTIAL" in by_source(segments)["part 2: IMG_0001.HEIC"]
 
@@ -127,7 +132,7 @@ async def test_message_without_pictures_pays_nothing(monkeypatch):
 
 
 async def test_page_limit_reads_the_first_pages_and_reports_the_rest():
-    pdf = gen.image_pdf(gen.form(("CONFIDENTIAL",)), gen.form(("PAGE TWO",)), gen.form(("PAGE THREE",)))
+    pdf = gen.image_pdf(*(gen.form((text,), size=STRIP) for text in ("CONFIDENTIAL", "PAGE TWO", "PAGE THREE")))
     raw = gen.message(("scan.pdf", "application/pdf", pdf))
     segments, unscanned = await ocr.ocr_segments(mail_of(raw), settings(max_pages=1))
     assert list(by_source(segments)) == ["part 2: scan.pdf page 1"]
@@ -162,7 +167,7 @@ async def test_broken_and_huge_images_do_not_crash():
 
 async def test_ocr_limits_quarantine_outbound_mail_over_smtp(start_gateway, sink):
     gw = await start_gateway(ocr={"max_pages": 1})
-    pdf = gen.image_pdf(gen.form(("PAGE ONE",)), gen.form(("PAGE TWO",)))
+    pdf = gen.image_pdf(gen.form(("PAGE ONE",), size=STRIP), gen.form(("PAGE TWO",), size=STRIP))
     raw = gen.message(("scan.pdf", "application/pdf", pdf))
     code, _, _ = await send(gw.port, "alice@example.gov", ["bob@example.org"], raw)
     assert code == 250
