@@ -21,6 +21,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -42,6 +43,9 @@ os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 MIN_PAGE_TEXT = 16          # a PDF page with fewer non-blank characters in its text layer is read by OCR
 MAX_FRAMES = 100            # frames looked at in a multi-page TIFF
 MAX_TEXT = 100_000          # characters kept per page
+MAX_PDF_PAGES = 500         # PDF pages examined for a text layer
+MAX_PDF_TEXT = 32 * 1024 * 1024     # bytes of pdftotext output read (a deflate bomb stops here)
+CHILD_MEMORY = 2 * 1024 ** 3        # address-space limit for poppler on hostile PDFs (where prlimit exists)
 _NOTES_KEY = "ocr"
 
 
@@ -108,8 +112,6 @@ _languages: tuple[str, ...] | None = None
 def engine_problem(cfg: OcrSettings) -> str:
     """Why OCR cannot run with these settings ("" when it can): tesseract, its language packs, poppler."""
     global _languages
-    import shutil
-
     import pytesseract
 
     if _languages is None:
@@ -178,13 +180,19 @@ async def read_message(mail: Mail, cfg: OcrSettings) -> OcrResult:
                                    "pages read per message"))
         results = await asyncio.gather(*(images.run(cfg.workers, _read, same[0], cfg, langs, tmp, deadline)
                                          for same in todo.values()))
+    late: dict[str, list[str]] = {}
     for same, (text, why) in zip(todo.values(), results, strict=True):
+        if why == _LATE:
+            late.setdefault(same[0].picture.label, []).append(same[0].label)
+            continue
         if why:
             skipped.append((same[0].picture.label, why))
             continue
         CACHE.put(same[0].key, text)
         for page in same:
             page.text = text
+    for label, labels in late.items():
+        skipped.append((label, f"{_count(label, labels)} the time limit of {cfg.max_seconds:g} s per message ran out"))
     segments = tuple(Segment(p.label, p.text) for p in pages if p.text)
     log.debug("ocr %s: %d pictures, %d pages read, %d skipped", mail.id, len(pictures), len(todo), len(skipped))
     return OcrResult(segments, tuple(dict.fromkeys(skipped)), len(todo))
@@ -211,10 +219,13 @@ def _survey(picture: Picture, cfg: OcrSettings, langs: str, tmp: str, index: int
         with open(path, "wb") as f:
             f.write(picture.data)
         try:
-            texts = _pdf_page_texts(path, _remaining(deadline))
+            texts, complete = _pdf_page_texts(path, _remaining(deadline))
         except subprocess.TimeoutExpired:
             survey.skipped.append((picture.label, "the PDF's text layer could not be read within the time limit"))
             return survey
+        if not complete:
+            survey.skipped.append((picture.label, f"pages after {len(texts)} not examined (over the limit of "
+                                                  f"{MAX_PDF_PAGES} pages or {MAX_PDF_TEXT // 2**20} MB of text)"))
         for number, text in enumerate(texts, 1):
             if sum(not c.isspace() for c in text) < MIN_PAGE_TEXT:
                 survey.pages.append(_Page(picture, f"{picture.label} page {number}", number,
@@ -247,36 +258,75 @@ def _survey(picture: Picture, cfg: OcrSettings, langs: str, tmp: str, index: int
     return survey
 
 
-def _pdf_page_texts(path: str, timeout: float) -> list[str]:
-    """The text layer of each page (poppler's pdftotext: form feeds between pages)."""
-    done = subprocess.run(["pdftotext", "-q", "-enc", "UTF-8", path, "-"], capture_output=True,
-                          timeout=max(timeout, 0.1), check=False)
-    if done.returncode != 0:        # encrypted or broken: the attachment checks report those
-        log.debug("ocr: pdftotext exit %d on %s", done.returncode, path)
-        return []
-    pages = done.stdout.decode("utf-8", "replace").split("\f")
-    if pages and not pages[-1].strip():
-        pages.pop()                  # pdftotext ends every page with a form feed
-    return pages
+def _pdf_page_texts(path: str, timeout: float) -> tuple[list[str], bool]:
+    """The text layer of each page (poppler's pdftotext: a form feed ends each page), and whether
+    that is all of them. Output is read up to MAX_PDF_TEXT bytes; the child is killed at the timeout."""
+    command = _limited(["pdftotext", "-q", "-enc", "UTF-8", "-l", str(MAX_PDF_PAGES + 1), path, "-"])
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    expired: list[bool] = []
+
+    def expire() -> None:
+        expired.append(True)
+        proc.kill()
+
+    timer = threading.Timer(max(timeout, 0.1), expire)
+    timer.start()
+    chunks, size, truncated = [], 0, False
+    try:
+        while chunk := proc.stdout.read(65536):
+            size += len(chunk)
+            if size > MAX_PDF_TEXT:
+                truncated = True
+                proc.kill()
+                break
+            chunks.append(chunk)
+        proc.wait()
+    finally:
+        timer.cancel()
+        proc.stdout.close()
+    if expired and not truncated:
+        raise subprocess.TimeoutExpired(command, timeout)
+    if proc.returncode and not truncated:       # encrypted or broken: the attachment checks report those
+        log.debug("ocr: pdftotext exit %d on %s", proc.returncode, path)
+        return [], True
+    pages = b"".join(chunks).decode("utf-8", "replace").split("\f")
+    last_complete = not pages[-1].strip()
+    pages.pop()                      # after the last form feed: nothing, or a page cut short
+    complete = last_complete and not truncated and len(pages) <= MAX_PDF_PAGES
+    return pages[:MAX_PDF_PAGES], complete
+
+
+def _limited(command: list[str]) -> list[str]:
+    """The command under an address-space limit, so a hostile PDF cannot exhaust memory."""
+    prlimit = shutil.which("prlimit")
+    return [prlimit, f"--as={CHILD_MEMORY}", "--", *command] if prlimit else command
 
 
 # ---- step 3: read (in the pool) ----------------------------------------------------------------
 
+_LATE = "late"
+
+
 def _read(page: _Page, cfg: OcrSettings, langs: str, tmp: str, deadline: float) -> tuple[str, str]:
-    """(text, "") or ("", why it was not read)."""
-    late = f"{_page_of(page.picture.label, page.label)} not read within the time limit of {cfg.max_seconds:g} s " \
-           "per message"
+    """(text, "") or ("", why it was not read); why is _LATE when the message's time ran out."""
+    import pytesseract
+
     remaining = _remaining(deadline)
     if remaining <= 0.05:
-        return "", late.lstrip()
+        return "", _LATE
     try:
         source = _render_pdf_page(page, cfg, remaining) if page.picture.is_pdf else _frame(page, cfg, tmp)
         return _tesseract(source, langs, cfg.min_confidence, _remaining(deadline)), ""
     except (subprocess.TimeoutExpired, _Timeout):
-        return "", late.lstrip()
+        return "", _LATE
     except ImageError as e:
         log.debug("ocr: %s: %s", page.label, e)
         return "", ""
+    except (pytesseract.TesseractError, OSError) as e:
+        # a deterministic failure on this picture: retrying the message would fail the same way
+        log.warning("ocr: tesseract failed on %s: %s", page.label, str(e)[:200])
+        page_name = _page_of(page.picture.label, page.label)
+        return "", f"{page_name + ' ' if page_name else ''}could not be read by tesseract"
 
 
 def _frame(page: _Page, cfg: OcrSettings, tmp: str) -> str:
@@ -297,8 +347,8 @@ def _render_pdf_page(page: _Page, cfg: OcrSettings, timeout: float) -> str:
     """Render one page to a grey PGM with poppler, the long side scaled to an A4 page at pdf_dpi (so a
     huge MediaBox cannot make a huge bitmap)."""
     root = f"{page.path}-page-{page.page}"
-    subprocess.run(["pdftoppm", "-q", "-gray", "-singlefile", "-scale-to", str(round(11.7 * cfg.pdf_dpi)),
-                    "-f", str(page.page), "-l", str(page.page), page.path, root],
+    subprocess.run(_limited(["pdftoppm", "-q", "-gray", "-singlefile", "-scale-to", str(round(11.7 * cfg.pdf_dpi)),
+                             "-f", str(page.page), "-l", str(page.page), page.path, root]),
                    capture_output=True, timeout=timeout, check=False)
     if not os.path.exists(root + ".pgm"):
         raise ImageError("the page could not be rendered")

@@ -144,7 +144,28 @@ async def test_time_limit_reports_what_was_not_read():
     raw = gen.message(("form.png", "image/png", gen.encode(gen.form())))
     result = await ocr.message_ocr(mail_of(raw), settings(max_seconds=0.001))
     assert result.segments == ()
-    assert result.skipped == (("part 2: form.png", "not read within the time limit of 0.001 s per message"),)
+    assert result.skipped == (("part 2: form.png", "not read: the time limit of 0.001 s per message ran out"),)
+    pdf = gen.image_pdf(*(gen.form(size=STRIP) for _ in range(3)))
+    result = await ocr.message_ocr(mail_of(gen.message(("scan.pdf", "application/pdf", pdf))),
+                                   settings(max_seconds=0.001))
+    assert result.skipped in ((("part 2: scan.pdf", "the PDF's text layer could not be read within the time limit"),),
+                              (("part 2: scan.pdf", "page 1 and 2 more not read: the time limit of 0.001 s per "
+                                                    "message ran out"),))
+
+
+async def test_picture_tesseract_refuses_is_reported_not_retried():
+    thin = gen.encode(gen.flat((0, 0, 0), size=(40000, 2)))
+    result = await ocr.message_ocr(mail_of(gen.message(("line.png", "image/png", thin))), settings())
+    assert result.skipped == (("part 2: line.png", "could not be read by tesseract"),)
+
+
+async def test_pdf_pages_past_the_examined_limit_are_reported(monkeypatch):
+    monkeypatch.setattr(ocr, "MAX_PDF_PAGES", 1)
+    pdf = gen.image_pdf(gen.form(("PAGE ONE",), size=STRIP), gen.form(("PAGE TWO",), size=STRIP))
+    result = await ocr.message_ocr(mail_of(gen.message(("scan.pdf", "application/pdf", pdf))), settings())
+    assert [s.source for s in result.segments] == ["part 2: scan.pdf page 1"]
+    assert result.skipped == (("part 2: scan.pdf", "pages after 1 not examined (over the limit of 1 pages or 32 MB "
+                                                   "of text)"),)
 
 
 async def test_disabled_ocr_reads_nothing():
