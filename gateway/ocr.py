@@ -143,7 +143,8 @@ async def message_ocr(mail: Mail, settings: Settings | None = None) -> OcrResult
     if task is None:
         settings = settings or notes.get("settings") or Settings()
         task = notes[_NOTES_KEY] = asyncio.ensure_future(read_message(mail, settings.ocr))
-    return await task
+    # shielded: one reader timing out must not cancel the reading the others are waiting for
+    return await asyncio.shield(task)
 
 
 async def read_message(mail: Mail, cfg: OcrSettings) -> OcrResult:
