@@ -15,6 +15,8 @@ import concurrent.futures
 import io
 import re
 import threading
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 from gateway.mime import ParsedMessage
@@ -64,17 +66,78 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+def may_hold_pictures(parsed: ParsedMessage) -> bool:
+    """Could `pictures` find anything? First bytes only: cheap enough for the event loop, so that a
+    message without pictures never reaches the worker pool."""
+    for part in parsed.parts:
+        if part.is_text:
+            if part.content_type == "text/html" and _DATA_IMAGE.search(part.payload, 0, 2_000_000):
+                return True
+        elif sniff(part.payload) or _is_office(part):
+            return True
+    return False
+
+
 def pictures(parsed: ParsedMessage, *, pdf: bool = True) -> list[Picture]:
-    """Every image (and, with pdf=True, every PDF) in the message, attached, inline or data: URI."""
+    """Every image (and, with pdf=True, every PDF) in the message: attached, inline, data: URIs in
+    HTML, and the pictures inside Office documents (a scan pasted into a Word file). Decompresses
+    Office files, so call it in the worker pool (after may_hold_pictures)."""
     found: list[Picture] = []
     for part in parsed.parts:
         if part.is_text:
-            if part.content_type == "text/html" and b"data:image" in part.payload[:2_000_000].lower():
+            if part.content_type == "text/html" and _DATA_IMAGE.search(part.payload, 0, 2_000_000):
                 found.extend(_data_uris(part.payload, part.path))
             continue
         kind = sniff(part.payload)
         if kind and (pdf or kind != "pdf"):
             found.append(Picture(part.label, kind, part.payload))
+        elif not kind and _is_office(part):
+            found.extend(_office_media(part.payload, part.label))
+    return found
+
+
+_DATA_IMAGE = re.compile(rb"(?i)data:image")
+_OFFICE_NAMES = (".docx", ".docm", ".dotx", ".xlsx", ".xlsm", ".pptx", ".pptm", ".ppsx", ".odt", ".ods", ".odp")
+_OFFICE_MEDIA = re.compile(r"(?:word|xl|ppt)/media/[^/]+|Pictures/[^/]+")
+MAX_OFFICE_ENTRIES = 5000           # zip entries looked at
+MAX_OFFICE_MEDIA = 50               # pictures taken from one document
+MAX_MEDIA_BYTES = 30 * 1024 * 1024  # one picture, decompressed
+MAX_MEDIA_TOTAL = 100 * 1024 * 1024  # all pictures of one document, decompressed
+
+
+def _is_office(part) -> bool:
+    if not part.payload.startswith(b"PK\x03\x04"):
+        return False
+    names = [n.lower() for n in part.filenames]
+    return any(n.endswith(_OFFICE_NAMES) for n in names) or "officedocument" in part.content_type \
+        or "opendocument" in part.content_type
+
+
+def _office_media(data: bytes, label: str) -> list[Picture]:
+    """The pictures in an OOXML (word/media, xl/media, ppt/media) or ODF (Pictures/) document."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        entries = archive.infolist()[:MAX_OFFICE_ENTRIES]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        return []
+    found: list[Picture] = []
+    total = 0
+    for info in entries:
+        if not _OFFICE_MEDIA.fullmatch(info.filename) or info.file_size > MAX_MEDIA_BYTES:
+            continue
+        if info.compress_size and info.file_size / info.compress_size > 200:     # a zip bomb, not a picture
+            continue
+        total += info.file_size
+        if total > MAX_MEDIA_TOTAL or len(found) >= MAX_OFFICE_MEDIA:
+            break
+        try:
+            with archive.open(info) as member:
+                body = member.read(MAX_MEDIA_BYTES + 1)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zlib.error):
+            continue
+        kind = sniff(body)
+        if kind and kind != "pdf" and len(body) <= MAX_MEDIA_BYTES:
+            found.append(Picture(f"{label} image {len(found) + 1}", kind, body))
     return found
 
 

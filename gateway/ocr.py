@@ -148,9 +148,9 @@ async def message_ocr(mail: Mail, settings: Settings | None = None) -> OcrResult
 
 
 async def read_message(mail: Mail, cfg: OcrSettings) -> OcrResult:
-    if not cfg.enabled:
+    if not cfg.enabled or not images.may_hold_pictures(mail.parsed):
         return OcrResult()
-    pictures = images.pictures(mail.parsed)
+    pictures = await images.run(cfg.workers, images.pictures, mail.parsed)
     if not pictures:
         return OcrResult()
     deadline = time.monotonic() + cfg.max_seconds

@@ -7,6 +7,7 @@ import base64
 import io
 import random
 import struct
+import zipfile
 import zlib
 from email.message import EmailMessage
 
@@ -96,6 +97,22 @@ def text_pdf(text: str) -> bytes:
     out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+def docx(*pictures: bytes) -> bytes:
+    """A minimal Word document whose pictures are in word/media, as when a scan is pasted into it."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/'
+                                          'package/2006/content-types"/>')
+        z.writestr("word/document.xml", "<w:document/>")
+        for n, data in enumerate(pictures, 1):
+            z.writestr(f"word/media/image{n}.png", data)
+        z.writestr("word/media/bomb.png", b"\0" * 5_000_000)      # compresses 1000:1: skipped as a zip bomb
+    return out.getvalue()
+
+
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 
 def message(*attachments: tuple[str, str, bytes], sender: str = "alice@example.gov", to: str = "bob@example.org",

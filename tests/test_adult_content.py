@@ -103,6 +103,8 @@ async def test_a_plugged_in_model_is_used_once_per_distinct_image(monkeypatch):
     assert FixedModel.calls == 2          # red once, green once
     again = await detector(model="fixed").check(mail_of(raw))
     assert len(again) == 3 and FixedModel.calls == 2
+    doc = gen.message(("slides.docx", gen.DOCX, gen.docx(gen.encode(gen.flat((255, 0, 0), size=(300, 300))))))
+    assert [f.part for f in await detector(model="fixed").check(mail_of(doc))] == ["part 2: slides.docx image 1"]
 
 
 async def test_small_broken_and_non_images_are_not_judged(monkeypatch):

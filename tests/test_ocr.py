@@ -105,6 +105,14 @@ async def test_inline_data_uri_image_in_html_is_read():
     assert "CONFIDENTIAL" in by_source(segments)["part 1 inline image 1"]
 
 
+async def test_scan_pasted_into_a_word_document_is_read():
+    doc = gen.docx(gen.encode(gen.logo()), gen.encode(gen.form(("CONFIDENTIAL", gen.SSN), size=STRIP)))
+    segments, _ = await ocr.ocr_segments(mail_of(gen.message(("report.docx", gen.DOCX, doc))), settings())
+    found = by_source(segments)
+    assert list(found) == ["part 2: report.docx image 2"]       # image 1 is the logo: too small to read
+    assert gen.SSN in found["part 2: report.docx image 2"]
+
+
 async def test_logo_and_photo_give_no_text():
     raw = gen.message(("logo.png", "image/png", gen.encode(gen.logo())),
                       ("holiday.jpg", "image/jpeg", gen.encode(gen.photo(), "JPEG")))
@@ -127,7 +135,8 @@ async def test_message_without_pictures_pays_nothing(monkeypatch):
     def no_pool(*args):
         raise AssertionError("the worker pool was used for a message without pictures")
     monkeypatch.setattr(images, "run", no_pool)
-    raw = gen.message(("notes.txt", "text/plain", b"nothing to see"), body="BM and GIF89a are not pictures\n")
+    raw = gen.message(("notes.txt", "text/plain", b"nothing to see"), ("old.docx", gen.DOCX, b"not a zip"),
+                      body="BM and GIF89a are not pictures\n")
     assert await ocr.message_ocr(mail_of(raw), settings()) == ocr.OcrResult()
 
 

@@ -15,6 +15,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, ClassVar
 
 from gateway import adult_models, images
@@ -55,7 +56,9 @@ class AdultContent:
             raise OptionError(f"detector {self.name!r}: option 'model': {e}") from None
 
     async def check(self, mail: Mail) -> list[Finding]:
-        pictures = images.pictures(mail.parsed, pdf=False)
+        if not images.may_hold_pictures(mail.parsed):
+            return []
+        pictures = await images.run(self.workers, partial(images.pictures, pdf=False), mail.parsed)
         if not pictures:
             return []
         distinct: dict[str, list[Picture]] = {}
