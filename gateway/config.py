@@ -95,6 +95,8 @@ class OcrSettings:
     workers: int = 2                        # OCR / image-classification processes at once, gateway-wide
     languages: tuple[str, ...] = ("eng",)   # tesseract language packs (tesseract-ocr-LANG)
     pdf_dpi: int = 150                      # PDF pages are rendered at this resolution for an A4/Letter page
+    pdf_image_pages: bool = True            # also read PDF pages with typed text and a scan-sized picture,
+                                            # with what is left of max_pages / max_seconds (never reported)
     min_confidence: int = 60                # words tesseract is less sure of (0-100) are dropped
 
 

@@ -45,6 +45,7 @@ MAX_FRAMES = 100            # frames looked at in a multi-page TIFF
 MAX_TEXT = 100_000          # characters kept per page
 MAX_PDF_PAGES = 500         # PDF pages examined for a text layer
 MAX_PDF_TEXT = 32 * 1024 * 1024     # bytes of pdftotext output read (a deflate bomb stops here)
+SCAN_PIXELS = 500_000       # a picture this big on a PDF page with typed text may be a pasted scan
 CHILD_MEMORY = 2 * 1024 ** 3        # address-space limit for poppler on hostile PDFs (where prlimit exists)
 _NOTES_KEY = "ocr"
 
@@ -63,6 +64,7 @@ class _Page:
     page: int                   # PDF page (1-based) or image frame (0-based)
     key: str                    # cache key: content hash, page, languages
     path: str = ""              # the PDF, written once to the message's temporary directory
+    optional: bool = False      # a PDF page with a text layer and a scan-sized picture: read if budget is left
     text: str | None = None
 
 
@@ -160,12 +162,13 @@ async def read_message(mail: Mail, cfg: OcrSettings) -> OcrResult:
                                          for i, p in enumerate(pictures)))
         skipped = [s for survey in surveys for s in survey.skipped]
         todo: dict[str, list[_Page]] = {}
-        pages: list[_Page] = []
         budget = cfg.max_pages
         over: dict[str, list[str]] = {}
-        for survey in surveys:
-            for page in survey.pages:
-                pages.append(page)
+        pages = [page for survey in surveys for page in survey.pages]
+        for optional in (False, True):      # pages without a text layer first; pages with one if budget is left
+            for page in pages:
+                if page.optional != optional:
+                    continue
                 page.text = CACHE.get(page.key)
                 if page.text is not None:
                     continue
@@ -174,7 +177,7 @@ async def read_message(mail: Mail, cfg: OcrSettings) -> OcrResult:
                 elif budget > 0:
                     budget -= 1
                     todo[page.key] = [page]
-                else:
+                elif not optional:
                     over.setdefault(page.picture.label, []).append(page.label)
         for label, labels in over.items():
             skipped.append((label, f"{_count(label, labels)} over the limit of {cfg.max_pages} images and "
@@ -183,6 +186,9 @@ async def read_message(mail: Mail, cfg: OcrSettings) -> OcrResult:
                                          for same in todo.values()))
     late: dict[str, list[str]] = {}
     for same, (text, why) in zip(todo.values(), results, strict=True):
+        if why and same[0].optional:        # best effort: its text layer was read anyway
+            log.info("ocr: %s not read (%s)", same[0].label, why)
+            continue
         if why == _LATE:
             late.setdefault(same[0].picture.label, []).append(same[0].label)
             continue
@@ -227,10 +233,12 @@ def _survey(picture: Picture, cfg: OcrSettings, langs: str, tmp: str, index: int
         if not complete:
             survey.skipped.append((picture.label, f"pages after {len(texts)} not examined (over the limit of "
                                                   f"{MAX_PDF_PAGES} pages or {MAX_PDF_TEXT // 2**20} MB of text)"))
+        scanned = _pages_with_scans(path, _remaining(deadline)) if cfg.pdf_image_pages else set()
         for number, text in enumerate(texts, 1):
-            if sum(not c.isspace() for c in text) < MIN_PAGE_TEXT:
+            bare = sum(not c.isspace() for c in text) < MIN_PAGE_TEXT
+            if bare or number in scanned:
                 survey.pages.append(_Page(picture, f"{picture.label} page {number}", number,
-                                          f"{digest}:{number}:{langs}:{cfg.pdf_dpi}", path))
+                                          f"{digest}:{number}:{langs}:{cfg.pdf_dpi}", path, optional=not bare))
         return survey
     from PIL import Image
 
@@ -263,6 +271,37 @@ def _pdf_page_texts(path: str, timeout: float) -> tuple[list[str], bool]:
     """The text layer of each page (poppler's pdftotext: a form feed ends each page), and whether
     that is all of them. Output is read up to MAX_PDF_TEXT bytes; the child is killed at the timeout."""
     command = _limited(["pdftotext", "-q", "-enc", "UTF-8", "-l", str(MAX_PDF_PAGES + 1), path, "-"])
+    output, code, truncated = _bounded_output(command, timeout, MAX_PDF_TEXT)
+    if code and not truncated:       # encrypted or broken: the attachment checks report those
+        log.debug("ocr: pdftotext exit %d on %s", code, path)
+        return [], True
+    pages = output.decode("utf-8", "replace").split("\f")
+    last_complete = not pages[-1].strip()
+    pages.pop()                      # after the last form feed: nothing, or a page cut short
+    complete = last_complete and not truncated and len(pages) <= MAX_PDF_PAGES
+    return pages[:MAX_PDF_PAGES], complete
+
+
+def _pages_with_scans(path: str, timeout: float) -> set[int]:
+    """Pages holding a picture of at least SCAN_PIXELS (poppler's pdfimages -list): a scan pasted
+    under typed text. Best effort: a failure or timeout here just means no such pages."""
+    command = _limited(["pdfimages", "-q", "-list", "-l", str(MAX_PDF_PAGES), path])
+    try:
+        output, code, _ = _bounded_output(command, min(timeout, 5.0), 4 * 1024 * 1024)
+    except subprocess.TimeoutExpired:
+        return set()
+    pages = set()
+    for line in output.decode("ascii", "replace").splitlines()[2:]:
+        fields = line.split()
+        if len(fields) > 4 and fields[0].isdigit() and fields[3].isdigit() and fields[4].isdigit() \
+                and fields[2] == "image" and int(fields[3]) * int(fields[4]) >= SCAN_PIXELS:
+            pages.add(int(fields[0]))
+    return pages
+
+
+def _bounded_output(command: list[str], timeout: float, limit: int) -> tuple[bytes, int, bool]:
+    """(stdout up to limit bytes, exit code, whether it was cut at the limit); the child is killed at
+    the limit or at the timeout (then TimeoutExpired)."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     expired: list[bool] = []
 
@@ -276,7 +315,7 @@ def _pdf_page_texts(path: str, timeout: float) -> tuple[list[str], bool]:
     try:
         while chunk := proc.stdout.read(65536):
             size += len(chunk)
-            if size > MAX_PDF_TEXT:
+            if size > limit:
                 truncated = True
                 proc.kill()
                 break
@@ -287,14 +326,7 @@ def _pdf_page_texts(path: str, timeout: float) -> tuple[list[str], bool]:
         proc.stdout.close()
     if expired and not truncated:
         raise subprocess.TimeoutExpired(command, timeout)
-    if proc.returncode and not truncated:       # encrypted or broken: the attachment checks report those
-        log.debug("ocr: pdftotext exit %d on %s", proc.returncode, path)
-        return [], True
-    pages = b"".join(chunks).decode("utf-8", "replace").split("\f")
-    last_complete = not pages[-1].strip()
-    pages.pop()                      # after the last form feed: nothing, or a page cut short
-    complete = last_complete and not truncated and len(pages) <= MAX_PDF_PAGES
-    return pages[:MAX_PDF_PAGES], complete
+    return b"".join(chunks), proc.returncode or 0, truncated
 
 
 def _limited(command: list[str]) -> list[str]:

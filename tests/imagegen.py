@@ -76,17 +76,29 @@ def image_pdf(*pages: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def text_pdf(text: str) -> bytes:
-    """A one-page PDF with a real text layer (Helvetica), written by hand."""
+def text_pdf(text: str, picture: Image.Image | None = None) -> bytes:
+    """A one-page PDF with a real text layer (Helvetica), written by hand; with `picture`, that picture
+    is pasted below the text (a scan in a typed cover page)."""
     stream = f"BT /F1 24 Tf 72 700 Td ({text}) Tj ET".encode("latin-1")
+    xobject = b""
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"",
+        b"",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
+    if picture is not None:
+        gray = picture.convert("L")
+        pixels = zlib.compress(gray.tobytes())
+        objects.append(b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray "
+                       b"/BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n" % (*gray.size, len(pixels))
+                       + pixels + b"\nendstream")
+        stream += b" q 468 0 0 %d 72 80 cm /Im1 Do Q" % round(468 * gray.size[1] / gray.size[0])
+        xobject = b" /XObject << /Im1 6 0 R >>"
+    objects[2] = (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+                  b"/Resources << /Font << /F1 5 0 R >>" + xobject + b" >> >>")
+    objects[3] = b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, 1):

@@ -70,6 +70,20 @@ async def test_pdf_with_a_text_layer_is_not_ocrd():
     assert result.segments == () and result.skipped == () and result.pages_read == 0
 
 
+async def test_scan_pasted_under_typed_text_is_read_with_budget_to_spare():
+    pdf = gen.text_pdf("Cover note: the signed form follows", gen.form(("CONFIDENTIAL", gen.SSN), size=(1240, 600)))
+    raw = gen.message(("cover.pdf", "application/pdf", pdf))
+    found = by_source((await ocr.message_ocr(mail_of(raw), settings())).segments)
+    assert gen.SSN in found["part 2: cover.pdf page 1"]
+    # best effort: with no budget left it is not read, and that is not reported (its text layer was read)
+    ocr.CACHE.clear()
+    result = await ocr.message_ocr(mail_of(raw), settings(max_pages=0))
+    assert result.segments == () and result.skipped == ()
+    ocr.CACHE.clear()
+    result = await ocr.message_ocr(mail_of(raw), settings(pdf_image_pages=False))
+    assert result.segments == () and result.pages_read == 0
+
+
 async def test_every_image_format_is_read():
     page = gen.form(("CONFIDENTIAL", gen.SSN), size=STRIP)
     attachments = [("form.png", "image/png", gen.encode(page, "PNG")),
