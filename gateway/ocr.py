@@ -355,6 +355,8 @@ def _read(page: _Page, cfg: OcrSettings, langs: str, tmp: str, deadline: float) 
     except ImageError as e:
         log.debug("ocr: %s: %s", page.label, e)
         return "", ""
+    except _Unrendered:
+        return "", f"{_page_of(page.picture.label, page.label)} could not be rendered"
     except (pytesseract.TesseractError, OSError) as e:
         # a deterministic failure on this picture: retrying the message would fail the same way
         log.warning("ocr: tesseract failed on %s: %s", page.label, str(e)[:200])
@@ -384,12 +386,16 @@ def _render_pdf_page(page: _Page, cfg: OcrSettings, timeout: float) -> str:
                              "-f", str(page.page), "-l", str(page.page), page.path, root]),
                    capture_output=True, timeout=timeout, check=False)
     if not os.path.exists(root + ".pgm"):
-        raise ImageError("the page could not be rendered")
+        raise _Unrendered()
     return root + ".pgm"
 
 
 class _Timeout(Exception):
     pass
+
+
+class _Unrendered(Exception):
+    """poppler could read the PDF's text layer but not draw this page (broken, or over its memory limit)."""
 
 
 def _tesseract(source: str, langs: str, min_confidence: int, timeout: float) -> str:
