@@ -92,7 +92,7 @@ class OcrSettings:
     max_seconds: float = 15.0               # per message; keep well under [pipeline] detector_timeout
     min_pixels: int = 30000                 # smaller images (icons, logos, tracking pixels) hold no text we read
     max_pixels: int = 50_000_000            # larger images are not decoded (decompression bombs)
-    workers: int = 2                        # OCR / image-classification processes at once, gateway-wide
+    workers: int = 2                        # OCR jobs at once, gateway-wide (adult_content: its own pool of as many)
     languages: tuple[str, ...] = ("eng",)   # tesseract language packs (tesseract-ocr-LANG)
     pdf_dpi: int = 150                      # PDF pages are rendered at this resolution for an A4/Letter page
     pdf_image_pages: bool = True            # also read PDF pages with typed text and a scan-sized picture,

@@ -277,23 +277,24 @@ def _render_page(pdf: bytes, page: int, timeout: float) -> bytes:
 
 # ---- the worker pool ---------------------------------------------------------------------------
 
-_pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_pools: dict[tuple[str, int], concurrent.futures.ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
 
-def pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
-    """The process-wide pool for picture work with this many workers (OCR and classification).
+def pool(workers: int, name: str = "ocr") -> concurrent.futures.ThreadPoolExecutor:
+    """The process-wide pool `name` with this many workers ("ocr", "adult").
 
     Threads only wait on tesseract / poppler processes or run Pillow code that releases the GIL; the
     bound keeps a burst of scanned mail from starting more OCR processes than the machine has cores.
+    Image classification has its own pool, so a quick score never queues behind a long OCR job.
     """
     workers = max(1, workers)
     with _pools_lock:
-        if workers not in _pools:
-            _pools[workers] = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=f"pictures{workers}")
-        return _pools[workers]
+        if (name, workers) not in _pools:
+            _pools[name, workers] = concurrent.futures.ThreadPoolExecutor(workers, f"{name}{workers}")
+        return _pools[name, workers]
 
 
-async def run(workers: int, fn, /, *args):
-    """fn(*args) in the picture pool, awaited without blocking the event loop."""
-    return await asyncio.get_running_loop().run_in_executor(pool(workers), fn, *args)
+async def run(workers: int, fn, /, *args, pool_name: str = "ocr"):
+    """fn(*args) in the named pool, awaited without blocking the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(pool(workers, pool_name), fn, *args)

@@ -58,11 +58,12 @@ class AdultContent:
     async def check(self, mail: Mail) -> list[Finding]:
         if not images.may_hold_pictures(mail.parsed):
             return []
-        pictures = await images.run(self.workers, partial(images.pictures, pdf=False), mail.parsed)
+        pictures = await images.run(self.workers, partial(images.pictures, pdf=False), mail.parsed,
+                                     pool_name="adult")
         if not pictures:
             return []
         distinct: dict[str, list[Picture]] = {}
-        digests = await images.run(self.workers, _digests, pictures)     # hashing megabytes: off the loop
+        digests = await images.run(self.workers, _digests, pictures, pool_name="adult")  # megabytes: off the loop
         for picture, digest in zip(pictures, digests, strict=True):
             distinct.setdefault(f"{self.model.name}:{digest}", []).append(picture)
         keys = list(distinct)
@@ -75,7 +76,8 @@ class AdultContent:
                        f"{self.max_images} distinct images per message"))
             keys = keys[:self.max_images]
         missing = [key for key in keys if _cached(key) is _MISSING]
-        scores = await asyncio.gather(*(images.run(self.workers, self._score, distinct[key][0]) for key in missing))
+        scores = await asyncio.gather(*(images.run(self.workers, self._score, distinct[key][0], pool_name="adult")
+                                        for key in missing))
         for key, score in zip(missing, scores, strict=True):
             _remember(key, score)
         for key in keys:
