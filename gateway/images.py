@@ -259,20 +259,19 @@ def thumbnail_for_part(parsed: ParsedMessage, label: str, *, max_pixels: int = 5
 
 
 def _render_page(pdf: bytes, page: int, timeout: float) -> bytes:
-    import subprocess
     import tempfile
+
+    from gateway import poppler
 
     with tempfile.TemporaryDirectory(prefix="gateway-thumb-") as tmp:
         path = f"{tmp}/in.pdf"
         with open(path, "wb") as f:
             f.write(pdf)
-        subprocess.run(["pdftoppm", "-q", "-png", "-singlefile", "-scale-to", "512", "-f", str(page), "-l", str(page),
-                        path, f"{tmp}/page"], capture_output=True, timeout=timeout, check=False)
         try:
-            with open(f"{tmp}/page.png", "rb") as f:
+            with open(poppler.render_page(path, page, 512, timeout), "rb") as f:
                 return f.read()
-        except FileNotFoundError:
-            raise ImageError(f"page {page} could not be rendered") from None
+        except poppler.Unrendered as e:
+            raise ImageError(str(e)) from None
 
 
 # ---- the worker pool ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from gateway import images
+from gateway import images, poppler
 from gateway.config import OcrSettings, Settings
 from gateway.images import ImageError, Picture
 from gateway.model import Mail
@@ -43,10 +43,6 @@ os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 MIN_PAGE_TEXT = 16          # a PDF page with fewer non-blank characters in its text layer is read by OCR
 MAX_FRAMES = 100            # frames looked at in a multi-page TIFF
 MAX_TEXT = 100_000          # characters kept per page
-MAX_PDF_PAGES = 500         # PDF pages examined for a text layer
-MAX_PDF_TEXT = 32 * 1024 * 1024     # bytes of pdftotext output read (a deflate bomb stops here)
-SCAN_PIXELS = 500_000       # a picture this big on a PDF page with typed text may be a pasted scan
-CHILD_MEMORY = 2 * 1024 ** 3        # address-space limit for poppler on hostile PDFs (where prlimit exists)
 _NOTES_KEY = "ocr"
 
 
@@ -125,8 +121,8 @@ def engine_problem(cfg: OcrSettings) -> str:
     if missing:
         return (f"[ocr] languages: tesseract has no {', '.join(missing)} language pack (Debian: tesseract-ocr-"
                 f"{missing[0]}); installed: {', '.join(_languages)}")
-    if not (shutil.which("pdftotext") and shutil.which("pdftoppm")):
-        return "pdftotext and pdftoppm are not installed (Debian: apt-get install poppler-utils)"
+    if not all(shutil.which(tool) for tool in ("pdftotext", "pdftoppm", "pdfimages")):
+        return "pdftotext, pdftoppm and pdfimages are not installed (Debian: apt-get install poppler-utils)"
     return ""
 
 
@@ -226,14 +222,14 @@ def _survey(picture: Picture, cfg: OcrSettings, langs: str, tmp: str, index: int
         with open(path, "wb") as f:
             f.write(picture.data)
         try:
-            texts, complete = _pdf_page_texts(path, _remaining(deadline))
+            texts, complete = poppler.page_texts(path, _remaining(deadline))
         except subprocess.TimeoutExpired:
             survey.skipped.append((picture.label, "the PDF's text layer could not be read within the time limit"))
             return survey
         if not complete:
-            survey.skipped.append((picture.label, f"pages after {len(texts)} not examined (over the limit of "
-                                                  f"{MAX_PDF_PAGES} pages or {MAX_PDF_TEXT // 2**20} MB of text)"))
-        scanned = _pages_with_scans(path, _remaining(deadline)) if cfg.pdf_image_pages else set()
+            limit = f"{poppler.MAX_PAGES} pages or {poppler.MAX_TEXT // 2**20} MB of text"
+            survey.skipped.append((picture.label, f"pages after {len(texts)} not examined (over the limit of {limit})"))
+        scanned = poppler.pages_with_scans(path, _remaining(deadline)) if cfg.pdf_image_pages else set()
         for number, text in enumerate(texts, 1):
             bare = sum(not c.isspace() for c in text) < MIN_PAGE_TEXT
             if bare or number in scanned:
@@ -267,74 +263,6 @@ def _survey(picture: Picture, cfg: OcrSettings, langs: str, tmp: str, index: int
     return survey
 
 
-def _pdf_page_texts(path: str, timeout: float) -> tuple[list[str], bool]:
-    """The text layer of each page (poppler's pdftotext: a form feed ends each page), and whether
-    that is all of them. Output is read up to MAX_PDF_TEXT bytes; the child is killed at the timeout."""
-    command = _limited(["pdftotext", "-q", "-enc", "UTF-8", "-l", str(MAX_PDF_PAGES + 1), path, "-"])
-    output, code, truncated = _bounded_output(command, timeout, MAX_PDF_TEXT)
-    if code and not truncated:       # encrypted or broken: the attachment checks report those
-        log.debug("ocr: pdftotext exit %d on %s", code, path)
-        return [], True
-    pages = output.decode("utf-8", "replace").split("\f")
-    last_complete = not pages[-1].strip()
-    pages.pop()                      # after the last form feed: nothing, or a page cut short
-    complete = last_complete and not truncated and len(pages) <= MAX_PDF_PAGES
-    return pages[:MAX_PDF_PAGES], complete
-
-
-def _pages_with_scans(path: str, timeout: float) -> set[int]:
-    """Pages holding a picture of at least SCAN_PIXELS (poppler's pdfimages -list): a scan pasted
-    under typed text. Best effort: a failure or timeout here just means no such pages."""
-    command = _limited(["pdfimages", "-q", "-list", "-l", str(MAX_PDF_PAGES), path])
-    try:
-        output, code, _ = _bounded_output(command, min(timeout, 5.0), 4 * 1024 * 1024)
-    except subprocess.TimeoutExpired:
-        return set()
-    pages = set()
-    for line in output.decode("ascii", "replace").splitlines()[2:]:
-        fields = line.split()
-        if len(fields) > 4 and fields[0].isdigit() and fields[3].isdigit() and fields[4].isdigit() \
-                and fields[2] == "image" and int(fields[3]) * int(fields[4]) >= SCAN_PIXELS:
-            pages.add(int(fields[0]))
-    return pages
-
-
-def _bounded_output(command: list[str], timeout: float, limit: int) -> tuple[bytes, int, bool]:
-    """(stdout up to limit bytes, exit code, whether it was cut at the limit); the child is killed at
-    the limit or at the timeout (then TimeoutExpired)."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    expired: list[bool] = []
-
-    def expire() -> None:
-        expired.append(True)
-        proc.kill()
-
-    timer = threading.Timer(max(timeout, 0.1), expire)
-    timer.start()
-    chunks, size, truncated = [], 0, False
-    try:
-        while chunk := proc.stdout.read(65536):
-            size += len(chunk)
-            if size > limit:
-                truncated = True
-                proc.kill()
-                break
-            chunks.append(chunk)
-        proc.wait()
-    finally:
-        timer.cancel()
-        proc.stdout.close()
-    if expired and not truncated:
-        raise subprocess.TimeoutExpired(command, timeout)
-    return b"".join(chunks), proc.returncode or 0, truncated
-
-
-def _limited(command: list[str]) -> list[str]:
-    """The command under an address-space limit, so a hostile PDF cannot exhaust memory."""
-    prlimit = shutil.which("prlimit")
-    return [prlimit, f"--as={CHILD_MEMORY}", "--", *command] if prlimit else command
-
-
 # ---- step 3: read (in the pool) ----------------------------------------------------------------
 
 _LATE = "late"
@@ -348,14 +276,15 @@ def _read(page: _Page, cfg: OcrSettings, langs: str, tmp: str, deadline: float) 
     if remaining <= 0.05:
         return "", _LATE
     try:
-        source = _render_pdf_page(page, cfg, remaining) if page.picture.is_pdf else _frame(page, cfg, tmp)
+        source = poppler.render_page(page.path, page.page, round(11.7 * cfg.pdf_dpi), remaining) \
+            if page.picture.is_pdf else _frame(page, cfg, tmp)
         return _tesseract(source, langs, cfg.min_confidence, _remaining(deadline)), ""
     except (subprocess.TimeoutExpired, _Timeout):
         return "", _LATE
     except ImageError as e:
         log.debug("ocr: %s: %s", page.label, e)
         return "", ""
-    except _Unrendered:
+    except poppler.Unrendered:
         return "", f"{_page_of(page.picture.label, page.label)} could not be rendered"
     except (pytesseract.TesseractError, OSError) as e:
         # a deterministic failure on this picture: retrying the message would fail the same way
@@ -378,24 +307,8 @@ def _frame(page: _Page, cfg: OcrSettings, tmp: str) -> str:
     return path
 
 
-def _render_pdf_page(page: _Page, cfg: OcrSettings, timeout: float) -> str:
-    """Render one page to a grey PGM with poppler, the long side scaled to an A4 page at pdf_dpi (so a
-    huge MediaBox cannot make a huge bitmap)."""
-    root = f"{page.path}-page-{page.page}"
-    subprocess.run(_limited(["pdftoppm", "-q", "-gray", "-singlefile", "-scale-to", str(round(11.7 * cfg.pdf_dpi)),
-                             "-f", str(page.page), "-l", str(page.page), page.path, root]),
-                   capture_output=True, timeout=timeout, check=False)
-    if not os.path.exists(root + ".pgm"):
-        raise _Unrendered()
-    return root + ".pgm"
-
-
 class _Timeout(Exception):
     pass
-
-
-class _Unrendered(Exception):
-    """poppler could read the PDF's text layer but not draw this page (broken, or over its memory limit)."""
 
 
 def _tesseract(source: str, langs: str, min_confidence: int, timeout: float) -> str:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gateway import config, images, mime, ocr, text
+from gateway import config, images, mime, ocr, poppler, text
 from gateway.detectors import REGISTRY
 from gateway.model import Direction, Envelope, Mail
 from tests import imagegen as gen
@@ -183,7 +183,7 @@ async def test_picture_tesseract_refuses_is_reported_not_retried():
 
 
 async def test_pdf_pages_past_the_examined_limit_are_reported(monkeypatch):
-    monkeypatch.setattr(ocr, "MAX_PDF_PAGES", 1)
+    monkeypatch.setattr(poppler, "MAX_PAGES", 1)
     pdf = gen.image_pdf(gen.form(("PAGE ONE",), size=STRIP), gen.form(("PAGE TWO",), size=STRIP))
     result = await ocr.message_ocr(mail_of(gen.message(("scan.pdf", "application/pdf", pdf))), settings())
     assert [s.source for s in result.segments] == ["part 2: scan.pdf page 1"]
