@@ -268,7 +268,7 @@ def _render_page(pdf: bytes, page: int, timeout: float) -> bytes:
         with open(path, "wb") as f:
             f.write(pdf)
         try:
-            with open(poppler.render_page(path, page, 512, timeout), "rb") as f:
+            with open(poppler.render_page(path, page, 512, timeout, gray=False), "rb") as f:
                 return f.read()
         except poppler.Unrendered as e:
             raise ImageError(str(e)) from None

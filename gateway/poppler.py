@@ -58,16 +58,17 @@ def pages_with_scans(path: str, timeout: float) -> set[int]:
     return pages
 
 
-def render_page(path: str, page: int, long_side: int, timeout: float) -> str:
-    """Draw one page (1-based) as a grey PGM whose long side is `long_side` pixels (so a huge
-    MediaBox cannot make a huge bitmap); returns the file's path. Unrendered when poppler cannot."""
+def render_page(path: str, page: int, long_side: int, timeout: float, *, gray: bool = True) -> str:
+    """Draw one page (1-based) as a grey PGM (or colour PPM) whose long side is `long_side` pixels (so
+    a huge MediaBox cannot make a huge bitmap); returns the file's path. Unrendered when poppler cannot."""
     root = f"{path}-page-{page}"
-    subprocess.run(limited(["pdftoppm", "-q", "-gray", "-singlefile", "-scale-to", str(long_side),
-                            "-f", str(page), "-l", str(page), path, root]),
+    subprocess.run(limited(["pdftoppm", "-q", *(["-gray"] if gray else []), "-singlefile", "-scale-to",
+                            str(long_side), "-f", str(page), "-l", str(page), path, root]),
                    capture_output=True, timeout=timeout, check=False)
-    if not os.path.exists(root + ".pgm"):
+    out = root + (".pgm" if gray else ".ppm")
+    if not os.path.exists(out):
         raise Unrendered(f"page {page} could not be rendered")
-    return root + ".pgm"
+    return out
 
 
 def bounded_output(command: list[str], timeout: float, limit: int) -> tuple[bytes, int, bool]:
