@@ -178,8 +178,13 @@ async def read_message(mail: Mail, cfg: OcrSettings) -> OcrResult:
         for label, labels in over.items():
             skipped.append((label, f"{_count(label, labels)} over the limit of {cfg.max_pages} images and "
                                    "pages read per message"))
-        results = await asyncio.gather(*(images.run(cfg.workers, _read, same[0], cfg, langs, tmp, deadline)
-                                         for same in todo.values()))
+        keys = list(todo)
+        chunks = [keys[i::cfg.workers] for i in range(min(cfg.workers, len(keys)))]    # one per worker, in turn
+        done = await asyncio.gather(*(images.run(cfg.workers, _read_batch, [todo[k][0] for k in chunk], cfg, langs,
+                                                 tmp, deadline) for chunk in chunks))
+        by_key = {k: result for chunk, results in zip(chunks, done, strict=True)
+                  for k, result in zip(chunk, results, strict=True)}
+        results = [by_key[k] for k in keys]
     late: dict[str, list[str]] = {}
     for same, (text, why) in zip(todo.values(), results, strict=True):
         if why and same[0].optional:        # best effort: its text layer was read anyway
@@ -266,31 +271,68 @@ def _survey(picture: Picture, cfg: OcrSettings, langs: str, tmp: str, index: int
 # ---- step 3: read (in the pool) ----------------------------------------------------------------
 
 _LATE = "late"
+BATCH = 4                   # pages per tesseract run: its start is paid once; a timeout loses at most these
 
 
-def _read(page: _Page, cfg: OcrSettings, langs: str, tmp: str, deadline: float) -> tuple[str, str]:
-    """(text, "") or ("", why it was not read); why is _LATE when the message's time ran out."""
+def _read_batch(pages: list[_Page], cfg: OcrSettings, langs: str, tmp: str,
+                deadline: float) -> list[tuple[str, str]]:
+    """(text, "") or ("", why it was not read) for each page; why is _LATE when the message's time ran
+    out. Pages go to tesseract BATCH at a time: one child process reads them all, so its start (the
+    larger part of a page's cost) is paid once per batch."""
     import pytesseract
 
-    remaining = _remaining(deadline)
-    if remaining <= 0.05:
-        return "", _LATE
+    results: list[tuple[str, str]] = [("", _LATE)] * len(pages)
+    for start in range(0, len(pages), BATCH):
+        sources: dict[int, str] = {}
+        for i in range(start, min(start + BATCH, len(pages))):
+            page = pages[i]
+            remaining = _remaining(deadline)
+            if remaining <= 0.05:
+                break
+            try:
+                sources[i] = poppler.render_page(page.path, page.page, round(11.7 * cfg.pdf_dpi), remaining) \
+                    if page.picture.is_pdf else _frame(page, cfg, tmp)
+            except subprocess.TimeoutExpired:
+                break
+            except ImageError as e:
+                log.debug("ocr: %s: %s", page.label, e)
+                results[i] = ("", "")
+            except poppler.Unrendered:
+                results[i] = ("", f"{_page_of(page.picture.label, page.label)} could not be rendered")
+        if not sources:
+            continue
+        try:
+            texts = _tesseract(list(sources.values()), langs, cfg.min_confidence, _remaining(deadline), tmp)
+            for n, i in enumerate(sources, 1):
+                results[i] = (texts.get(n, ""), "")
+        except _Timeout:
+            break
+        except (pytesseract.TesseractError, OSError) as e:
+            if len(sources) > 1:        # one picture failed the batch: read them one by one
+                for i, source in sources.items():
+                    results[i] = _read_one(pages[i], source, cfg, langs, tmp, deadline)
+                continue
+            [i] = sources
+            results[i] = _refused(pages[i], e)
+    return results
+
+
+def _read_one(page: _Page, source: str, cfg: OcrSettings, langs: str, tmp: str, deadline: float) -> tuple[str, str]:
+    import pytesseract
+
     try:
-        source = poppler.render_page(page.path, page.page, round(11.7 * cfg.pdf_dpi), remaining) \
-            if page.picture.is_pdf else _frame(page, cfg, tmp)
-        return _tesseract(source, langs, cfg.min_confidence, _remaining(deadline)), ""
-    except (subprocess.TimeoutExpired, _Timeout):
+        return _tesseract([source], langs, cfg.min_confidence, _remaining(deadline), tmp).get(1, ""), ""
+    except _Timeout:
         return "", _LATE
-    except ImageError as e:
-        log.debug("ocr: %s: %s", page.label, e)
-        return "", ""
-    except poppler.Unrendered:
-        return "", f"{_page_of(page.picture.label, page.label)} could not be rendered"
     except (pytesseract.TesseractError, OSError) as e:
-        # a deterministic failure on this picture: retrying the message would fail the same way
-        log.warning("ocr: tesseract failed on %s: %s", page.label, str(e)[:200])
-        page_name = _page_of(page.picture.label, page.label)
-        return "", f"{page_name + ' ' if page_name else ''}could not be read by tesseract"
+        return _refused(page, e)
+
+
+def _refused(page: _Page, error: Exception) -> tuple[str, str]:
+    # a deterministic failure on this picture: retrying the message would fail the same way
+    log.warning("ocr: tesseract failed on %s: %s", page.label, str(error)[:200])
+    page_name = _page_of(page.picture.label, page.label)
+    return "", f"{page_name + ' ' if page_name else ''}could not be read by tesseract"
 
 
 def _frame(page: _Page, cfg: OcrSettings, tmp: str) -> str:
@@ -311,12 +353,18 @@ class _Timeout(Exception):
     pass
 
 
-def _tesseract(source: str, langs: str, min_confidence: int, timeout: float) -> str:
-    """Words tesseract is at least min_confidence sure of, in lines as it found them."""
+def _tesseract(sources: list[str], langs: str, min_confidence: int, timeout: float, tmp: str) -> dict[int, str]:
+    """Text of each picture file (1-based, in order): the words tesseract is at least min_confidence
+    sure of, in lines as it found them. Several files go to one tesseract run as a list file."""
     import pytesseract
 
     if timeout <= 0.05:
         raise _Timeout()
+    source = sources[0]
+    if len(sources) > 1:
+        source = os.path.join(tmp, f"batch-{threading.get_ident()}-{time.monotonic_ns()}.txt")
+        with open(source, "w") as f:
+            f.write("\n".join(sources) + "\n")
     try:
         data = pytesseract.image_to_data(source, lang=langs, config="--psm 3", timeout=timeout,
                                          output_type=pytesseract.Output.DICT)
@@ -324,13 +372,16 @@ def _tesseract(source: str, langs: str, min_confidence: int, timeout: float) -> 
         if "timeout" in str(e).lower():
             raise _Timeout() from None
         raise
-    lines: dict[tuple[int, int, int], list[str]] = {}
-    for word, conf, block, par, line in zip(data["text"], data["conf"], data["block_num"], data["par_num"],
-                                            data["line_num"], strict=False):
+    lines: dict[tuple[int, int, int, int], list[str]] = {}
+    for word, conf, page, block, par, line in zip(data["text"], data["conf"], data["page_num"], data["block_num"],
+                                                  data["par_num"], data["line_num"], strict=False):
         word = word.strip()
         if word and float(conf) >= min_confidence and any(c.isalnum() for c in word):
-            lines.setdefault((block, par, line), []).append(word)
-    return "\n".join(" ".join(words) for words in lines.values())[:MAX_TEXT]
+            lines.setdefault((page, block, par, line), []).append(word)
+    texts: dict[int, list[str]] = {}
+    for (page, *_), words in lines.items():
+        texts.setdefault(page, []).append(" ".join(words))
+    return {page: "\n".join(text)[:MAX_TEXT] for page, text in texts.items()}
 
 
 def _remaining(deadline: float) -> float:

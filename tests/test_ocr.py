@@ -183,6 +183,14 @@ async def test_picture_tesseract_refuses_is_reported_not_retried():
     thin = gen.encode(gen.flat((0, 0, 0), size=(40000, 2)))
     result = await ocr.message_ocr(mail_of(gen.message(("line.png", "image/png", thin))), settings())
     assert result.skipped == (("part 2: line.png", "could not be read by tesseract"),)
+    # in one batch with readable pictures (one worker): the others are still read
+    ocr.CACHE.clear()
+    raw = gen.message(("a.png", "image/png", gen.encode(gen.form(("PAGE ONE",), size=STRIP))),
+                      ("line.png", "image/png", thin),
+                      ("b.png", "image/png", gen.encode(gen.form(("PAGE TWO",), size=STRIP))))
+    result = await ocr.message_ocr(mail_of(raw), settings(workers=1))
+    assert by_source(result.segments) == {"part 2: a.png": "PAGE ONE", "part 4: b.png": "PAGE TWO"}
+    assert result.skipped == (("part 3: line.png", "could not be read by tesseract"),)
 
 
 async def test_pdf_pages_past_the_examined_limit_are_reported(monkeypatch):
