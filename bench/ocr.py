@@ -74,6 +74,7 @@ async def main() -> None:
     two = config.OcrSettings(workers=2, max_seconds=120)
     form = gen.form()
     four = gen.message(("s.pdf", "application/pdf", gen.image_pdf(*[gen.form((f"PAGE {i}",)) for i in range(4)])))
+    twelve = gen.message(("s.pdf", "application/pdf", gen.image_pdf(*[gen.form((f"PAGE {i}",)) for i in range(12)])))
     memo = gen.message(("m.pdf", "application/pdf", gen.text_pdf("Quarterly memo about the budget")))
     rows = [
         ("no pictures (text only)", gen.message(), one, False),
@@ -89,6 +90,7 @@ async def main() -> None:
         ("image-only PDF, 1 page", gen.message(("s.pdf", "application/pdf", gen.image_pdf(form))), one, False),
         ("image-only PDF, 4 pages, 1 worker", four, one, False),
         ("image-only PDF, 4 pages, 2 workers", four, two, False),
+        ("image-only PDF, 12 pages, 2 workers", twelve, two, False),
     ]
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; medians of {rounds} rounds")
     print(f"{'message':48} {'pages OCRd':>10} {'wall ms':>10} {'CPU ms':>10}")
