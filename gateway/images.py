@@ -186,6 +186,20 @@ def open_image(data: bytes, max_pixels: int, draft: tuple[int, int] | None = Non
     return image
 
 
+def pixel_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the header alone; ImageError when Pillow cannot identify the bytes."""
+    from PIL import Image
+
+    _register_heif()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Image.DecompressionBombError:
+        raise ImageError("too many pixels to decode") from None
+    except Exception as e:      # Pillow's parsers on hostile headers
+        raise ImageError(f"unreadable image ({type(e).__name__})") from None
+
+
 def to_gray(image):
     """A grey-scale copy, transparent areas on white (text drawn on a transparent background)."""
     from PIL import Image

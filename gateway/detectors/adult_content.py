@@ -75,13 +75,15 @@ class AdultContent:
                 detail=f"{len(skipped)} images were not checked for adult content: over the limit of "
                        f"{self.max_images} distinct images per message"))
             keys = keys[:self.max_images]
-        missing = [key for key in keys if _cached(key) is _MISSING]
+        known = {key: _cached(key) for key in keys}
+        missing = [key for key, score in known.items() if score is _MISSING]
         scores = await asyncio.gather(*(images.run(self.workers, self._score, distinct[key][0], pool_name="adult")
                                         for key in missing))
         for key, score in zip(missing, scores, strict=True):
             _remember(key, score)
+            known[key] = score
         for key in keys:
-            score = _cached(key)
+            score = known[key]
             if score is None or score is _MISSING or score < self.threshold:
                 continue
             for picture in distinct[key]:
@@ -95,12 +97,12 @@ class AdultContent:
     def _score(self, picture: Picture) -> float | None:
         """The model's score, or None for an image too small to judge or not decodable."""
         try:
+            width, height = images.pixel_size(picture.data)
+            if width * height < self.min_pixels:
+                return None
             image = images.open_image(picture.data, self.max_pixels, draft=(256, 256))
         except ImageError as e:
             log.debug("adult_content: %s: %s", picture.label, e)
-            return None
-        width, height = image.size
-        if width * height < self.min_pixels:
             return None
         return float(self.model.score(image))
 
