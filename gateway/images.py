@@ -1,5 +1,5 @@
 """Pictures in a message: which parts are images or PDFs (by their bytes, not their label), safe
-decoding with pixel limits, the bounded worker pool that OCR and image classification share, and a
+decoding with pixel limits, the bounded worker pools for OCR and image classification, and a
 blurred thumbnail for the review page.
 
 Finding the candidates is a scan of the parts' first bytes, so a message without pictures pays a
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from gateway.mime import ParsedMessage
 
-# Formats by their leading bytes. HEIC needs pillow-heif (optional); without it HEIC images are
-# still found, and reported as unreadable by whoever needs their pixels.
+# Formats by their leading bytes. HEIC needs pi-heif or pillow-heif (optional: pip install .[heif]);
+# without one, HEIC images are still found, but cannot be decoded.
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "png"),
     (b"\xff\xd8\xff", "jpeg"),
@@ -182,6 +182,8 @@ def open_image(data: bytes, max_pixels: int, draft: tuple[int, int] | None = Non
     except Image.DecompressionBombError:
         raise ImageError(f"too many pixels to decode (the limit is {max_pixels})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
+        raise ImageError(f"unreadable image ({type(e).__name__})") from None
+    except Exception as e:      # Pillow's decoders on hostile bytes raise more than they document
         raise ImageError(f"unreadable image ({type(e).__name__})") from None
     return image
 

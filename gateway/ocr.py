@@ -344,8 +344,12 @@ def _frame(page: _Page, cfg: OcrSettings, tmp: str) -> str:
             image.load()
         except (EOFError, OSError, ValueError) as e:
             raise ImageError(f"frame {page.page} unreadable ({type(e).__name__})") from None
+    try:
+        gray = images.to_gray(image)
+    except Exception as e:          # odd modes in hostile files
+        raise ImageError(f"cannot be turned grey ({type(e).__name__})") from None
     path = os.path.join(tmp, f"{page.key.split(':')[0]}-{page.page}.pgm")
-    images.to_gray(image).save(path, "PPM")
+    gray.save(path, "PPM")
     return path
 
 

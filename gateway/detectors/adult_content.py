@@ -101,6 +101,10 @@ class AdultContent:
             if width * height < self.min_pixels:
                 return None
             image = images.open_image(picture.data, self.max_pixels, draft=(256, 256))
+            try:
+                image = image.convert("RGB")     # every model gets RGB: its own failures are then the model's
+            except Exception as e:
+                raise ImageError(f"cannot be converted to RGB ({type(e).__name__})") from None
         except ImageError as e:
             log.debug("adult_content: %s: %s", picture.label, e)
             return None
