@@ -13,6 +13,7 @@ import base64
 import binascii
 import concurrent.futures
 import io
+import itertools
 import re
 import threading
 import zipfile
@@ -228,6 +229,39 @@ def _register_heif() -> None:
             return
         except (ImportError, AttributeError):
             continue
+
+
+def skew_angle(gray) -> float:
+    """The angle (degrees, counter-clockwise) that makes the text lines of a grey page horizontal,
+    by the projection profile: the rotation whose row sums change most sharply from row to row
+    (ink in lines, white between them). Searched in [-10, 10], 1 degree then 0.2 degree steps, on
+    a small copy: tens of milliseconds."""
+    from PIL import Image, ImageOps
+
+    small = gray.copy()
+    small.thumbnail((400, 400))
+    ink = ImageOps.invert(ImageOps.autocontrast(small)).point(lambda v: 255 if v > 110 else 0)
+
+    def sharpness(angle: float) -> float:
+        turned = ink.rotate(angle, resample=Image.Resampling.NEAREST)
+        rows = list(turned.resize((1, turned.height), Image.Resampling.BOX).tobytes())
+        return float(sum((a - b) ** 2 for a, b in itertools.pairwise(rows)))
+
+    coarse = max(range(-10, 11), key=lambda d: sharpness(float(d)))
+    return max((coarse + f / 5 for f in range(-5, 6)), key=sharpness)
+
+
+def deskew(gray, min_angle: float = 0.8):
+    """The page turned so its text lines are horizontal (unchanged when they nearly are)."""
+    from PIL import Image
+
+    width, height = gray.size
+    if min(width, height) < 200 or max(width, height) > 8 * min(width, height):
+        return gray             # a strip or a banner: no page to straighten, and turning it would grow it
+    angle = skew_angle(gray)
+    if abs(angle) < min_angle:
+        return gray
+    return gray.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255)
 
 
 def blurred_thumbnail(data: bytes, *, size: int = 256, radius: float = 12.0, max_pixels: int = 50_000_000) -> bytes:

@@ -290,7 +290,8 @@ def _read_batch(pages: list[_Page], cfg: OcrSettings, langs: str, tmp: str,
             if remaining <= 0.05:
                 break
             try:
-                sources[i] = poppler.render_page(page.path, page.page, round(11.7 * cfg.pdf_dpi), remaining) \
+                sources[i] = _straightened(poppler.render_page(page.path, page.page, round(11.7 * cfg.pdf_dpi),
+                                                               remaining)) \
                     if page.picture.is_pdf else _frame(page, cfg, tmp)
             except subprocess.TimeoutExpired:
                 break
@@ -335,6 +336,18 @@ def _refused(page: _Page, error: Exception) -> tuple[str, str]:
     return "", f"{page_name + ' ' if page_name else ''}could not be read by tesseract"
 
 
+def _straightened(path: str) -> str:
+    """A rendered page with its text lines turned horizontal (a skewed scan), in place."""
+    from PIL import Image
+
+    with Image.open(path) as page:
+        page.load()
+        straight = images.deskew(page)
+    if straight is not page:
+        straight.save(path, "PPM")
+    return path
+
+
 def _frame(page: _Page, cfg: OcrSettings, tmp: str) -> str:
     """The image (frame) in grey as a PGM file: raw pixels, no compression to undo (cheaper than PNG)."""
     image = images.open_image(page.picture.data, cfg.max_pixels)
@@ -345,7 +358,7 @@ def _frame(page: _Page, cfg: OcrSettings, tmp: str) -> str:
         except (EOFError, OSError, ValueError) as e:
             raise ImageError(f"frame {page.page} unreadable ({type(e).__name__})") from None
     try:
-        gray = images.to_gray(image)
+        gray = images.deskew(images.to_gray(image))
     except Exception as e:          # odd modes in hostile files
         raise ImageError(f"cannot be turned grey ({type(e).__name__})") from None
     path = os.path.join(tmp, f"{page.key.split(':')[0]}-{page.page}.pgm")

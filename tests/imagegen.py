@@ -27,6 +27,13 @@ def form(lines: tuple[str, ...] = FORM_LINES, size: tuple[int, int] = (1240, 175
     return image
 
 
+def photographed(angle: float = 5.0, lines: tuple[str, ...] = FORM_LINES) -> bytes:
+    """A form photographed slightly askew: turned, blurred, grainy, a low-quality JPEG."""
+    page = form(lines).rotate(angle, expand=True, fillcolor=235).filter(ImageFilter.GaussianBlur(0.8))
+    page = Image.blend(page, Image.effect_noise(page.size, 40), 0.15)
+    return encode(page.convert("RGB"), "JPEG", quality=55)
+
+
 def logo(text: str = "ACME CONFIDENTIAL") -> Image.Image:
     """A signature logo: small, with text in it."""
     image = Image.new("RGB", (160, 40), (255, 255, 255))

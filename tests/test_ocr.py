@@ -49,6 +49,12 @@ async def test_scanned_form_png_is_read_with_its_part_label():
     assert unscanned == []
 
 
+async def test_skewed_photographed_form_is_straightened_and_read():
+    raw = gen.message(("IMG_2041.jpg", "image/jpeg", gen.photographed(-6.0)))
+    found = by_source((await ocr.message_ocr(mail_of(raw), settings())).segments)
+    assert f"SOCIAL SECURITY NUMBER {gen.SSN}" in found["part 2: IMG_2041.jpg"]
+
+
 async def test_image_only_pdf_pages_are_read_page_by_page():
     pdf = gen.image_pdf(gen.form(("CONFIDENTIAL", "PAGE ONE")), gen.form(("SOCIAL SECURITY NUMBER " + gen.SSN,)))
     raw = gen.message(("scan.pdf", "application/pdf", pdf))
