@@ -72,7 +72,8 @@ def may_hold_pictures(parsed: ParsedMessage) -> bool:
     message without pictures never reaches the worker pool."""
     for part in parsed.parts:
         if part.is_text:
-            if part.content_type == "text/html" and _DATA_IMAGE.search(part.payload, 0, 2_000_000):
+            if part.content_type == "text/html" and _DATA_IMAGE.search(part.payload, 0, 2_000_000) \
+                    and _DATA_URI.search(part.payload, 0, 2_000_000):
                 return True
         elif sniff(part.payload) or _is_office(part):
             return True

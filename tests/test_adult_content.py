@@ -62,6 +62,14 @@ def test_skin_model_scores_flat_colour_and_text_low_and_a_shaded_skin_shape_high
     assert body > 0.3
 
 
+async def test_message_without_pictures_pays_nothing(monkeypatch):
+    def no_pool(*args, **kwargs):
+        raise AssertionError("the worker pool was used for a message without pictures")
+    monkeypatch.setattr(images, "run", no_pool)
+    raw = gen.message(("notes.txt", "text/plain", b"a note on GIF89a"), html="<p>data:image/png;base64, only</p>")
+    assert await detector().check(mail_of(raw)) == []
+
+
 async def test_flat_colour_image_gives_no_finding():
     raw = gen.message(("blue.png", "image/png", gen.encode(gen.flat())), ("scan.png", "image/png",
                                                                         gen.encode(gen.form())))
