@@ -200,6 +200,22 @@ class NotifySettings:
 
 
 @dataclass(frozen=True)
+class OcrSettings:
+    """Text in images and scanned PDF pages (gateway/ocr.py)."""
+    enabled: bool = True
+    max_pages: int = 20                     # images + PDF pages read per message; more: unscanned.ocr_limits
+    max_seconds: float = 15.0               # per message; keep well under [pipeline] detector_timeout
+    min_pixels: int = 30000                 # smaller images (icons, logos, tracking pixels) hold no text we read
+    max_pixels: int = 50_000_000            # larger images are not decoded (decompression bombs)
+    workers: int = 2                        # OCR jobs at once, gateway-wide (adult_content: its own pool of as many)
+    languages: tuple[str, ...] = ("eng",)   # tesseract language packs (tesseract-ocr-LANG)
+    pdf_dpi: int = 150                      # PDF pages are rendered at this resolution for an A4/Letter page
+    pdf_image_pages: bool = True            # also read PDF pages with typed text and a scan-sized picture,
+                                            # with what is left of max_pages / max_seconds (never reported)
+    min_confidence: int = 60                # words tesseract is less sure of (0-100) are dropped
+
+
+@dataclass(frozen=True)
 class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
@@ -216,6 +232,7 @@ class Settings:
     milter: MilterSettings = field(default_factory=MilterSettings)
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
     text: TextSettings = field(default_factory=TextSettings)
+    ocr: OcrSettings = field(default_factory=OcrSettings)
     source: str = "<embedded defaults>"
 
     def is_local(self, address: str) -> bool:
@@ -343,6 +360,8 @@ def _validate(settings: Settings) -> None:
             parse_address(settings.antivirus.clamd)
         except ValueError as e:
             raise ConfigError(f"{settings.source}: [antivirus] clamd: {e}") from None
+    if settings.ocr.workers < 1 or settings.ocr.max_pages < 0 or settings.ocr.max_seconds <= 0:
+        raise ConfigError(f"{settings.source}: [ocr] workers must be >= 1, max_pages >= 0, max_seconds > 0")
     _validate_auth(settings)
     _validate_milter(settings)
     _validate_notify(settings)

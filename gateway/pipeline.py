@@ -69,7 +69,9 @@ class Pipeline:
              mail_id: str | None = None, received_at: float | None = None) -> Mail:
         if envelope.mail_from == "<>":      # the null sender (bounces) as aiosmtpd hands it on: "" everywhere
             envelope = replace(envelope, mail_from="")
-        return Mail(id=mail_id or new_id(), envelope=envelope, raw=raw, parsed=mime.parse(raw, self.limits),
+        parsed = mime.parse(raw, self.limits)
+        parsed.notes["settings"] = self.settings     # for shared per-message work that needs them (gateway/ocr.py)
+        return Mail(id=mail_id or new_id(), envelope=envelope, raw=raw, parsed=parsed,
                     direction=direction or direction_of(self.settings, envelope),
                     received_at=received_at or time.time())
 

@@ -273,4 +273,12 @@ async def message_text(mail: Mail, limits: TextSettings | None = None) -> Messag
     task = notes.get("text")
     if task is None:
         task = notes["text"] = asyncio.ensure_future(asyncio.to_thread(extract, mail, limits))
-    return await task
+    text = await task
+    # Text read from images and scanned PDF pages (gateway/ocr.py, computed once per message too;
+    # what OCR could not read within its limits is the `ocr` detector's unscanned.ocr_limits).
+    from dataclasses import replace
+
+    from gateway.ocr import message_ocr
+
+    found = await message_ocr(mail)
+    return replace(text, segments=text.segments + found.segments) if found.segments else text

@@ -46,12 +46,14 @@ def options_with_defaults(name: str, options: Mapping[str, Any], defaults: Mappi
 
 
 def _registry() -> dict[str, type[Detector]]:
+    from gateway.detectors.adult_content import AdultContent
     from gateway.detectors.antivirus import Antivirus
     from gateway.detectors.auth import Auth
     from gateway.detectors.confidential import Confidential
     from gateway.detectors.credentials import Credentials
     from gateway.detectors.filetype import FileType
     from gateway.detectors.mime import MimeStructure
+    from gateway.detectors.ocr import Ocr
     from gateway.detectors.pii import Pii
     from gateway.detectors.size import Size
 
@@ -64,6 +66,8 @@ def _registry() -> dict[str, type[Detector]]:
         "confidential": Confidential,
         "pii": Pii,
         "credentials": Credentials,
+        "ocr": Ocr,
+        "adult_content": AdultContent,
     }
 
 
