@@ -135,3 +135,17 @@ def test_detector_error_is_never_a_pass_even_without_a_rule(tmp_path):
     policy = load(settings_with_site(tmp_path, '[outbound]\ndisable = ["detector-error"]\n'))
     verdict = policy.decide(Direction.OUTBOUND, [finding("error.size")])
     assert verdict.action is Action.TEMPFAIL and verdict.rule == "outbound/detector-error"
+
+
+@pytest.mark.parametrize(("direction", "kind", "rule"), [
+    (Direction.OUTBOUND, "unscanned.encrypted", "outbound/unscanned"),
+    (Direction.OUTBOUND, "unscanned.text_limits", "outbound/text-unscanned"),
+    (Direction.OUTBOUND, "unscanned.ocr_limits", "outbound/images-unscanned"),
+    (Direction.INBOUND, "unscanned.scanner_unavailable", "inbound/unscanned"),
+    (Direction.INBOUND, "unscanned.text_limits", "inbound/text-unscanned"),
+])
+def test_each_unscanned_reason_is_explained_by_its_own_rule(direction, kind, rule):
+    """A file the virus scanner could not read and text the content detectors could not read are
+    different reasons: the notice must give the right one."""
+    verdict = load(config.Settings()).decide(direction, [finding(kind)])
+    assert verdict.rule == rule

@@ -78,7 +78,9 @@ async def digest(data: bytes) -> bytes:
 
 class Antivirus:
     name: ClassVar[str] = "antivirus"
-    kinds: ClassVar[frozenset[str]] = frozenset({"virus", "unscanned.*"})
+    kinds: ClassVar[frozenset[str]] = frozenset({
+        "virus", "unscanned.scanner_unavailable", "unscanned.timeout", "unscanned.limits_exceeded",
+        "unscanned.encrypted", "unscanned.unparsable"})
 
     def __init__(self, settings: Settings, options: Mapping[str, Any]) -> None:
         opts = options_with_defaults(self.name, options, DEFAULTS)
