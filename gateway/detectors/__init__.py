@@ -43,12 +43,24 @@ def options_with_defaults(name: str, options: Mapping[str, Any], defaults: Mappi
 
 
 def _registry() -> dict[str, type[Detector]]:
+    from gateway.detectors.abusive import Abusive
+    from gateway.detectors.chain_letter import ChainLetter
+    from gateway.detectors.commercial import Commercial
+    from gateway.detectors.external_email import ExternalEmail
     from gateway.detectors.mime import MimeStructure
+    from gateway.detectors.political import Political
     from gateway.detectors.size import Size
+    from gateway.detectors.social_login import SocialLogin
 
     return {
         "size": Size,
         "mime": MimeStructure,
+        "commercial": Commercial,
+        "political": Political,
+        "abusive": Abusive,
+        "chain_letter": ChainLetter,
+        "social_login": SocialLogin,
+        "external_email": ExternalEmail,
     }
 
 

@@ -1,0 +1,104 @@
+"""commercial: advertising, solicitation and commercial ventures.
+
+Policy, Provisions for Retrieving and Transmitting Information: "Internet users must not use the
+Internet for advertising, commercial ventures, political purposes, chain letters, or other
+inappropriate purposes."
+
+The score is a probability: sigmoid(lexicon weights + bulk-mail signals + a small trained linear
+model over word unigrams and bigrams). The lexicon (policies/lexicons/commercial.txt) holds the
+phrases of offers, discounts, calls to buy and private-business promotion; the model
+(policies/models/commercial.json, trained by scripts/train_content.py with the lexicon as a fixed
+offset) adds what the lexicon misses. The evidence is the lexicon phrases, the bulk-mail signals and
+the model's strongest features present in the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from gateway.config import Settings
+from gateway.detectors import options_with_defaults
+from gateway.detectors.lexicon import Hit, Lexicon, LinearModel, distinct, excerpt, sigmoid
+from gateway.mime import ParsedMessage
+from gateway.model import Finding, Mail
+from gateway.text import message_text
+
+DEFAULTS = {"threshold": 0.6, "lexicon": "lexicons/commercial.txt", "model": "models/commercial.json",
+            "max_chars": 100_000}
+
+_PIXEL = re.compile(
+    r"""<img\b[^>]*?(?:\b(?:width|height)\s*=\s*["']?[01](?:px)?["'\s/>][^>]*?\b(?:width|height)\s*=\s*["']?[01](?:px)?\b"""
+    r"""|(?:open|track|pixel|beacon|spacer)[^"'>]*\.(?:gif|png)|\bsrc\s*=\s*["']?https?://[^"'>\s]*[?&](?:uid|mid|cid|rid|email|e|u)=)""",
+    re.IGNORECASE)
+_LINK = re.compile(r"(?i)<a\s[^>]*href|https?://")
+
+
+def signals(parsed: ParsedMessage, max_chars: int = 100_000) -> list[str]:
+    """Bulk-mail signals from the headers and the HTML: 'sig:list_unsubscribe', 'sig:tracking_pixel', ..."""
+    found = []
+    if parsed.message.get("List-Unsubscribe"):
+        found.append("sig:list_unsubscribe")
+    if parsed.header("Precedence").strip().lower() in ("bulk", "junk"):
+        found.append("sig:precedence_bulk")
+    html = [p for p in parsed.text_parts if p.content_type == "text/html"]
+    if html:
+        markup = "".join(p.text()[:max_chars] for p in html)
+        if _PIXEL.search(markup):
+            found.append("sig:tracking_pixel")
+        if not any(p.content_type == "text/plain" for p in parsed.text_parts):
+            found.append("sig:html_only")
+        if len(_LINK.findall(markup[:max_chars])) >= 10:
+            found.append("sig:many_links")
+    return found
+
+
+SIGNAL_TEXT = {
+    "sig:list_unsubscribe": "List-Unsubscribe header (bulk mail)",
+    "sig:precedence_bulk": "Precedence: bulk header",
+    "sig:tracking_pixel": "tracking pixel in the HTML",
+    "sig:html_only": "HTML-only message",
+    "sig:many_links": "many links in the HTML",
+}
+
+
+class Commercial:
+    name: ClassVar[str] = "commercial"
+    kinds: ClassVar[frozenset[str]] = frozenset({"commercial.advertising", "commercial.business"})
+
+    def __init__(self, settings: Settings, options: Mapping[str, Any]) -> None:
+        opts = options_with_defaults(self.name, options, DEFAULTS)
+        self.threshold = opts["threshold"]
+        self.max_chars = opts["max_chars"]
+        base = Path(settings.policy.dir)
+        self.lexicon = Lexicon.load(base / opts["lexicon"])
+        self.model = LinearModel.load(base / opts["model"])
+
+    def classify(self, text: str, sigs: list[str]) -> tuple[float, list[Hit], list[tuple[str, float]]]:
+        """(probability, distinct lexicon hits, model features present with their weights)."""
+        text = text[: self.max_chars]
+        hits = distinct(self.lexicon.scan(text))
+        contributions = self.model.contributions(text)
+        contributions += [(s, self.model.weights[s]) for s in sigs if s in self.model.weights]
+        logit = self.model.logit(contributions) + sum(h.entry.weight for h in hits)
+        return sigmoid(logit), hits, contributions
+
+    async def check(self, mail: Mail) -> list[Finding]:
+        text = (await message_text(mail)).joined()
+        sigs = signals(mail.parsed, self.max_chars)
+        probability, hits, contributions = await asyncio.to_thread(self.classify, text, sigs)
+        if probability < self.threshold:
+            return []
+        evidence = [f"{h.entry.label}: {excerpt(text, h.start, len(h.text), 25)}" for h in hits[:4]]
+        evidence += [SIGNAL_TEXT[s] for s in sigs if s in SIGNAL_TEXT][:2]
+        top = [f'"{f}"' for f, w in contributions if w > 0 and not f.startswith("sig:")][:5]
+        if top:
+            evidence.append("model features: " + ", ".join(top))
+        kind = "commercial.business" if any(h.entry.label == "business" for h in hits) else "commercial.advertising"
+        what = ", ".join(dict.fromkeys(h.entry.label.replace("_", " ") for h in hits)) or "advertising vocabulary"
+        return [Finding(kind=kind, detector=self.name, score=round(probability, 3), evidence=tuple(evidence),
+                        detail=f"Advertising or solicitation ({what}); score {probability:.2f} >= "
+                               f"{self.threshold:g}")]

@@ -1,0 +1,207 @@
+"""Weighted, site-editable lexicons compiled into ONE regular expression each, and small linear models.
+
+A lexicon file in policies/lexicons/ has one entry per line:
+
+    weight<TAB>label<TAB>pattern        # comment
+
+`pattern` is a case-insensitive regular expression; a plain space in it matches any run of blanks or
+punctuation, and word boundaries are added at both ends. All entries of a file become the branches of
+one alternation with a named group each, so the text is scanned once whatever the number of entries;
+`match.lastgroup` says which entry fired. The score of a text is the sum of the weights of the distinct
+entries that fired (each entry counts once, so repeating a word does not raise the score).
+
+A linear model (policies/models/NAME.json) is a logistic regression over binary word unigram and bigram
+features: score = sigmoid(bias + sum of the weights of the features present). Its evidence is the
+features that contributed most, which is what makes it explainable.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+_LINE = re.compile(r"^\s*(-?[0-9.]+)\t+([a-z0-9_]+)\t+(.+?)\s*$")
+_GAP = r"[\W_]+"
+TOKEN = re.compile(r"[a-z][a-z0-9'-]*[a-z0-9]|[a-z]|\$[0-9]+")
+
+
+class LexiconError(ValueError):
+    """A lexicon or model file that cannot be used; the message names the file and the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    weight: float
+    label: str          # the feature family: "offer", "price", "threat", ...
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    entry: Entry
+    text: str           # the matched text as it stood in the message
+    start: int
+
+
+class Lexicon:
+    """Entries compiled into one regex; `scan` walks the text once."""
+
+    def __init__(self, entries: Iterable[Entry], *, source: str = "<lexicon>", boundaries: bool = True) -> None:
+        self.entries = tuple(entries)
+        self.source = source
+        branches = []
+        for i, entry in enumerate(self.entries):
+            body = gaps(entry.pattern)
+            try:
+                re.compile(body)
+            except re.error as e:
+                raise LexiconError(f"{source}: entry {entry.pattern!r}: {e}") from None
+            branches.append(f"(?P<e{i}>{body})")
+        if not branches:
+            self.regex = None
+            return
+        alternation = "|".join(branches)
+        if boundaries:
+            alternation = rf"(?<![\w$])(?:{alternation})(?![\w])"
+        self.regex = re.compile(alternation, re.IGNORECASE)
+
+    @classmethod
+    def load(cls, path: Path | str, *, boundaries: bool = True) -> Lexicon:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise LexiconError(f"{path}: cannot read lexicon: {e.strerror}") from None
+        return cls(parse_entries(text, str(path)), source=str(path), boundaries=boundaries)
+
+    def scan(self, text: str, limit: int = 200) -> list[Hit]:
+        """Every hit in reading order (at most `limit`)."""
+        hits: list[Hit] = []
+        if self.regex is None:
+            return hits
+        for match in self.regex.finditer(text):
+            hits.append(Hit(self.entries[int(match.lastgroup[1:])], match.group(0), match.start()))
+            if len(hits) >= limit:
+                break
+        return hits
+
+
+def gaps(pattern: str) -> str:
+    """Each plain space outside a character class -> a run of blanks or punctuation."""
+    out, in_class, escaped = [], False, False
+    for c in pattern:
+        if escaped:
+            out.append(c)
+            escaped = False
+        elif c == "\\":
+            out.append(c)
+            escaped = True
+        elif c == "[":
+            in_class = True
+            out.append(c)
+        elif c == "]":
+            in_class = False
+            out.append(c)
+        else:
+            out.append(_GAP if c == " " and not in_class else c)
+    return "".join(out)
+
+
+def parse_entries(text: str, source: str) -> list[Entry]:
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.split("  #", 1)[0].rstrip()
+        if not stripped.strip() or stripped.lstrip().startswith("#"):
+            continue
+        match = _LINE.match(stripped)
+        if not match:
+            raise LexiconError(f"{source}:{number}: expected 'weight<TAB>label<TAB>pattern'")
+        try:
+            weight = float(match.group(1))
+        except ValueError:
+            raise LexiconError(f"{source}:{number}: bad weight {match.group(1)!r}") from None
+        entries.append(Entry(weight, match.group(2), match.group(3)))
+    return entries
+
+
+def distinct(hits: Iterable[Hit]) -> list[Hit]:
+    """The first hit of each entry, in reading order."""
+    seen: set[int] = set()
+    out = []
+    for hit in hits:
+        if id(hit.entry) not in seen:
+            seen.add(id(hit.entry))
+            out.append(hit)
+    return out
+
+
+def score(hits: Iterable[Hit]) -> float:
+    return sum(h.entry.weight for h in distinct(hits))
+
+
+def excerpt(text: str, start: int, length: int, width: int = 30) -> str:
+    """A short one-line excerpt around a hit, for evidence."""
+    left = max(0, start - width)
+    right = min(len(text), start + length + width)
+    snippet = " ".join(text[left:right].split())
+    return ("…" if left else "") + snippet + ("…" if right < len(text) else "")
+
+
+def tokens(text: str, limit: int = 20000) -> list[str]:
+    """Lower-case word tokens (the model's unigrams), at most `limit`."""
+    out = []
+    for match in TOKEN.finditer(text.lower()):
+        out.append(match.group(0))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def features(words: list[str]) -> set[str]:
+    """Binary unigram and bigram features ("free", "click here")."""
+    feats = set(words)
+    feats.update(f"{a} {b}" for a, b in itertools.pairwise(words))
+    return feats
+
+
+class LinearModel:
+    """A logistic regression over binary unigram/bigram features, loaded from a small JSON file."""
+
+    def __init__(self, bias: float, weights: dict[str, float], source: str = "<model>") -> None:
+        self.bias = bias
+        self.weights = weights
+        self.source = source
+
+    @classmethod
+    def load(cls, path: Path | str) -> LinearModel:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(float(data["bias"]), {str(k): float(v) for k, v in data["weights"].items()}, str(path))
+        except OSError as e:
+            raise LexiconError(f"{path}: cannot read model: {e.strerror}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise LexiconError(f"{path}: not a linear model file ({e})") from None
+
+    def contributions(self, text: str) -> list[tuple[str, float]]:
+        """The features present in the text that carry a weight, strongest positive first."""
+        weights = self.weights
+        present = [(f, weights[f]) for f in features(tokens(text)) if f in weights]
+        present.sort(key=lambda fw: -fw[1])
+        return present
+
+    def logit(self, contributions: list[tuple[str, float]]) -> float:
+        return self.bias + sum(w for _, w in contributions)
+
+
+def sigmoid(x: float) -> float:
+    if x < -40:
+        return 0.0
+    if x > 40:
+        return 1.0
+    return 1.0 / (1.0 + math.exp(-x))
