@@ -27,7 +27,7 @@ DEFAULTS = {"threshold": 1.0, "lexicon": "lexicons/abusive.txt", "max_chars": 20
 WORD_LABELS = frozenset({"profanity", "obscenity", "slur", "insult"})
 KIND_OF = {"profanity": "abusive.profanity", "obscenity": "abusive.obscenity", "slur": "abusive.hate",
            "hate": "abusive.hate", "insult": "abusive.harassment", "harassment": "abusive.harassment",
-           "threat": "abusive.threat"}
+           "threat": "abusive.threat", "innocent": ""}
 # The kind reported is the gravest family present.
 GRAVITY = ("abusive.threat", "abusive.hate", "abusive.harassment", "abusive.obscenity", "abusive.profanity")
 
@@ -62,7 +62,7 @@ def word_pattern(spec: str) -> str:
 
 def normalise(text: str) -> str:
     """Lower case, spaced letters joined, l33t read as letters (only inside words that have letters)."""
-    text = _SPACED.sub(lambda m: re.sub(r"[ .\-_]", "", m.group(0)), text.lower())
+    text = _SPACED.sub(_join, text.lower())
 
     def leet(m: re.Match[str]) -> str:
         token = m.group(0)
@@ -74,6 +74,15 @@ def normalise(text: str) -> str:
     return _MIXED.sub(leet, text)
 
 
+def _join(match: re.Match[str]) -> str:
+    """'f u c k' -> 'fuck'; a leading 'a' or 'i' stays a word of its own ('a f u c k' -> 'a fuck')."""
+    run = match.group(0)
+    letters = re.sub(r"[ .\-_]", "", run)
+    if len(letters) > 3 and letters[0] in "ai" and match.group("sep").strip() == "":
+        return letters[0] + " " + letters[1:]
+    return letters
+
+
 def compile_lexicon(path: Path) -> Lexicon:
     entries = []
     for entry in parse_entries(path.read_text(encoding="utf-8"), str(path)):
@@ -82,6 +91,8 @@ def compile_lexicon(path: Path) -> Lexicon:
         if entry.label in WORD_LABELS:
             entry = Entry(entry.weight, entry.label, word_pattern(entry.pattern))
         entries.append(entry)
+    # Innocent contexts first: at the same position, the first branch of the alternation wins.
+    entries.sort(key=lambda e: e.label != "innocent")
     return Lexicon(entries, source=str(path))
 
 
@@ -99,7 +110,7 @@ class Abusive:
     def classify(self, text: str) -> tuple[float, list[Hit], str]:
         """(score, distinct hits, normalised text) for one text: phrases count fully, words by density."""
         norm = normalise(text[: self.max_chars])
-        hits = distinct(self.lexicon.scan(norm))
+        hits = [h for h in distinct(self.lexicon.scan(norm)) if h.entry.label != "innocent"]
         if not hits:
             return 0.0, hits, norm
         words = sum(h.entry.weight for h in hits if h.entry.label in WORD_LABELS)
