@@ -92,7 +92,7 @@ class Commercial:
         probability, hits, contributions = await asyncio.to_thread(self.classify, text, sigs)
         if probability < self.threshold:
             return []
-        evidence = [f"{h.entry.label}: {excerpt(text, h.start, len(h.text), 25)}" for h in hits[:4]]
+        evidence = [f"{h.entry.label.replace('_', ' ')}: {excerpt(text, h.start, len(h.text), 25)}" for h in hits[:4]]
         evidence += [SIGNAL_TEXT[s] for s in sigs if s in SIGNAL_TEXT][:2]
         top = [f'"{f}"' for f, w in contributions if w > 0 and not f.startswith("sig:")][:5]
         if top:
