@@ -91,7 +91,8 @@ class ExternalEmail:
         if score < self.threshold:
             return []
         services = ", ".join(dict.fromkeys(d for _, d in webmail))
-        how = "automatically forwarded" if kind.endswith("autoforward") else "forwarded by the sender to their own"
+        how = "automatically forwarded to a personal" if kind.endswith("autoforward") else \
+            "forwarded by the sender to their own"
         return [Finding(kind=kind, detector=self.name, score=round(score, 2),
                         evidence=(f"recipient {webmail[0][0]} ({webmail[0][1]})", *evidence),
                         detail=f"Department mail {how} web-mail account ({services})")]
