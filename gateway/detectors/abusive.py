@@ -35,7 +35,10 @@ _WORD = re.compile(r"^(?:\[([a-z,]+)\])?([a-z]+)(?:\{([a-z,]+)\})?$")
 _LEET = str.maketrans({"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "|": "i", "0": "o",
                        "5": "s", "$": "s", "7": "t", "+": "t"})
 _WORDS = re.compile(r"\w+")
-_MIXED = re.compile(r"[a-z0-9@$!|+*#]*(?:[a-z][0-9@$!|+*#]|[0-9@$!|+*#][a-z])[a-z0-9@$!|+*#]*")
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@$!|+*#")
+_PAIR = re.compile(r"[a-z][0-9@$!|+*#]|[0-9@$!|+*#][a-z]")
+_TOKEN_END = re.compile(r"[a-z0-9@$!|+*#]*")
+_SPACED_HINT = re.compile(r"[a-z@$0-9][ .\-_]{1,2}[a-z@$0-9*][ .\-_]{1,2}[a-z@$0-9*]\b")
 _SPACED = re.compile(r"(?<![\w@$*])[a-z@$0-9](?P<sep>[ .\-_]{1,2})[a-z@$0-9*](?:(?P=sep)[a-z@$0-9*]){1,30}(?![\w*])")
 
 
@@ -61,17 +64,32 @@ def word_pattern(spec: str) -> str:
 
 
 def normalise(text: str) -> str:
-    """Lower case, spaced letters joined, l33t read as letters (only inside words that have letters)."""
-    text = _SPACED.sub(_join, text.lower())
+    """Lower case, spaced letters joined, l33t read as letters (only inside words that mix letters and
+    digits or symbols). Each step first looks for its trigger with a cheap expression."""
+    text = text.lower()
+    if _SPACED_HINT.search(text):
+        text = _SPACED.sub(_join, text)
+    out, last = [], 0
+    for match in _PAIR.finditer(text):
+        if match.start() < last:
+            continue
+        start = match.start()
+        while start > 0 and text[start - 1] in _TOKEN_CHARS:
+            start -= 1
+        end = _TOKEN_END.match(text, match.end()).end()
+        out += [text[last:start], _leet(text[start:end])]
+        last = end
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
 
-    def leet(m: re.Match[str]) -> str:
-        token = m.group(0)
-        if token.isalpha() or len(token) > 24:
-            return token
-        core = token.rstrip("!|")
-        return core.translate(_LEET) + token[len(core):]
 
-    return _MIXED.sub(leet, text)
+def _leet(token: str) -> str:
+    if len(token) > 24 or not any(c.isalpha() for c in token):
+        return token
+    core = token.rstrip("!|")
+    return core.translate(_LEET) + token[len(core):]
 
 
 def _join(match: re.Match[str]) -> str:

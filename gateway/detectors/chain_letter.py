@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import re
 import time
 import zlib
@@ -41,7 +42,7 @@ REMEMBERED = frozenset({"forward_request", "luck_threat", "money_chain", "hoax",
 SKETCH = 64               # hashes per sketch (bottom-k MinHash)
 SHINGLE = 4               # words per shingle
 MIN_SHINGLES = 20         # shorter texts are not fingerprinted: too little to compare
-MAX_WORDS = 3000
+MAX_WORDS = 1500          # chain letters are short; the start of a long text is enough
 _WORD = re.compile(r"[a-z0-9']+")
 _FWD_SUBJECT = re.compile(r"(?i)\b(?:fwd?|fw)\s*:")
 _FWD_BODY = re.compile(r"(?im)^[ >]*(?:-{2,} ?(?:forwarded message|forwarded by)"
@@ -54,7 +55,8 @@ def sketch(text: str) -> tuple[int, ...]:
     words = _WORD.findall(_QUOTE.sub("", text.lower()))[:MAX_WORDS]
     if len(words) < MIN_SHINGLES + SHINGLE - 1:
         return ()
-    hashes = {zlib.crc32(" ".join(words[i:i + SHINGLE]).encode()) for i in range(len(words) - SHINGLE + 1)}
+    shingles = map(" ".join, zip(*(itertools.islice(words, i, None) for i in range(SHINGLE)), strict=False))
+    hashes = set(map(zlib.crc32, map(str.encode, shingles)))
     return tuple(sorted(heapq.nsmallest(SKETCH, hashes)))
 
 

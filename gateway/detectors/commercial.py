@@ -28,7 +28,7 @@ from gateway.model import Finding, Mail
 from gateway.text import message_text
 
 DEFAULTS = {"threshold": 0.6, "lexicon": "lexicons/commercial.txt", "model": "models/commercial.json",
-            "max_chars": 100_000}
+            "max_chars": 100_000, "model_chars": 10_000}
 
 _PIXEL = re.compile(
     r"""<img\b[^>]*?(?:\b(?:width|height)\s*=\s*["']?[01](?:px)?["'\s/>][^>]*?\b(?:width|height)\s*=\s*["']?[01](?:px)?\b"""
@@ -73,6 +73,7 @@ class Commercial:
         opts = options_with_defaults(self.name, options, DEFAULTS)
         self.threshold = opts["threshold"]
         self.max_chars = opts["max_chars"]
+        self.model_chars = opts["model_chars"]     # the model reads the start of the text: ads are short
         base = Path(settings.policy.dir)
         self.lexicon = Lexicon.load(base / opts["lexicon"])
         self.model = LinearModel.load(base / opts["model"])
@@ -81,7 +82,7 @@ class Commercial:
         """(probability, distinct lexicon hits, model features present with their weights)."""
         text = text[: self.max_chars]
         hits = distinct(self.lexicon.scan(text))
-        contributions = self.model.contributions(text)
+        contributions = self.model.contributions(text[: self.model_chars])
         contributions += [(s, self.model.weights[s]) for s in sigs if s in self.model.weights]
         logit = self.model.logit(contributions) + sum(h.entry.weight for h in hits)
         return sigmoid(logit), hits, contributions

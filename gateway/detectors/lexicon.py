@@ -49,26 +49,36 @@ class Hit:
 
 
 class Lexicon:
-    """Entries compiled into one regex; `scan` walks the text once."""
+    """Entries compiled into ONE regular expression; `scan` walks the text once.
+
+    For speed, the entries' leading alternatives are distributed and the variants grouped by their
+    first character, so the expression is a one-level trie: at each position the engine compares one
+    character per group instead of trying every entry (Python's `re` fast-checks a branch's literal
+    first character). The text is scanned in lower case without IGNORECASE for the same reason. Which
+    entry fired is found afterwards, for the few hits only, by matching the entries one by one there.
+    """
 
     def __init__(self, entries: Iterable[Entry], *, source: str = "<lexicon>", boundaries: bool = True) -> None:
         self.entries = tuple(entries)
         self.source = source
-        branches = []
-        for i, entry in enumerate(self.entries):
+        self.singles: list[re.Pattern[str]] = []
+        head, tail = (r"(?<![\w$])", r"(?![\w])") if boundaries else ("", "")
+        groups: dict[str, list[str]] = {}
+        for entry in self.entries:
             body = gaps(entry.pattern)
             try:
-                re.compile(body)
+                self.singles.append(re.compile(f"{head}(?:{body}){tail}", re.IGNORECASE))
             except re.error as e:
                 raise LexiconError(f"{source}: entry {entry.pattern!r}: {e}") from None
-            branches.append(f"(?P<e{i}>{body})")
-        if not branches:
-            self.regex = None
+            for atom, rest in split_first(f"(?:{body})"):
+                groups.setdefault(atom, []).append(rest)
+        if not self.entries:
+            self.regex = self.regex_i = None
             return
-        alternation = "|".join(branches)
-        if boundaries:
-            alternation = rf"(?<![\w$])(?:{alternation})(?![\w])"
-        self.regex = re.compile(alternation, re.IGNORECASE)
+        branches = [f"{atom}(?:{'|'.join(dict.fromkeys(rests))})" for atom, rests in groups.items()]
+        alternation = f"{head}(?:{'|'.join(branches)}){tail}"
+        self.regex = re.compile(alternation)                  # on lower-cased text
+        self.regex_i = re.compile(alternation, re.IGNORECASE)  # when lower-casing would move offsets
 
     @classmethod
     def load(cls, path: Path | str, *, boundaries: bool = True) -> Lexicon:
@@ -84,11 +94,108 @@ class Lexicon:
         hits: list[Hit] = []
         if self.regex is None:
             return hits
-        for match in self.regex.finditer(text):
-            hits.append(Hit(self.entries[int(match.lastgroup[1:])], match.group(0), match.start()))
-            if len(hits) >= limit:
-                break
+        lower = text.lower()
+        finder = self.regex.finditer(lower) if len(lower) == len(text) else self.regex_i.finditer(text)
+        for match in finder:
+            start, end = match.span()
+            entry = self._which(text, start, end)
+            if entry is not None:
+                hits.append(Hit(entry, text[start:end], start))
+                if len(hits) >= limit:
+                    break
         return hits
+
+    def _which(self, text: str, start: int, end: int) -> Entry | None:
+        fallback = None
+        for entry, single in zip(self.entries, self.singles, strict=True):
+            m = single.match(text, start)
+            if m:
+                if m.end() == end:
+                    return entry
+                fallback = fallback or entry
+        return fallback
+
+
+_ATOM = re.compile(r"\\[dDwWsS$.\\()\[\]{}|?*+^-]|\\.|\[(?:\\.|[^\]\\])+\]|[a-z0-9 '@#$%&!,:;<>=/_~\"-]")
+
+
+def split_first(pattern: str, depth: int = 0) -> list[tuple[str, str]]:
+    """pattern -> [(first atom, the rest)], distributing a leading group's alternatives, so that every
+    variant starts with one character or class. Falls back to ('', pattern) when it cannot."""
+    if depth > 4 or not pattern:
+        return [("", pattern)]
+    if pattern.startswith("(?:"):
+        close = _closing(pattern, 0)
+        if close < 0:
+            return [("", pattern)]
+        inner, after = pattern[3:close], pattern[close + 1:]
+        optional = after.startswith("?") and not after.startswith("??")
+        if after[:1] in ("*", "+", "{") or after.startswith("??"):
+            return [("", pattern)]
+        if optional:
+            after = after[1:]
+        variants = [alt + after for alt in _top_level_split(inner)]
+        if optional:
+            variants.append(after)
+        if len(variants) > 40:
+            return [("", pattern)]
+        out = []
+        for v in variants:
+            out += split_first(v, depth + 1)
+        return out
+    m = _ATOM.match(pattern)
+    if not m:
+        return [("", pattern)]
+    atom, rest = m.group(0), pattern[m.end():]
+    if rest[:1] == "+":
+        return [(atom, f"{atom}*{rest[1:]}")]
+    if rest[:1] in ("?", "*", "{"):
+        return [("", pattern)]
+    return [(atom, rest)]
+
+
+def _closing(pattern: str, open_at: int) -> int:
+    depth, i, in_class = 0, open_at, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def _top_level_split(inner: str) -> list[str]:
+    parts, depth, i, in_class, start = [], 0, 0, False, 0
+    while i < len(inner):
+        c = inner[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            parts.append(inner[start:i])
+            start = i + 1
+        i += 1
+    parts.append(inner[start:])
+    return parts
 
 
 def gaps(pattern: str) -> str:
@@ -175,6 +282,7 @@ class LinearModel:
     def __init__(self, bias: float, weights: dict[str, float], source: str = "<model>") -> None:
         self.bias = bias
         self.weights = weights
+        self.keys = frozenset(weights)
         self.source = source
 
     @classmethod
@@ -191,7 +299,7 @@ class LinearModel:
     def contributions(self, text: str) -> list[tuple[str, float]]:
         """The features present in the text that carry a weight, strongest positive first."""
         weights = self.weights
-        present = [(f, weights[f]) for f in features(tokens(text)) if f in weights]
+        present = [(f, weights[f]) for f in features(tokens(text)) & self.keys]
         present.sort(key=lambda fw: -fw[1])
         return present
 
