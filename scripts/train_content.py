@@ -65,7 +65,7 @@ def load(corpus: Path) -> list[tuple[set[str], float, int]]:
         mail = Mail("train", Envelope("a@example.org", ("b@example.gov",)), raw, parsed, Direction.INBOUND, 0.0)
         text = extract(mail).joined()[: DEFAULTS["max_chars"]]
         offset = sum(h.entry.weight for h in distinct(lexicon.scan(text)))
-        feats = {f for f in features(tokens(text)) if usable(f)}
+        feats = {f for f in features(tokens(text[: DEFAULTS["model_chars"]])) if usable(f)}
         feats.update(signals(parsed))
         rows.append((feats, offset, 1 if label == "commercial" else 0))
     return rows

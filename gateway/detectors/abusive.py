@@ -52,7 +52,7 @@ def word_pattern(spec: str) -> str:
     def letters(word: str, first_plain: bool) -> str:
         out = []
         for i, c in enumerate(word):
-            out.append(f"{c}+" if (i == 0 and first_plain) else f"(?:{c}+|[*#])")
+            out.append(c if (i == 0 and first_plain) else f"(?:{c}+|[*#])")
         return "".join(out)
 
     pattern = letters(stem, True)

@@ -42,7 +42,7 @@ REMEMBERED = frozenset({"forward_request", "luck_threat", "money_chain", "hoax",
 SKETCH = 64               # hashes per sketch (bottom-k MinHash)
 SHINGLE = 4               # words per shingle
 MIN_SHINGLES = 20         # shorter texts are not fingerprinted: too little to compare
-MAX_WORDS = 1500          # chain letters are short; the start of a long text is enough
+MAX_WORDS = 800           # chain letters are short; the start of a long text is enough
 _WORD = re.compile(r"[a-z0-9']+")
 _FWD_SUBJECT = re.compile(r"(?i)\b(?:fwd?|fw)\s*:")
 _FWD_BODY = re.compile(r"(?im)^[ >]*(?:-{2,} ?(?:forwarded message|forwarded by)"
@@ -136,7 +136,9 @@ class ChainLetter:
         text = text[: self.opts["max_chars"]]
         hits = distinct(self.lexicon.scan(text))
         depth = len(_FWD_SUBJECT.findall(subject)) + len(_FWD_BODY.findall(text))
-        return hits, depth, sketch(text)
+        # The sketch is only needed to compare with remembered letters or to remember this one.
+        needed = bool(self.memory.letters) or sum(h.entry.weight for h in hits) >= self.opts["remember_score"]
+        return hits, depth, sketch(text) if needed else ()
 
     async def check(self, mail: Mail) -> list[Finding]:
         extracted = await message_text(mail)

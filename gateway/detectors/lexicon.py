@@ -63,20 +63,18 @@ class Lexicon:
         self.source = source
         self.singles: list[re.Pattern[str]] = []
         head, tail = (r"(?<![\w$])", r"(?![\w])") if boundaries else ("", "")
-        groups: dict[str, list[str]] = {}
+        bodies = []
         for entry in self.entries:
             body = gaps(entry.pattern)
             try:
                 self.singles.append(re.compile(f"{head}(?:{body}){tail}", re.IGNORECASE))
             except re.error as e:
                 raise LexiconError(f"{source}: entry {entry.pattern!r}: {e}") from None
-            for atom, rest in split_first(f"(?:{body})"):
-                groups.setdefault(atom, []).append(rest)
+            bodies.append(f"(?:{body})")
         if not self.entries:
             self.regex = self.regex_i = None
             return
-        branches = [f"{atom}(?:{'|'.join(dict.fromkeys(rests))})" for atom, rests in groups.items()]
-        alternation = f"{head}(?:{'|'.join(branches)}){tail}"
+        alternation = f"{head}(?:{trie(bodies, TRIE_DEPTH)}){tail}"
         self.regex = re.compile(alternation)                  # on lower-cased text
         self.regex_i = re.compile(alternation, re.IGNORECASE)  # when lower-casing would move offsets
 
@@ -117,6 +115,28 @@ class Lexicon:
 
 
 _ATOM = re.compile(r"\\[dDwWsS$.\\()\[\]{}|?*+^-]|\\.|\[(?:\\.|[^\]\\])+\]|[a-z0-9 '@#$%&!,:;<>=/_~\"-]")
+
+
+TRIE_DEPTH = 3
+
+
+def trie(variants: list[str], depth: int) -> str:
+    """Alternatives regrouped by their first atoms, `depth` levels deep: 'f(?:orward|ree)|s(?:end)'."""
+    if depth == 0 or len(variants) == 1:
+        return "|".join(dict.fromkeys(variants))
+    groups: dict[str, list[str]] = {}
+    for variant in variants:
+        for atom, rest in split_first(variant):
+            groups.setdefault(atom, []).append(rest)
+    branches, loose = [], groups.pop("", [])
+    for atom, rests in groups.items():
+        branches.append(f"{atom}(?:{trie(rests, depth - 1)})" if any(rests) else atom)
+    # Unsplittable variants keep their place after the grouped ones; an empty one (the end of a
+    # shorter entry) goes last so that longer matches are preferred.
+    branches += [v for v in dict.fromkeys(loose) if v]
+    if "" in loose:
+        branches.append("")
+    return "|".join(branches)
 
 
 def split_first(pattern: str, depth: int = 0) -> list[tuple[str, str]]:
