@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway import mime  # noqa: E402
 from gateway.detectors.commercial import DEFAULTS, signals  # noqa: E402
-from gateway.detectors.lexicon import Lexicon, distinct, features, sigmoid, tokens  # noqa: E402
+from gateway.detectors.lexicon import Lexicon, distinct, features, normalise, sigmoid, tokens  # noqa: E402
 from gateway.model import Direction, Envelope, Mail  # noqa: E402
 from gateway.text import extract  # noqa: E402
 
@@ -64,7 +64,7 @@ def load(corpus: Path) -> list[tuple[set[str], float, int]]:
         parsed = mime.parse(raw)
         mail = Mail("train", Envelope("a@example.org", ("b@example.gov",)), raw, parsed, Direction.INBOUND, 0.0)
         text = extract(mail).joined()[: DEFAULTS["max_chars"]]
-        offset = sum(h.entry.weight for h in distinct(lexicon.scan(text)))
+        offset = sum(h.entry.weight for h in distinct(lexicon.scan(normalise(text))))
         feats = {f for f in features(tokens(text[: DEFAULTS["model_chars"]])) if usable(f)}
         feats.update(signals(parsed))
         rows.append((feats, offset, 1 if label == "commercial" else 0))

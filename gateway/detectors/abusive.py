@@ -4,14 +4,15 @@ Policy, Provisions for Retrieving and Transmitting Information: "Internet users 
 language within proper decorum. Profanity, obscenities, hate mail, harassment, discriminatory remarks,
 and other inappropriate language are prohibited."
 
-The lexicon (policies/lexicons/abusive.txt) is compiled into one regular expression that tolerates
-obfuscation: repeated letters, masked letters (f*ck), l33t (b1tch, a$$) and spaced or dotted letters
-(f u c k, s.h.i.t). Words only match whole, so "Scunthorpe", "Essex" and "assassin" stay clean.
+The lexicon (policies/lexicons/abusive.txt) is compiled into a regular expression that tolerates
+obfuscation: repeated letters, masked letters (f*ck); the shared normalisation (lexicon.normalise)
+reads l33t (b1tch, a$$) and joins spaced or dotted letters (f u c k, s.h.i.t). Words only match whole,
+so "Scunthorpe", "Essex" and "assassin" stay clean. It is scanned together with the other content
+lexicons in one pass (lexicon.CONTENT).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,9 +20,10 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors import options_with_defaults
-from gateway.detectors.lexicon import Entry, Hit, Lexicon, distinct, excerpt, parse_entries
+from gateway.detectors.lexicon import CONTENT, Entry, Hit, Lexicon, distinct, excerpt, normalise, parse_entries
 from gateway.model import Finding, Mail
-from gateway.text import message_text
+
+__all__ = ["Abusive", "normalise", "word_pattern"]
 
 DEFAULTS = {"threshold": 1.0, "lexicon": "lexicons/abusive.txt", "max_chars": 200_000, "short_words": 40}
 WORD_LABELS = frozenset({"profanity", "obscenity", "slur", "insult"})
@@ -32,14 +34,6 @@ KIND_OF = {"profanity": "abusive.profanity", "obscenity": "abusive.obscenity", "
 GRAVITY = ("abusive.threat", "abusive.hate", "abusive.harassment", "abusive.obscenity", "abusive.profanity")
 
 _WORD = re.compile(r"^(?:\[([a-z,]+)\])?([a-z]+)(?:\{([a-z,]+)\})?$")
-_LEET = str.maketrans({"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "|": "i", "0": "o",
-                       "5": "s", "$": "s", "7": "t", "+": "t"})
-_WORDS = re.compile(r"\w+")
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@$!|+*#")
-_PAIR = re.compile(r"[a-z][0-9@$!|+*#]|[0-9@$!|+*#][a-z]")
-_TOKEN_END = re.compile(r"[a-z0-9@$!|+*#]*")
-_SPACED_HINT = re.compile(r"[a-z@$0-9][ .\-_]{1,2}[a-z@$0-9*][ .\-_]{1,2}[a-z@$0-9*]\b")
-_SPACED = re.compile(r"(?<![\w@$*])[a-z@$0-9](?P<sep>[ .\-_]{1,2})[a-z@$0-9*](?:(?P=sep)[a-z@$0-9*]){1,30}(?![\w*])")
 
 
 def word_pattern(spec: str) -> str:
@@ -61,44 +55,6 @@ def word_pattern(spec: str) -> str:
     if suffixes:
         pattern += f"(?:{'|'.join(sorted(suffixes.split(','), key=len, reverse=True))})?"
     return pattern
-
-
-def normalise(text: str) -> str:
-    """Lower case, spaced letters joined, l33t read as letters (only inside words that mix letters and
-    digits or symbols). Each step first looks for its trigger with a cheap expression."""
-    text = text.lower()
-    if _SPACED_HINT.search(text):
-        text = _SPACED.sub(_join, text)
-    out, last = [], 0
-    for match in _PAIR.finditer(text):
-        if match.start() < last:
-            continue
-        start = match.start()
-        while start > 0 and text[start - 1] in _TOKEN_CHARS:
-            start -= 1
-        end = _TOKEN_END.match(text, match.end()).end()
-        out += [text[last:start], _leet(text[start:end])]
-        last = end
-    if not out:
-        return text
-    out.append(text[last:])
-    return "".join(out)
-
-
-def _leet(token: str) -> str:
-    if len(token) > 24 or not any(c.isalpha() for c in token):
-        return token
-    core = token.rstrip("!|")
-    return core.translate(_LEET) + token[len(core):]
-
-
-def _join(match: re.Match[str]) -> str:
-    """'f u c k' -> 'fuck'; a leading 'a' or 'i' stays a word of its own ('a f u c k' -> 'a fuck')."""
-    run = match.group(0)
-    letters = re.sub(r"[ .\-_]", "", run)
-    if len(letters) > 3 and letters[0] in "ai" and match.group("sep").strip() == "":
-        return letters[0] + " " + letters[1:]
-    return letters
 
 
 def compile_lexicon(path: Path) -> Lexicon:
@@ -124,23 +80,23 @@ class Abusive:
         self.max_chars = opts["max_chars"]
         self.short_words = max(1, opts["short_words"])
         self.lexicon = compile_lexicon(Path(settings.policy.dir) / opts["lexicon"])
+        CONTENT.add(self.name, self.lexicon)
 
-    def classify(self, text: str) -> tuple[float, list[Hit], str]:
-        """(score, distinct hits, normalised text) for one text: phrases count fully, words by density."""
-        norm = normalise(text[: self.max_chars])
-        hits = [h for h in distinct(self.lexicon.scan(norm)) if h.entry.label != "innocent"]
+    def score(self, hits: list[Hit], norm: str) -> tuple[float, list[Hit]]:
+        """Phrases count fully, words by density (see the lexicon's header)."""
+        hits = [h for h in distinct(hits) if h.entry.label != "innocent"]
         if not hits:
-            return 0.0, hits, norm
+            return 0.0, hits
         words = sum(h.entry.weight for h in hits if h.entry.label in WORD_LABELS)
         phrases = sum(h.entry.weight for h in hits if h.entry.label not in WORD_LABELS)
-        length = sum(1 for _ in _WORDS.finditer(norm))
+        length = len(norm.split())
         if length > self.short_words:
             words *= (self.short_words / length) ** 0.5
-        return words + phrases, hits, norm
+        return words + phrases, hits
 
     async def check(self, mail: Mail) -> list[Finding]:
-        text = (await message_text(mail)).joined()
-        score, hits, norm = await asyncio.to_thread(self.classify, text)
+        found, norm = await CONTENT.hits(mail, self.name)
+        score, hits = self.score([h for h in found if h.start < self.max_chars], norm)
         if score < self.threshold:
             return []
         kinds = {KIND_OF[h.entry.label] for h in hits}

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors import options_with_defaults
-from gateway.detectors.lexicon import Hit, Lexicon, distinct, excerpt
+from gateway.detectors.lexicon import CONTENT, Hit, Lexicon, distinct, excerpt
 from gateway.model import Finding, Mail
 from gateway.text import message_text
 
@@ -131,21 +131,23 @@ class ChainLetter:
         self.threshold = opts["threshold"]
         self.lexicon = Lexicon.load(Path(settings.policy.dir) / opts["lexicon"])
         self.memory = LetterMemory(opts["memory_size"], opts["memory_days"])
+        CONTENT.add(self.name, self.lexicon)
 
-    def analyse(self, text: str, subject: str) -> tuple[list[Hit], int, tuple[int, ...]]:
+    def analyse(self, text: str, subject: str, hits: list[Hit]) -> tuple[int, tuple[int, ...]]:
+        """(forward depth, sketch of the body if it is needed)."""
         text = text[: self.opts["max_chars"]]
-        hits = distinct(self.lexicon.scan(text))
         depth = len(_FWD_SUBJECT.findall(subject)) + len(_FWD_BODY.findall(text))
         # The sketch is only needed to compare with remembered letters or to remember this one.
         needed = bool(self.memory.letters) or sum(h.entry.weight for h in hits) >= self.opts["remember_score"]
-        return hits, depth, sketch(text) if needed else ()
+        return depth, sketch(text) if needed else ()
 
     async def check(self, mail: Mail) -> list[Finding]:
+        found, norm = await CONTENT.hits(mail, self.name)
+        hits = distinct(h for h in found if h.start < self.opts["max_chars"])
         extracted = await message_text(mail)
-        text = extracted.joined()
-        hits, depth, fingerprint = await asyncio.to_thread(self.analyse, text, extracted.subject)
+        depth, fingerprint = await asyncio.to_thread(self.analyse, extracted.joined(), extracted.subject, hits)
         score = sum(h.entry.weight for h in hits)
-        evidence = [f"{h.entry.label.replace('_', ' ')}: {excerpt(text, h.start, len(h.text), 25)}" for h in hits[:5]]
+        evidence = [f"{h.entry.label.replace('_', ' ')}: {excerpt(norm, h.start, len(h.text), 25)}" for h in hits[:5]]
         reasons = list(dict.fromkeys(h.entry.label.replace("_", " ") for h in hits))
         if depth >= self.opts["forward_depth"]:
             score += min(0.5, 0.1 * depth)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors import options_with_defaults
-from gateway.detectors.lexicon import Hit, Lexicon, LinearModel, distinct, excerpt, sigmoid
+from gateway.detectors.lexicon import CONTENT, Hit, Lexicon, LinearModel, distinct, excerpt, sigmoid
 from gateway.mime import ParsedMessage
 from gateway.model import Finding, Mail
 from gateway.text import message_text
@@ -77,23 +77,24 @@ class Commercial:
         base = Path(settings.policy.dir)
         self.lexicon = Lexicon.load(base / opts["lexicon"])
         self.model = LinearModel.load(base / opts["model"])
+        CONTENT.add(self.name, self.lexicon)
 
-    def classify(self, text: str, sigs: list[str]) -> tuple[float, list[Hit], list[tuple[str, float]]]:
-        """(probability, distinct lexicon hits, model features present with their weights)."""
-        text = text[: self.max_chars]
-        hits = distinct(self.lexicon.scan(text))
+    def classify(self, text: str, hits: list[Hit], sigs: list[str]) -> tuple[float, list[tuple[str, float]]]:
+        """(probability, model features present with their weights), given the lexicon hits."""
         contributions = self.model.contributions(text[: self.model_chars])
         contributions += [(s, self.model.weights[s]) for s in sigs if s in self.model.weights]
         logit = self.model.logit(contributions) + sum(h.entry.weight for h in hits)
-        return sigmoid(logit), hits, contributions
+        return sigmoid(logit), contributions
 
     async def check(self, mail: Mail) -> list[Finding]:
+        found, norm = await CONTENT.hits(mail, self.name)
+        hits = distinct(h for h in found if h.start < self.max_chars)
         text = (await message_text(mail)).joined()
         sigs = signals(mail.parsed, self.max_chars)
-        probability, hits, contributions = await asyncio.to_thread(self.classify, text, sigs)
+        probability, contributions = await asyncio.to_thread(self.classify, text, hits, sigs)
         if probability < self.threshold:
             return []
-        evidence = [f"{h.entry.label.replace('_', ' ')}: {excerpt(text, h.start, len(h.text), 25)}" for h in hits[:4]]
+        evidence = [f"{h.entry.label.replace('_', ' ')}: {excerpt(norm, h.start, len(h.text), 25)}" for h in hits[:4]]
         evidence += [SIGNAL_TEXT[s] for s in sigs if s in SIGNAL_TEXT][:2]
         top = [f'"{f}"' for f, w in contributions if w > 0 and not f.startswith("sig:")][:5]
         if top:

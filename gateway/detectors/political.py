@@ -12,16 +12,14 @@ and what makes the score is a call to act for a candidate, party or measure.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors import options_with_defaults
-from gateway.detectors.lexicon import Hit, Lexicon, distinct, excerpt
+from gateway.detectors.lexicon import CONTENT, Lexicon, distinct, excerpt
 from gateway.model import Finding, Mail
-from gateway.text import message_text
 
 DEFAULTS = {"threshold": 1.0, "lexicon": "lexicons/political.txt", "max_chars": 100_000}
 KIND_OF = {"paid_for": "political.campaign", "advocacy": "political.campaign", "endorsement": "political.campaign",
@@ -44,14 +42,12 @@ class Political:
         unknown = {e.label for e in self.lexicon.entries} - set(KIND_OF)
         if unknown:
             raise ValueError(f"{self.lexicon.source}: unknown labels {sorted(unknown)} (known: {', '.join(KIND_OF)})")
-
-    def classify(self, text: str) -> tuple[float, list[Hit]]:
-        hits = distinct(self.lexicon.scan(text[: self.max_chars]))
-        return sum(h.entry.weight for h in hits), hits
+        CONTENT.add(self.name, self.lexicon)
 
     async def check(self, mail: Mail) -> list[Finding]:
-        text = (await message_text(mail)).joined()
-        score, hits = await asyncio.to_thread(self.classify, text)
+        found, text = await CONTENT.hits(mail, self.name)
+        hits = distinct(h for h in found if h.start < self.max_chars)
+        score = sum(h.entry.weight for h in hits)
         if score < self.threshold:
             return []
         labels = {h.entry.label for h in hits}
