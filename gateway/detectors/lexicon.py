@@ -30,7 +30,7 @@ from gateway.model import Mail
 
 _LINE = re.compile(r"^\s*(-?[0-9.]+)\t+([a-z0-9_]+)\t+(.+?)\s*$")
 _GAP = r"[\W_]+"
-TOKEN = re.compile(r"[a-z][a-z0-9'-]*[a-z0-9]|[a-z]|\$[0-9]+")
+TOKEN = re.compile(r"[a-z](?:[a-z0-9'-]*[a-z0-9])?")
 
 
 class LexiconError(ValueError):
