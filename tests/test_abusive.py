@@ -22,6 +22,8 @@ async def check(body: str, subject: str = "note"):
     ("I will kill you if you report this.", "abusive.threat", "i will kill you"),
     ("Go back to your country, nobody wants you here.", "abusive.hate", "go back to your country"),
     ("Stop hiring these faggots.", "abusive.hate", "faggots"),
+    ("Deport all the muslims, they are vermin.", "abusive.hate", "deport all the muslims"),
+    ("typical paki, always late", "abusive.hate", "paki"),
 ])
 async def test_abusive_messages_fire_with_kind_detail_and_evidence(body, kind, word):
     [finding] = await check(body)

@@ -40,6 +40,16 @@ async def test_chain_letters_fire_with_kind_detail_and_evidence(body, family):
     assert finding.score >= 1.0
 
 
+@pytest.mark.parametrize("body", [
+    "Step 1: mail a $1 bill to each of the 5 names. Step 2: delete the name in the #1 position and move the "
+    "other names up one position. Step 3: place your name in the #5 position.",
+    "This is not a chain letter. Order all five reports, then send this letter to at least 200 people.",
+])
+async def test_money_pyramid_mechanics_fire(body):
+    [finding] = await run(detector("chain_letter"), subject="Make money fast", body=body)
+    assert finding.kind == "chain_letter.content" and "money chain" in finding.detail
+
+
 @pytest.mark.parametrize(("subject", "body"), [
     ("Chain of custody", "Keep the chain of custody form with each evidence bag and forward it to the lab."),
     ("Fwd: Fwd: Fwd: FW: budget numbers", "Please forward this to your team and send me comments by Friday."),
