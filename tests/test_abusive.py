@@ -102,3 +102,12 @@ async def test_outbound_abuse_is_quarantined_and_internal_abuse_is_tagged(gw, si
     [got] = await sink.wait_for(1)
     assert b"X-Gateway-Verdict: tag; rule=internal/abusive" in got.data
     assert b"Subject: [Offensive language] re: invoice" in got.data
+
+
+async def test_abuse_only_in_quoted_reply_text_does_not_fire():
+    reply = ("Dear Mr Jones,\n\nWe have received your complaint and will reply within ten days.\n\n"
+             "On Monday, Mr Jones wrote:\n> You are a fucking idiot and your office is full of morons.\n"
+             "> Shut up and fix my permit.\n")
+    assert await check(reply) == []
+    [finding] = await check(reply.replace("> ", ""))
+    assert finding.kind == "abusive.harassment"

@@ -110,3 +110,9 @@ async def test_second_copy_is_tagged_through_the_gateway(gw, sink):
     assert b"Subject: FW: please read" in first.data and b"X-Gateway-Verdict: deliver" in first.data
     assert b"Subject: [Chain letter] FW: please read" in second.data
     assert b"X-Gateway-Findings: chain_letter.duplicate (Chain letter (" in second.data
+
+
+async def test_a_chain_letter_quoted_in_a_reply_still_counts():
+    quoted = "Thanks, see below.\n\n" + "\n".join("> " + line for line in LUCK.splitlines())
+    [finding] = await run(detector("chain_letter"), subject="Re: FW: read this", body=quoted)
+    assert finding.kind == "chain_letter.content"

@@ -96,7 +96,7 @@ class Abusive:
 
     async def check(self, mail: Mail) -> list[Finding]:
         found, norm = await CONTENT.hits(mail, self.name)
-        score, hits = self.score([h for h in found if h.start < self.max_chars], norm)
+        score, hits = self.score([h for h in found if h.start < self.max_chars and not h.quoted], norm)
         if score < self.threshold:
             return []
         kinds = {KIND_OF[h.entry.label] for h in hits}

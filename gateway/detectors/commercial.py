@@ -88,7 +88,7 @@ class Commercial:
 
     async def check(self, mail: Mail) -> list[Finding]:
         found, norm = await CONTENT.hits(mail, self.name)
-        hits = distinct(h for h in found if h.start < self.max_chars)
+        hits = distinct(h for h in found if h.start < self.max_chars and not h.quoted)
         text = (await message_text(mail)).joined()
         sigs = signals(mail.parsed, self.max_chars)
         probability, contributions = await asyncio.to_thread(self.classify, text, hits, sigs)

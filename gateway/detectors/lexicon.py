@@ -18,6 +18,7 @@ features that contributed most, which is what makes it explainable.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import json
 import math
@@ -30,6 +31,7 @@ from gateway.model import Mail
 
 _LINE = re.compile(r"^\s*(-?[0-9.]+)\t+([a-z0-9_]+)\t+(.+?)\s*$")
 _GAP = r"[\W_]+"
+_QUOTED = re.compile(r"(?m)^[ \t]*>.*$")
 TOKEN = re.compile(r"[a-z](?:[a-z0-9'-]*[a-z0-9])?")
 
 
@@ -49,6 +51,7 @@ class Hit:
     entry: Entry
     text: str           # the matched text as it stood in the message
     start: int
+    quoted: bool = False    # on a "> " quoted line (a reply quoting someone else)
 
 
 class Lexicon:
@@ -192,11 +195,18 @@ class ScanGroup:
         def work() -> tuple[str, dict[str, list[Hit]]]:
             norm = normalise(text)
             found = self.scan(norm)
-            if len(norm) != len(text):      # letters were joined: show the normalised text
-                return norm, found
-            # Same offsets: show what the message really says ("b1tch", "Order now").
-            return text, {name: [Hit(h.entry, text[h.start:h.start + len(h.text)], h.start) for h in hits]
-                          for name, hits in found.items()}
+            quoted = [m.span() for m in _QUOTED.finditer(norm)]
+            starts = [a for a, _ in quoted]
+            # Same offsets: show what the message really says ("b1tch", "Order now"); otherwise (letters
+            # were joined) the normalised text.
+            shown = text if len(norm) == len(text) else norm
+
+            def remake(h: Hit) -> Hit:
+                i = bisect.bisect_right(starts, h.start) - 1
+                inside = i >= 0 and h.start < quoted[i][1]
+                return Hit(h.entry, shown[h.start:h.start + len(h.text)], h.start, inside)
+
+            return shown, {name: [remake(h) for h in hits] for name, hits in found.items()}
 
         return await asyncio.to_thread(work)
 

@@ -46,7 +46,7 @@ class Political:
 
     async def check(self, mail: Mail) -> list[Finding]:
         found, text = await CONTENT.hits(mail, self.name)
-        hits = distinct(h for h in found if h.start < self.max_chars)
+        hits = distinct(h for h in found if h.start < self.max_chars and not h.quoted)
         score = sum(h.entry.weight for h in hits)
         if score < self.threshold:
             return []
