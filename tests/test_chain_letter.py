@@ -53,6 +53,7 @@ async def test_money_pyramid_mechanics_fire(body):
 @pytest.mark.parametrize(("subject", "body"), [
     ("Chain of custody", "Keep the chain of custody form with each evidence bag and forward it to the lab."),
     ("Fwd: Fwd: Fwd: FW: budget numbers", "Please forward this to your team and send me comments by Friday."),
+    ("All staff", "Please forward this to all staff in your unit and to everyone on the night shift."),
     ("Reminder", "The report is due within 48 hours. Please pass this on to anyone on your staff who travels."),
     ("Re: spam", "Someone sent me a chain letter again; I deleted it. The pyramid scheme people never stop."),
     ("Fraud alert", "The FTC warns about pyramid schemes; send complaints to the consumer protection office."),

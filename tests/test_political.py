@@ -52,6 +52,8 @@ async def test_fundraising_detail_names_every_family():
      "department under the grant agreement."),
     ("Closed meeting", "Public notice of a closed meeting: the board will go into closed session to discuss "
      "the election results certification process with counsel."),
+    ("Charitable campaign", "The State Employees' Charitable Campaign starts Monday. Please give to the "
+     "campaign through payroll deduction, or donate today at the kiosk in the lobby."),
     ("Polling place", "The building will be a polling place on election day; staff should park in lot B."),
 ])
 async def test_government_mail_about_politics_does_not_fire(subject, body):
