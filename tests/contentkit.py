@@ -3,6 +3,7 @@ with the shipped policy's options (the same path the pipeline takes)."""
 
 from __future__ import annotations
 
+import email
 import time
 
 from gateway import config, mime
@@ -32,3 +33,9 @@ async def run(name_or_detector, subject: str = "Hello", body: str = "", *, extra
     det = detector(name_or_detector) if isinstance(name_or_detector, str) else name_or_detector
     raw = raw or make_message(subject=subject, body=body, sender=sender, to=to, extra_headers=extra_headers)
     return await det.check(mail(raw, direction=direction, mail_from=mail_from or sender, rcpts=rcpts or (to,)))
+
+
+def header(data: bytes, name: str) -> str:
+    """A header of a message that reached the sink, unfolded (long values are folded on the wire)."""
+    value = email.message_from_bytes(data).get(name, "")
+    return " ".join(str(value).split())

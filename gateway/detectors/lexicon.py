@@ -31,6 +31,7 @@ from gateway.model import Mail
 
 _LINE = re.compile(r"^\s*(-?[0-9.]+)\t+([a-z0-9_]+)\t+(.+?)\s*$")
 _GAP = r"[\W_]+"
+_GAP_OPTIONAL = r"[\W_]*"
 _QUOTED = re.compile(r"(?m)^[ \t]*>.*$")
 TOKEN = re.compile(r"[a-z](?:[a-z0-9'-]*[a-z0-9])?")
 
@@ -370,9 +371,12 @@ def _top_level_split(inner: str) -> list[str]:
 
 
 def gaps(pattern: str) -> str:
-    """Each plain space outside a character class -> a run of blanks or punctuation."""
+    """Each plain space outside a character class -> a run of blanks or punctuation; an optional
+    space (" ?" or " *") -> an optional run."""
     out, in_class, escaped = [], False, False
-    for c in pattern:
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
         if escaped:
             out.append(c)
             escaped = False
@@ -385,8 +389,15 @@ def gaps(pattern: str) -> str:
         elif c == "]":
             in_class = False
             out.append(c)
+        elif c == " " and not in_class:
+            if pattern[i + 1:i + 2] in ("?", "*"):
+                out.append(_GAP_OPTIONAL)
+                i += 1
+            else:
+                out.append(_GAP)
         else:
-            out.append(_GAP if c == " " and not in_class else c)
+            out.append(c)
+        i += 1
     return "".join(out)
 
 
