@@ -48,6 +48,19 @@ async def test_staff_promoting_a_private_business_is_commercial_business():
     assert any(e.startswith("business: ") and "Scentsy" in e for e in finding.evidence)
 
 
+async def test_a_short_note_promoting_a_side_business_fires_on_the_lexicon_alone():
+    body = "Hey all, I started a side business making custom cakes - check out my page and place your order!"
+    strict_model = detector("commercial", threshold=0.999)    # so that the lexicon rule has to decide
+    [finding] = await run(strict_model, subject="cakes", body=body, sender="dave@example.gov")
+    assert finding.kind == "commercial.business"
+    assert "short message with lexicon score" in finding.detail
+
+
+async def test_a_short_note_with_one_sales_word_does_not_fire():
+    body = "The vendor's quote includes free shipping; can you check it against the contract before Friday?"
+    assert await run(COMMERCIAL, subject="quote", body=body) == []
+
+
 async def test_bulk_mail_signals_are_evidence():
     html = ("<html><body><p>Exclusive offer for our valued customers: 30% off all laptops this weekend.</p>"
             "<p><a href='http://x.example/buy'>Buy now</a> while supplies last.</p>"

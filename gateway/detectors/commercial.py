@@ -28,7 +28,7 @@ from gateway.model import Finding, Mail
 from gateway.text import message_text
 
 DEFAULTS = {"threshold": 0.6, "lexicon": "lexicons/commercial.txt", "model": "models/commercial.json",
-            "max_chars": 100_000, "model_chars": 10_000}
+            "max_chars": 100_000, "model_chars": 10_000, "short_words": 200, "short_lexicon_score": 1.8}
 
 _PIXEL = re.compile(
     r"""<img\b[^>]*?(?:\b(?:width|height)\s*=\s*["']?[01](?:px)?["'\s/>][^>]*?\b(?:width|height)\s*=\s*["']?[01](?:px)?\b"""
@@ -74,6 +74,8 @@ class Commercial:
         self.threshold = opts["threshold"]
         self.max_chars = opts["max_chars"]
         self.model_chars = opts["model_chars"]     # the model reads the start of the text: ads are short
+        self.short_words = opts["short_words"]
+        self.short_lexicon_score = opts["short_lexicon_score"]
         base = Path(settings.policy.dir)
         self.lexicon = Lexicon.load(base / opts["lexicon"])
         self.model = LinearModel.load(base / opts["model"])
@@ -92,7 +94,10 @@ class Commercial:
         text = (await message_text(mail)).joined()
         sigs = signals(mail.parsed, self.max_chars)
         probability, contributions = await asyncio.to_thread(self.classify, text, hits, sigs)
-        if probability < self.threshold:
+        lexical = sum(h.entry.weight for h in hits)
+        # A short message gives the model few words to go on: there the lexicon alone may decide.
+        short = lexical >= self.short_lexicon_score and len(text.split(None, self.short_words)) <= self.short_words
+        if probability < self.threshold and not short:
             return []
         evidence = [f"{h.entry.label.replace('_', ' ')}: {excerpt(norm, h.start, len(h.text), 25)}" for h in hits[:4]]
         evidence += [SIGNAL_TEXT[s] for s in sigs if s in SIGNAL_TEXT][:2]
@@ -102,5 +107,6 @@ class Commercial:
         kind = "commercial.business" if any(h.entry.label == "business" for h in hits) else "commercial.advertising"
         what = ", ".join(dict.fromkeys(h.entry.label.replace("_", " ") for h in hits)) or "advertising vocabulary"
         return [Finding(kind=kind, detector=self.name, score=round(probability, 3), evidence=tuple(evidence),
-                        detail=f"Advertising or solicitation ({what}); score {probability:.2f} >= "
-                               f"{self.threshold:g}")]
+                        detail=f"Advertising or solicitation ({what}); score {probability:.2f}"
+                               + (f" >= {self.threshold:g}" if probability >= self.threshold else
+                                  f", short message with lexicon score {lexical:.1f} >= {self.short_lexicon_score:g}"))]
