@@ -4,7 +4,7 @@ on a typical 20 KB message: plain text + HTML alternative, ordinary office prose
 Usage: .venv/bin/python bench/content_classifiers.py [--runs 300] [--size 20000]
 
 Prints, in milliseconds, the median and p99 of: the shared text extraction (gateway.text, built once per
-message and shared by all content detectors), the shared lexicon scan (lexicon.CONTENT: normalisation and
+message and shared by all content detectors), the shared lexicon scan (contentscan.CONTENT: normalisation and
 one pass of one expression for the commercial, political, abusive and chain-letter lexicons), each
 detector's own remaining work once those are done (the model, signals, sketches, scoring), and
 all six detectors together (run concurrently as the pipeline does, extraction excluded), as wall time
@@ -22,7 +22,7 @@ import time
 
 from gateway import config, mime
 from gateway.detectors import REGISTRY
-from gateway.detectors.lexicon import CONTENT, normalise
+from gateway.detectors.contentscan import CONTENT, normalise
 from gateway.model import Direction, Envelope, Mail
 from gateway.policy import load as load_policy
 from gateway.text import message_text

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.detectors.lexicon import CONTENT, Entry, Lexicon, LexiconError, normalise, parse_entries, split_first
+from gateway.detectors.contentscan import CONTENT, normalise
+from gateway.detectors.lexicon import Entry, Lexicon, LexiconError, parse_entries, split_first
 from gateway.text import extract
 from tests.contentkit import detector, mail
 from tests.test_chain_letter import HOAX, LUCK, PYRAMID

@@ -5,10 +5,10 @@ language within proper decorum. Profanity, obscenities, hate mail, harassment, d
 and other inappropriate language are prohibited."
 
 The lexicon (policies/lexicons/abusive.txt) is compiled into a regular expression that tolerates
-obfuscation: repeated letters, masked letters (f*ck); the shared normalisation (lexicon.normalise)
+obfuscation: repeated letters, masked letters (f*ck); the shared normalisation (contentscan.normalise)
 reads l33t (b1tch, a$$) and joins spaced or dotted letters (f u c k, s.h.i.t). Words only match whole,
 so "Scunthorpe", "Essex" and "assassin" stay clean. It is scanned together with the other content
-lexicons in one pass (lexicon.CONTENT).
+lexicons in one pass (contentscan.CONTENT).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors import options_with_defaults
-from gateway.detectors.lexicon import CONTENT, Entry, Hit, Lexicon, distinct, excerpt, normalise, parse_entries
+from gateway.detectors.contentscan import CONTENT, normalise
+from gateway.detectors.lexicon import Entry, Hit, Lexicon, distinct, excerpt, parse_entries
 from gateway.model import Finding, Mail
 
 __all__ = ["Abusive", "normalise", "word_pattern"]

@@ -30,7 +30,8 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors import options_with_defaults
-from gateway.detectors.lexicon import CONTENT, Hit, Lexicon, distinct, excerpt
+from gateway.detectors.contentscan import CONTENT
+from gateway.detectors.lexicon import Hit, Lexicon, distinct, excerpt
 from gateway.model import Finding, Mail
 from gateway.text import message_text
 

@@ -22,7 +22,9 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors import options_with_defaults
-from gateway.detectors.lexicon import CONTENT, Hit, Lexicon, LinearModel, distinct, excerpt, sigmoid
+from gateway.detectors.contentscan import CONTENT
+from gateway.detectors.lexicon import Hit, Lexicon, distinct, excerpt
+from gateway.detectors.linear import LinearModel, sigmoid
 from gateway.mime import ParsedMessage
 from gateway.model import Finding, Mail
 from gateway.text import message_text

@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors import options_with_defaults
-from gateway.detectors.lexicon import CONTENT, Lexicon, distinct, excerpt
+from gateway.detectors.contentscan import CONTENT
+from gateway.detectors.lexicon import Lexicon, distinct, excerpt
 from gateway.model import Finding, Mail
 
 DEFAULTS = {"threshold": 1.0, "lexicon": "lexicons/political.txt", "max_chars": 100_000}
