@@ -11,7 +11,7 @@ import pytest
 from gateway.detectors.contentscan import CONTENT, normalise
 from gateway.detectors.lexicon import Entry, Lexicon, LexiconError, parse_entries, split_first
 from gateway.text import extract
-from tests.contentkit import detector, mail
+from tests.contentkit import detector, mail, run
 from tests.test_chain_letter import HOAX, LUCK, PYRAMID
 from tests.test_commercial import AD, BUSINESS
 from tests.test_political import FUNDRAISING
@@ -67,3 +67,27 @@ def test_lexicon_errors_name_the_file_and_line():
         parse_entries("1.0\tok\tfine\nnot an entry\n", "x.txt")
     with pytest.raises(LexiconError, match="entry"):
         Lexicon([Entry(1.0, "bad", "(unclosed")], source="y.txt")
+
+
+GOVERNMENT_MEMO = """Subject matter for the Tuesday staff meeting:
+
+1. The county is a political subdivision of the State; the annexation petition filed by the city is under
+   review by counsel, and the election of the subdivision board is set for March.
+2. Evidence unit: maintain the chain of custody for every sample; forward the custody forms to the lab.
+3. Commercial vehicle enforcement: the weigh station will check commercial driver's licences and the
+   price list for permit fees ($45.00 per permit) is attached.
+4. Public notice of a closed meeting: the commission meets in closed session on Thursday to discuss
+   pending litigation and the campaign finance audit of the 2024 election.
+5. The Legislature will vote on the budget bill next week; Democrats and Republicans disagree on the
+   gas tax. Please send comments to the government affairs office by Friday.
+"""
+
+
+@pytest.mark.parametrize("direction", ["inbound", "outbound", "internal"])
+async def test_government_trap_phrases_trip_no_content_detector(direction):
+    from gateway.model import Direction
+
+    for name in (*NAMES, "social_login", "external_email"):
+        findings = await run(name, subject="Staff meeting agenda", body=GOVERNMENT_MEMO,
+                             sender="clerk@example.gov", to="board@example.gov", direction=Direction(direction))
+        assert findings == [], name
