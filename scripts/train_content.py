@@ -9,7 +9,7 @@ Data and provenance (see /work/shared/corpus/README.md for the corpus):
   negatives  ham/spamassassin-easyham2-*      SpamAssassin public corpus easy_ham_2 (CC0-1.0 / PDDL-1.0)
              ham/enron-*                      Enron e-mail (U.S. public record, released by FERC)
 Both licences permit shipping derived weights. Only the message text (subject and body, as the gateway
-extracts it) and five bulk-mail signals are used; no header addresses, no list names.
+extracts it) and three bulk-mail signals are used; no header addresses, no list names.
 
 Model: logistic regression over BINARY word unigram and bigram features, trained with the commercial
 lexicon's weights as a fixed offset (so the model learns only what the hand-written lexicon misses),
