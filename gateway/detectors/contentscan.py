@@ -67,7 +67,7 @@ class ScanGroup:
             task = notes[self.key] = asyncio.ensure_future(self._run(mail, max_chars))
         text, found = await task
         if name not in found:       # added after this message's scan started
-            found[name] = await asyncio.to_thread(self.members[name].scan, text)
+            found[name] = await asyncio.to_thread(lambda: self.members[name].scan(normalise(text)))
         return found[name], text
 
     async def _run(self, mail: Mail, max_chars: int) -> tuple[str, dict[str, list[Hit]]]:
