@@ -46,16 +46,22 @@ def options_with_defaults(name: str, options: Mapping[str, Any], defaults: Mappi
 
 
 def _registry() -> dict[str, type[Detector]]:
+    from gateway.detectors.abusive import Abusive
     from gateway.detectors.adult_content import AdultContent
     from gateway.detectors.antivirus import Antivirus
     from gateway.detectors.auth import Auth
+    from gateway.detectors.chain_letter import ChainLetter
+    from gateway.detectors.commercial import Commercial
     from gateway.detectors.confidential import Confidential
     from gateway.detectors.credentials import Credentials
+    from gateway.detectors.external_email import ExternalEmail
     from gateway.detectors.filetype import FileType
     from gateway.detectors.mime import MimeStructure
     from gateway.detectors.ocr import Ocr
     from gateway.detectors.pii import Pii
+    from gateway.detectors.political import Political
     from gateway.detectors.size import Size
+    from gateway.detectors.social_login import SocialLogin
 
     return {
         "size": Size,
@@ -68,6 +74,12 @@ def _registry() -> dict[str, type[Detector]]:
         "credentials": Credentials,
         "ocr": Ocr,
         "adult_content": AdultContent,
+        "commercial": Commercial,
+        "political": Political,
+        "abusive": Abusive,
+        "chain_letter": ChainLetter,
+        "social_login": SocialLogin,
+        "external_email": ExternalEmail,
     }
 
 

@@ -1,0 +1,148 @@
+"""One scan per message for the content detectors' lexicons, over the normalised text.
+
+`CONTENT` is the group of the commercial, political, abusive and chain-letter lexicons: each detector
+adds its lexicon when it is built, and the first to ask for a message's hits starts one pass of one
+expression (in a thread) that the others await. `normalise` is what that pass reads: lower case,
+spaced or dotted letters joined, l33t read as letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import re
+
+from gateway.detectors.lexicon import Hit, Lexicon, compile_trie
+from gateway.model import Mail
+
+_QUOTED = re.compile(r"(?m)^[ \t]*>.*$")
+
+
+class ScanGroup:
+    """The lexicons of several detectors scanned together: one expression, one pass per message.
+
+    Detectors add their lexicon when they are built; the first detector to ask for a message's hits
+    starts the scan (in a thread) and the others await the same result. The text scanned is the
+    normalised text (see `normalise`). A hit is offered to every member lexicon at its start, so two
+    detectors can both see a phrase that starts at the same place; an entry of one lexicon that would
+    start INSIDE another's match is not seen (rare, and only ever a missed extra hit).
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.members: dict[str, Lexicon] = {}
+        self._compiled: tuple[re.Pattern[str], re.Pattern[str]] | None = None
+
+    def add(self, name: str, lexicon: Lexicon) -> None:
+        self.members[name] = lexicon
+        self._compiled = None
+
+    def scan(self, text: str, limit: int = 400) -> dict[str, list[Hit]]:
+        compiled = self._compiled
+        members = dict(self.members)
+        if compiled is None:
+            bodies = [b for lex in members.values() if lex.boundaries for b in lex.bodies]
+            compiled = self._compiled = compile_trie(bodies)
+        out: dict[str, list[Hit]] = {name: [] for name in members}
+        lower = text.lower()
+        finder = compiled[0].finditer(lower) if len(lower) == len(text) else compiled[1].finditer(text)
+        count = 0
+        for match in finder:
+            start, end = match.span()
+            for name, lexicon in members.items():
+                entry, stop = lexicon.identify(text, start, end)
+                if entry is not None:
+                    out[name].append(Hit(entry, text[start:stop], start))
+                    count += 1
+            if count >= limit:
+                break
+        return out
+
+    async def hits(self, mail: Mail, name: str, max_chars: int = 200_000) -> tuple[list[Hit], str]:
+        """(this member's hits in the message, the text they point into: the message text, or the
+        normalised text when normalising moved offsets)."""
+        notes = mail.parsed.notes
+        task = notes.get(self.key)
+        if task is None:
+            task = notes[self.key] = asyncio.ensure_future(self._run(mail, max_chars))
+        text, found = await task
+        if name not in found:       # added after this message's scan started
+            found[name] = await asyncio.to_thread(lambda: self.members[name].scan(normalise(text)))
+        return found[name], text
+
+    async def _run(self, mail: Mail, max_chars: int) -> tuple[str, dict[str, list[Hit]]]:
+        from gateway.text import message_text
+
+        text = (await message_text(mail)).joined()[:max_chars]
+
+        def work() -> tuple[str, dict[str, list[Hit]]]:
+            norm = normalise(text)
+            found = self.scan(norm)
+            quoted = [m.span() for m in _QUOTED.finditer(norm)]
+            starts = [a for a, _ in quoted]
+            # Same offsets: show what the message really says ("b1tch", "Order now"); otherwise (letters
+            # were joined) the normalised text.
+            shown = text if len(norm) == len(text) else norm
+
+            def remake(h: Hit) -> Hit:
+                i = bisect.bisect_right(starts, h.start) - 1
+                inside = i >= 0 and h.start < quoted[i][1]
+                return Hit(h.entry, shown[h.start:h.start + len(h.text)], h.start, inside)
+
+            return shown, {name: [remake(h) for h in hits] for name, hits in found.items()}
+
+        return await asyncio.to_thread(work)
+
+
+# --- normalisation shared by every lexicon: what obfuscation hides, read back -----------------------
+
+_LEET = str.maketrans({"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "|": "i", "0": "o",
+                       "5": "s", "$": "s", "7": "t", "+": "t"})
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@$!|+*#")
+_PAIR = re.compile(r"[a-z][0-9@$!|+*#]|[0-9@$!|+*#][a-z]")
+_TOKEN_END = re.compile(r"[a-z0-9@$!|+*#]*")
+_SPACED_HINT = re.compile(r"[a-z@$0-9][ .\-_]{1,2}[a-z@$0-9*][ .\-_]{1,2}[a-z@$0-9*]\b")
+_SPACED = re.compile(r"(?<![\w@$*])[a-z@$0-9](?P<sep>[ .\-_]{1,2})[a-z@$0-9*](?:(?P=sep)[a-z@$0-9*]){1,30}(?![\w*])")
+
+
+def normalise(text: str) -> str:
+    """Lower case, s p a c e d or d.o.t.t.e.d letters joined, l33t read as letters (only inside words
+    that mix letters and digits or symbols, so "$100" and "room 101" stay). Each step first looks for
+    its trigger with a cheap expression."""
+    text = text.lower()
+    if _SPACED_HINT.search(text):
+        text = _SPACED.sub(_join, text)
+    out, last = [], 0
+    for match in _PAIR.finditer(text):
+        if match.start() < last:
+            continue
+        start = match.start()
+        while start > 0 and text[start - 1] in _TOKEN_CHARS:
+            start -= 1
+        end = _TOKEN_END.match(text, match.end()).end()
+        out += [text[last:start], _leet(text[start:end])]
+        last = end
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _leet(token: str) -> str:
+    if len(token) > 24 or not any(c.isalpha() for c in token):
+        return token
+    core = token.rstrip("!|")
+    return core.translate(_LEET) + token[len(core):]
+
+
+def _join(match: re.Match[str]) -> str:
+    """'f u c k' -> 'fuck'; a leading 'a' or 'i' stays a word of its own ('a f u c k' -> 'a fuck')."""
+    run = match.group(0)
+    letters = re.sub(r"[ .\-_]", "", run)
+    if len(letters) > 3 and letters[0] in "ai" and match.group("sep").strip() == "":
+        return letters[0] + " " + letters[1:]
+    return letters
+
+
+CONTENT = ScanGroup("content-lexicons")
+"""The group of the content detectors' lexicons (commercial, political, abusive, chain_letter)."""
