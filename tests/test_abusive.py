@@ -111,3 +111,9 @@ async def test_abuse_only_in_quoted_reply_text_does_not_fire():
     assert await check(reply) == []
     [finding] = await check(reply.replace("> ", ""))
     assert finding.kind == "abusive.harassment"
+
+
+async def test_shut_up_is_harassment_only_when_addressed_to_someone():
+    assert await check("That is all I have to say on the budget. I'll shut up now.") == []
+    [finding] = await check("You are a worthless piece of work. Shut up, you useless clown.")
+    assert finding.kind == "abusive.harassment" and "shut" in finding.detail.lower()
