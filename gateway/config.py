@@ -285,6 +285,9 @@ def from_dict(data: dict, source: str = "<dict>") -> Settings:
             raise ConfigError(f"{source}: unknown section [{name}] (known: {', '.join(sections)})")
         cls = hints[name]
         values[name] = _section(cls, table, f"{source}: [{name}]")
+    policy = values.get("policy")
+    if isinstance(policy, PolicySettings) and not policy.dir:       # empty: the shipped policies/ folder
+        values["policy"] = dataclasses.replace(policy, dir=str(SHIPPED_POLICY_DIR))
     settings = Settings(**values, source=source)
     _validate(settings)
     return settings

@@ -97,3 +97,24 @@ def test_config_option_accepted_after_subcommand_options(tmp_path, cfg):
     assert result.returncode == 0, result.stderr
     result = run("policy", "lint", "--config", str(cfg))
     assert result.returncode == 0 and "policy ok" in result.stdout
+
+
+def test_example_configuration_is_valid_and_shows_every_setting():
+    """deploy/gateway.toml is the administrator's reference: it must load and name every key."""
+    import dataclasses
+    import tomllib
+
+    from gateway import config
+
+    path = ROOT / "deploy" / "gateway.toml"
+    config.load(str(path))
+    shown = tomllib.loads(path.read_text())
+    for section in dataclasses.fields(config.Settings):
+        value = getattr(config.Settings(), section.name)
+        if section.name in ("source", "dkim") or not dataclasses.is_dataclass(value):
+            continue
+        for key in dataclasses.fields(value):
+            name = "from" if key.name == "from_" else key.name
+            if dataclasses.is_dataclass(getattr(value, key.name)):
+                continue
+            assert name in shown.get(section.name, {}), f"[{section.name}] {name} missing from deploy/gateway.toml"
