@@ -2,20 +2,33 @@
 
 SIGTERM drains: the listener stops accepting, sessions in flight finish (up to a deadline), then
 the process exits.
+
+With `[smtp] workers` > 1 (default 0: one per CPU core) `run` is a supervisor: it spawns that many
+worker processes, each with its own listening socket on the same address (SO_REUSEPORT, so the
+kernel spreads connections over them), serves /metrics and /healthz itself (adding up the workers'
+metrics, prometheus-client multiprocess mode), restarts a worker that dies, and on SIGTERM or
+SIGINT passes SIGTERM to every worker and waits for them to drain.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import shutil
 import signal
 import socket
 import ssl
+import tempfile
+import time
 from dataclasses import dataclass, field
 
+from gateway import logs, observability
 from gateway import policy as policy_module
 from gateway.actions import Actions
 from gateway.config import Settings, split_host_port
+from gateway.dataread import ByteBudget
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Store, open_store
 from gateway.smtp import ConnectionLimiter, GatewaySMTP, Handler
@@ -51,6 +64,7 @@ class Gateway:
     async def start_smtp(self, sock: socket.socket | None = None) -> None:
         smtp = self.settings.smtp
         self.limiter = ConnectionLimiter(smtp.max_connections, smtp.max_connections_per_client)
+        budget = ByteBudget(smtp.memory_budget)
         handler = Handler(self.settings, self.pipeline, self.actions)
         tls = self.tls_context()
         hostname = smtp.hostname or socket.gethostname()
@@ -59,13 +73,14 @@ class Gateway:
             return GatewaySMTP(handler, self.limiter, smtp.data_timeout,
                                data_size_limit=smtp.max_message_size, enable_SMTPUTF8=True,
                                hostname=hostname, tls_context=tls, require_starttls=smtp.require_tls,
-                               timeout=smtp.command_timeout)
+                               timeout=smtp.command_timeout, budget=budget, data_reader=smtp.data_reader,
+                               spool_threshold=smtp.spool_threshold, spool_dir=smtp.spool_dir)
 
         loop = asyncio.get_running_loop()
         if sock is None:
             host, port = split_host_port(smtp.listen)
             server = await loop.create_server(factory, host, port, reuse_address=True,
-                                              reuse_port=smtp.workers > 1)
+                                              reuse_port=worker_count(self.settings) > 1)
         else:
             server = await loop.create_server(factory, sock=sock)
         self.servers.append(server)
@@ -75,6 +90,8 @@ class Gateway:
         """Stop accepting; let sessions in flight finish, up to `deadline` seconds."""
         for server in self.servers:
             server.close()
+        if self.limiter:
+            self.limiter.drain()
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline
         while self.limiter and self.limiter.active and loop.time() < end:
@@ -87,14 +104,135 @@ class Gateway:
         await self.store.close()
 
 
+def worker_count(settings: Settings) -> int:
+    return settings.smtp.workers or os.cpu_count() or 1
+
+
+def install_uvloop() -> bool:
+    """Use uvloop for the event loops this process creates from now on, where it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def main(settings: Settings) -> None:
+    """`gateway run`: uvloop where available, then `run` until SIGTERM."""
+    install_uvloop()
+    asyncio.run(run(settings))
+
+
 async def run(settings: Settings) -> None:
-    gateway = await Gateway.create(settings)
-    await gateway.start_smtp()
+    if worker_count(settings) > 1:
+        await supervise(settings, worker_count(settings))
+    else:
+        await serve(settings)
+
+
+def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def serve(settings: Settings, *, metrics: bool = True) -> None:
+    """One process: the SMTP listener (and, unless a supervisor does it, /metrics and /healthz)."""
+    gateway = await Gateway.create(settings)
+    await gateway.start_smtp()
+    server = None
+    if metrics and settings.metrics.listen:
+        observer = observability.Observer(settings, gateway.store, gateway.pipeline.detectors)
+        server = await observability.MetricsServer(observer, settings.metrics.listen).start()
+    await _stop_event().wait()
     log.info("stopping: draining sessions in flight")
-    await gateway.drain()
+    await gateway.drain(settings.smtp.drain_timeout)
+    if server:
+        await server.stop()
     await gateway.close()
+
+
+def _worker(settings: Settings, index: int) -> None:
+    """A worker process (spawned): the SMTP listener on a SO_REUSEPORT socket; SIGTERM drains it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)        # the supervisor decides; it sends SIGTERM
+    logs.setup(settings.log)
+    install_uvloop()
+    asyncio.run(serve(settings, metrics=False))
+
+
+async def supervise(settings: Settings, count: int) -> None:
+    owned_dir = None
+    if not os.environ.get(observability.MULTIPROC_ENV):
+        owned_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+    observability.enable_multiprocess(os.environ.get(observability.MULTIPROC_ENV) or owned_dir)
+    context = multiprocessing.get_context("spawn")
+    stop = _stop_event()
+
+    def spawn(index: int):
+        process = context.Process(target=_worker, args=(settings, index), name=f"gateway-worker-{index}")
+        process.start()
+        process.started_at = time.monotonic()
+        return process
+
+    workers = [spawn(i) for i in range(count)]
+    log.info("started %d worker processes: %s", count, ", ".join(str(p.pid) for p in workers))
+    policy = policy_module.load(settings)
+    pipeline = Pipeline(settings, policy)
+    store = open_store(settings.quarantine.url)
+    server = None
+    failed = False
+    try:
+        await store.open()
+        if settings.metrics.listen:
+            observer = observability.Observer(settings, store, pipeline.detectors)
+            server = await observability.MetricsServer(observer, settings.metrics.listen).start()
+        while not stop.is_set():
+            for i, process in enumerate(workers):
+                if process.is_alive():
+                    continue
+                _mark_dead(process.pid)
+                if time.monotonic() - process.started_at < 5:
+                    log.error("worker %s exited at start-up (code %s): stopping", process.pid, process.exitcode)
+                    failed = True
+                    stop.set()
+                    break
+                log.error("worker %s died (code %s): starting another", process.pid, process.exitcode)
+                workers[i] = spawn(i)
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except TimeoutError:
+                pass
+        log.info("stopping: SIGTERM to the workers, waiting for them to drain")
+        for process in workers:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + settings.smtp.drain_timeout + 5
+        while any(p.is_alive() for p in workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for process in workers:
+            if process.is_alive():
+                log.warning("worker %s did not stop in time: killing it", process.pid)
+                process.kill()
+            process.join(1)
+            _mark_dead(process.pid)
+    finally:
+        if server:
+            await server.stop()
+        await pipeline.close()
+        await store.close()
+        if owned_dir:
+            shutil.rmtree(owned_dir, ignore_errors=True)
+    if failed:
+        raise SystemExit(1)
+
+
+def _mark_dead(pid: int | None) -> None:
+    if pid is not None:
+        try:
+            from prometheus_client import multiprocess
+            multiprocess.mark_process_dead(pid)
+        except Exception:
+            pass
