@@ -286,6 +286,7 @@ class MetricsServer:
     def __init__(self, observer: Observer, listen: str) -> None:
         self.observer, self.listen = observer, listen
         self.server = None
+        self.task: asyncio.Future | None = None
         self.port = 0
 
     async def start(self) -> MetricsServer:
@@ -302,12 +303,17 @@ class MetricsServer:
         config = uvicorn.Config(app(self.observer), log_level="warning", access_log=False, lifespan="off")
         config.load()
         self.server = uvicorn.Server(config)
-        await self.server.startup(sockets=[sock])
+        # Server.serve() would take over SIGTERM/SIGINT; the gateway handles those itself.
+        self.task = asyncio.ensure_future(self.server._serve(sockets=[sock]))
+        while not self.server.started and not self.task.done():
+            await asyncio.sleep(0.01)
+        if self.task.done():
+            self.task.result()
         log.info("metrics and health on http://%s:%s/metrics and /healthz", host, self.port)
         return self
 
     async def stop(self) -> None:
         if self.server is not None:
             self.server.should_exit = True
-            await self.server.shutdown()
+            await self.task
             self.server = None
