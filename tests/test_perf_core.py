@@ -412,3 +412,22 @@ async def test_sigterm_drains_sessions_in_flight_then_exits(workers):
     assert await asyncio.to_thread(process.wait, 30) == 0
     [got] = await sink.wait_for(1)
     assert b"Subject: in flight" in got.data
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b".", b"a", b"\r\n", b"\r\n.", b"x" * 5]), max_size=30))
+def test_fast_smuggling_check_equals_the_regex_search(pieces):
+    from gateway.detectors.mime import _SMUGGLING, has_smuggling
+    raw = b"".join(pieces)
+    assert has_smuggling(raw) == bool(_SMUGGLING.search(raw))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b".", b"a", b"\r\n", b"\r\n.", b".."]), max_size=30))
+def test_fast_data_encoding_equals_aiosmtplib(pieces):
+    from aiosmtplib import protocol
+
+    from gateway.relay import encode_data
+    message = b"".join(pieces)
+    expected = protocol.PERIOD_REGEX.sub(b"..", protocol.normalize_message_line_endings(message)) + b".\r\n"
+    assert encode_data(message) == expected

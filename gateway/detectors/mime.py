@@ -29,6 +29,18 @@ EXPLAIN = {
 _SMUGGLING = re.compile(rb"(?:\r\n|\n|\r)\.(?:\r(?!\n)|\n)|(?<!\r)\n\.\r\n|\r(?!\n)\.\r\n")
 
 
+def has_smuggling(raw: bytes) -> bool:
+    """_SMUGGLING.search(raw), but the regex runs only where a line break is followed by a dot: every
+    match has one, and bytes.find finds them at C speed (the plain search costs ~95 ms per MB)."""
+    for needle in (b"\n.", b"\r."):
+        i = raw.find(needle)
+        while i >= 0:
+            if _SMUGGLING.match(raw, max(0, i - 1)) or _SMUGGLING.match(raw, i):
+                return True
+            i = raw.find(needle, i + 1)
+    return False
+
+
 class MimeStructure:
     name: ClassVar[str] = "mime"
     kinds: ClassVar[frozenset[str]] = frozenset({"malformed.*"})
@@ -41,7 +53,7 @@ class MimeStructure:
         reasons = list(parsed.defects)
         if parsed.limit_exceeded:
             reasons.append("limits_exceeded")
-        if _SMUGGLING.search(mail.raw):
+        if has_smuggling(mail.raw):
             reasons.append("smtp_smuggling")
         findings = []
         for reason in dict.fromkeys(reasons):
