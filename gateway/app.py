@@ -139,8 +139,21 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+def tune_malloc() -> None:
+    """glibc: allocations of 1 MB and more always by mmap, so that the memory of a large message goes
+    back to the system when it is freed (glibc's dynamic threshold otherwise rises to 32 MB and keeps
+    it in the heap: peak RSS with many 10 MB messages was ~40 % higher, docs/performance.md)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1024 * 1024)          # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 async def serve(settings: Settings, *, metrics: bool = True) -> None:
     """One process: the SMTP listener (and, unless a supervisor does it, /metrics and /healthz)."""
+    tune_malloc()
     gateway = await Gateway.create(settings)
     await gateway.start_smtp()
     server = None

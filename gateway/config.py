@@ -40,7 +40,7 @@ class SmtpSettings:
     data_reader: str = "chunked"            # "chunked" (fast) | "lines" (aiosmtpd's line-at-a-time reader)
     spool_threshold: int = 1024 * 1024      # a message being received goes to a temporary file beyond this
     spool_dir: str = ""                     # where (default: the system temporary directory)
-    memory_budget: int = 128 * 1024 * 1024  # message bytes inspected at once per worker; others wait on disk
+    memory_budget: int = 64 * 1024 * 1024   # message bytes inspected at once per worker; others wait on disk
     drain_timeout: float = 30.0             # on SIGTERM, how long sessions in flight may take to finish
 
 

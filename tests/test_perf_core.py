@@ -430,4 +430,4 @@ def test_fast_data_encoding_equals_aiosmtplib(pieces):
     from gateway.relay import encode_data
     message = b"".join(pieces)
     expected = protocol.PERIOD_REGEX.sub(b"..", protocol.normalize_message_line_endings(message)) + b".\r\n"
-    assert encode_data(message) == expected
+    assert b"".join(encode_data(message)) == expected
