@@ -159,13 +159,22 @@ async def serve(settings: Settings, *, metrics: bool = True) -> None:
     server = None
     if metrics and settings.metrics.listen:
         observer = observability.Observer(settings, gateway.store, gateway.pipeline.detectors)
-        server = await observability.MetricsServer(observer, settings.metrics.listen).start()
+        server = await start_metrics(observer, settings.metrics.listen)
     await _stop_event().wait()
     log.info("stopping: draining sessions in flight")
     await gateway.drain(settings.smtp.drain_timeout)
     if server:
         await server.stop()
     await gateway.close()
+
+
+async def start_metrics(observer: observability.Observer, listen: str) -> observability.MetricsServer | None:
+    """The /metrics and /healthz listener; mail keeps flowing when it cannot bind (logged as an error)."""
+    try:
+        return await observability.MetricsServer(observer, listen).start()
+    except OSError as e:
+        log.error("metrics listener on %s not started: %s", listen, e)
+        return None
 
 
 def _worker(settings: Settings, index: int) -> None:
@@ -201,7 +210,7 @@ async def supervise(settings: Settings, count: int) -> None:
         await store.open()
         if settings.metrics.listen:
             observer = observability.Observer(settings, store, pipeline.detectors)
-            server = await observability.MetricsServer(observer, settings.metrics.listen).start()
+            server = await start_metrics(observer, settings.metrics.listen)
         while not stop.is_set():
             for i, process in enumerate(workers):
                 if process.is_alive():
