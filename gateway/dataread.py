@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import tempfile
+
+log = logging.getLogger("gateway.dataread")
 
 END = b"\r\n.\r\n"
 DOT_CRLF = b".\r\n"
@@ -31,6 +34,7 @@ class DataState(enum.Enum):
     NOMINAL = "nominal"
     TOO_MUCH = "too_much"       # over the size limit: 552
     TOO_LONG = "too_long"       # a line over the length limit: 500
+    FAILED = "failed"           # the spool could not be written (disk full, bad spool_dir): 451
 
 
 class Spool:
@@ -70,7 +74,10 @@ class Spool:
         return self._file.read()
 
     def discard(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except OSError:
+            pass
         self.size = 0
         self._memory = []
 
@@ -121,11 +128,22 @@ async def read_data(reader: asyncio.StreamReader, out: Spool, *, size_limit: int
                 out.discard()
             elif unit:
                 unit = unit.replace(b"\r\n.", b"\r\n")       # dot-unstuffing (RFC 5321 4.5.2)
-                out.write(unit[lead:] if lead else unit)
+                try:
+                    out.write(unit[lead:] if lead else unit)
+                except OSError:
+                    # Keep reading to the end of data all the same: the rest must never be taken as commands.
+                    log.exception("cannot spool a message being received")
+                    state, pending = DataState.FAILED, b""
+                    out.discard()
                 lead = 0
         if end:
             if state is DataState.NOMINAL and not lead:
-                out.write(b"\r\n")
+                try:
+                    out.write(b"\r\n")
+                except OSError:
+                    log.exception("cannot spool a message being received")
+                    state = DataState.FAILED
+                    out.discard()
             return state
 
 

@@ -33,6 +33,13 @@ _REWRITES = {
 }
 
 
+_DATA_REPLIES = {
+    DataState.TOO_LONG: "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)",
+    DataState.TOO_MUCH: "552 5.3.4 Message too big for system",
+    DataState.FAILED: TEMPFAIL_INTERNAL,
+}
+
+
 class GatewaySession(Session):
     next_hop: NextHop | None = None
 
@@ -165,8 +172,7 @@ class GatewaySMTP(SMTP):
                 return
             if state is not DataState.NOMINAL:
                 self._set_post_data_state()
-                await self.push("500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)" if state is DataState.TOO_LONG
-                                else "552 5.3.4 Message too big for system")
+                await self.push(_DATA_REPLIES[state])
                 return
             if spool.on_disk:
                 observability.spooled()

@@ -431,3 +431,19 @@ def test_fast_data_encoding_equals_aiosmtplib(pieces):
     message = b"".join(pieces)
     expected = protocol.PERIOD_REGEX.sub(b"..", protocol.normalize_message_line_endings(message)) + b".\r\n"
     assert b"".join(encode_data(message)) == expected
+
+
+async def test_spool_that_cannot_be_written_answers_451_and_stays_in_step(start_gateway, sink, tmp_path):
+    gw = await start_gateway(smtp={"spool_threshold": 10_000, "spool_dir": str(tmp_path / "missing")})
+    client = await RawClient.connect(gw.port)
+    try:
+        await client.cmd("EHLO client.test")
+        await client.cmd("MAIL FROM:<alice@example.gov>")
+        await client.cmd("RCPT TO:<bob@example.org>")
+        body = b"Subject: big\r\n\r\n" + b"RCPT TO:<victim@example.org>\r\n" * 2000
+        code, text = await client.send_data(body)
+        assert code == 451 and "4.3.0" in text
+        assert (await client.cmd("NOOP"))[0] == 250          # the rest of the data was not taken as commands
+    finally:
+        await client.close()
+    assert sink.messages == []

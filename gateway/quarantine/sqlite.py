@@ -104,6 +104,13 @@ class SqliteStore:
             rows = await cur.fetchall()
         return [_item(r, False) for r in rows]
 
+    async def stats(self) -> tuple[int, float | None]:
+        """(held items, received_at of the oldest held one), for /metrics and /healthz."""
+        assert self.db, "store not open"
+        async with self.db.execute("SELECT COUNT(*), MIN(received_at) FROM held WHERE status = 'held'") as cur:
+            count, oldest = await cur.fetchone()
+        return count, oldest
+
 
 def _item(row: tuple, with_raw: bool) -> HeldItem:
     return HeldItem(
