@@ -366,9 +366,19 @@ async def workers(tmp_path):
         await sink.stop()
 
 
+def _listeners(port: int) -> int:
+    """Listening sockets on 127.0.0.1:port (one per worker with SO_REUSEPORT), from /proc/net/tcp."""
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for r in rows if r[1] == f"0100007F:{port:04X}" and r[3] == "0A")
+
+
 async def test_two_workers_accept_and_relay(workers):
     process, sink, smtp_port, metrics_port, metrics_dir = workers
-    await asyncio.sleep(1.0)          # both workers listening (the port answered for at least one)
+    end = time.monotonic() + 30
+    while _listeners(smtp_port) < 2 and time.monotonic() < end:
+        await asyncio.sleep(0.1)
+    assert _listeners(smtp_port) == 2            # two processes, each with its own SO_REUSEPORT listener
     results = await asyncio.gather(*(send(smtp_port, "alice@example.gov", ["bob@example.org"],
                                           make_message(subject=f"m{i}")) for i in range(30)))
     assert [r[0] for r in results] == [250] * 30
