@@ -167,8 +167,11 @@ async def send_data(client: aiosmtplib.SMTP, message: bytes) -> aiosmtplib.SMTPR
             if start.code != 354:
                 raise aiosmtplib.SMTPDataError(start.code, start.message)
             protocol._response_pending = True
-            protocol.write(content)
-            protocol.write(end)
+            if len(content) < 1 << 20:
+                protocol.write(content + end)       # one send for a small message
+            else:
+                protocol.write(content)             # no copy of a large one
+                protocol.write(end)
             del content
             response = await protocol.read_response(timeout=client.timeout)
             if response.code != 250:
