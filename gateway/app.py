@@ -23,6 +23,7 @@ import ssl
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gateway import logs, observability
 from gateway import policy as policy_module
@@ -189,6 +190,9 @@ async def supervise(settings: Settings, count: int) -> None:
     owned_dir = None
     if not os.environ.get(observability.MULTIPROC_ENV):
         owned_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+    else:                   # given by the operator: samples of an earlier run must not be added in
+        for stale in Path(os.environ[observability.MULTIPROC_ENV]).glob("*.db"):
+            stale.unlink(missing_ok=True)
     observability.enable_multiprocess(os.environ.get(observability.MULTIPROC_ENV) or owned_dir)
     context = multiprocessing.get_context("spawn")
     stop = _stop_event()
