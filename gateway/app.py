@@ -62,7 +62,8 @@ class Gateway:
         context.load_cert_chain(smtp.tls_cert, smtp.tls_key)
         return context
 
-    async def start_smtp(self, sock: socket.socket | None = None) -> None:
+    async def start_smtp(self, sock: socket.socket | None = None, *, reuse_port: bool = False) -> None:
+        """Listen on [smtp] listen (or `sock`); `reuse_port` for workers sharing the address."""
         smtp = self.settings.smtp
         self.limiter = ConnectionLimiter(smtp.max_connections, smtp.max_connections_per_client)
         budget = ByteBudget(smtp.memory_budget)
@@ -81,7 +82,7 @@ class Gateway:
         if sock is None:
             host, port = split_host_port(smtp.listen)
             server = await loop.create_server(factory, host, port, reuse_address=True,
-                                              reuse_port=worker_count(self.settings) > 1)
+                                              reuse_port=reuse_port)
         else:
             server = await loop.create_server(factory, sock=sock)
         self.servers.append(server)
@@ -152,11 +153,11 @@ def tune_malloc() -> None:
         pass
 
 
-async def serve(settings: Settings, *, metrics: bool = True) -> None:
+async def serve(settings: Settings, *, metrics: bool = True, reuse_port: bool = False) -> None:
     """One process: the SMTP listener (and, unless a supervisor does it, /metrics and /healthz)."""
     tune_malloc()
     gateway = await Gateway.create(settings)
-    await gateway.start_smtp()
+    await gateway.start_smtp(reuse_port=reuse_port)
     server = None
     if metrics and settings.metrics.listen:
         observer = observability.Observer(settings, gateway.store, gateway.pipeline.detectors)
@@ -183,7 +184,7 @@ def _worker(settings: Settings, index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)        # the supervisor decides; it sends SIGTERM
     logs.setup(settings.log)
     install_uvloop()
-    asyncio.run(serve(settings, metrics=False))
+    asyncio.run(serve(settings, metrics=False, reuse_port=True))
 
 
 async def supervise(settings: Settings, count: int) -> None:
