@@ -2,21 +2,34 @@
 
 SIGTERM drains: the listener stops accepting, sessions in flight finish (up to a deadline), then
 the process exits.
+
+With `[smtp] workers` > 1 (default 0: one per CPU core) `run` is a supervisor: it spawns that many
+worker processes, each with its own listening socket on the same address (SO_REUSEPORT, so the
+kernel spreads connections over them), serves /metrics and /healthz itself (adding up the workers'
+metrics, prometheus-client multiprocess mode), restarts a worker that dies, and on SIGTERM or
+SIGINT passes SIGTERM to every worker and waits for them to drain.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import shutil
 import signal
 import socket
 import ssl
+import tempfile
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from gateway import authresults, dkimsign
+from gateway import authresults, dkimsign, logs, observability
 from gateway import policy as policy_module
 from gateway.actions import Actions, header_sources
 from gateway.config import Settings, split_host_port
+from gateway.dataread import ByteBudget
 from gateway.detectors.antivirus import scanned_header
 from gateway.milter.session import MilterServer
 from gateway.pipeline import Pipeline
@@ -67,9 +80,11 @@ class Gateway:
         context.load_cert_chain(smtp.tls_cert, smtp.tls_key)
         return context
 
-    async def start_smtp(self, sock: socket.socket | None = None) -> None:
+    async def start_smtp(self, sock: socket.socket | None = None, *, reuse_port: bool = False) -> None:
+        """Listen on [smtp] listen (or `sock`); `reuse_port` for workers sharing the address."""
         smtp = self.settings.smtp
         self.limiter = ConnectionLimiter(smtp.max_connections, smtp.max_connections_per_client)
+        budget = ByteBudget(smtp.memory_budget)
         handler = Handler(self.settings, self.pipeline, self.actions)
         tls = self.tls_context()
         hostname = smtp.hostname or socket.gethostname()
@@ -78,13 +93,14 @@ class Gateway:
             return GatewaySMTP(handler, self.limiter, smtp.data_timeout,
                                data_size_limit=smtp.max_message_size, enable_SMTPUTF8=True,
                                hostname=hostname, tls_context=tls, require_starttls=smtp.require_tls,
-                               timeout=smtp.command_timeout)
+                               timeout=smtp.command_timeout, budget=budget, data_reader=smtp.data_reader,
+                               spool_threshold=smtp.spool_threshold, spool_dir=smtp.spool_dir)
 
         loop = asyncio.get_running_loop()
         if sock is None:
             host, port = split_host_port(smtp.listen)
             server = await loop.create_server(factory, host, port, reuse_address=True,
-                                              reuse_port=smtp.workers > 1)
+                                              reuse_port=reuse_port)
         else:
             server = await loop.create_server(factory, sock=sock)
         self.servers.append(server)
@@ -108,6 +124,8 @@ class Gateway:
             server.close()
         if self.milter:
             self.milter.stop_accepting()
+        if self.limiter:
+            self.limiter.drain()
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline
         while ((self.limiter and self.limiter.active) or (self.milter and self.milter.active)) and loop.time() < end:
@@ -122,29 +140,192 @@ class Gateway:
         await self.store.close()
 
 
+def worker_count(settings: Settings) -> int:
+    return settings.smtp.workers or os.cpu_count() or 1
+
+
+def install_uvloop() -> bool:
+    """Use uvloop for the event loops this process creates from now on, where it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def main(settings: Settings) -> None:
+    """`gateway run`: uvloop where available, then `run` until SIGTERM."""
+    install_uvloop()
+    asyncio.run(run(settings))
+
+
 async def run(settings: Settings) -> None:
+    if worker_count(settings) > 1 and settings.smtp.enabled:
+        await supervise(settings, worker_count(settings))
+    else:
+        await serve(settings)
+
+
+def _stop_event() -> asyncio.Event:
+    """Set on SIGTERM or SIGINT; installed first, so a signal during start-up still drains."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):       # first, so a SIGTERM during start-up still drains
+    for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def tune_malloc() -> None:
+    """glibc: allocations of 1 MB and more always by mmap, so that the memory of a large message goes
+    back to the system when it is freed (glibc's dynamic threshold otherwise rises to 32 MB and keeps
+    it in the heap: peak RSS with many 10 MB messages was ~40 % higher, docs/performance.md)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1024 * 1024)          # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+async def serve(settings: Settings, *, smtp: bool = True, services: bool = True, reuse_port: bool = False,
+                stop: asyncio.Event | None = None) -> None:
+    """One process until SIGTERM: the SMTP listener (`smtp`) and the node's services (`services`: the
+    milter front end, the review app, the notifier, /metrics and /healthz). A single process runs both;
+    with worker processes the workers run SMTP and the supervisor runs the services."""
+    stop = stop or _stop_event()
+    tune_malloc()
     gateway = await Gateway.create(settings)
-    notifier = None
-    if settings.notify.enabled:          # sends the outbox's due notices; one per node (gateway/notify/notifier.py)
+    notifier = review = metrics = None
+    if services and settings.notify.enabled:   # sends the outbox's due notices (gateway/notify/notifier.py)
         from gateway.notify.notifier import Notifier
         notifier = Notifier(settings, gateway.store)      # a missing translation catalog stops start-up here
-    await gateway.start()
+    if smtp and settings.smtp.enabled:
+        await gateway.start_smtp(reuse_port=reuse_port)
+    if services and settings.milter.enabled:
+        await gateway.start_milter()
     if notifier is not None:
         await notifier.start()
-    review = None
-    if settings.review.enabled:          # the ITSD review app and API on [review] listen (gateway/review/)
+    if services and settings.review.enabled:   # the ITSD review app and API on [review] listen (gateway/review/)
         from gateway.review.server import start as start_review
         review = await start_review(gateway)
+    if services and settings.metrics.listen:
+        metrics = await start_metrics(observability.Observer(settings, gateway.store, gateway.pipeline.detectors),
+                                      settings.metrics.listen)
     await stop.wait()
     log.info("stopping: draining sessions in flight")
-    await gateway.drain()
+    await gateway.drain(settings.smtp.drain_timeout)
     if review is not None:
         review[0].should_exit = True
         await review[1]
     if notifier is not None:
         await notifier.stop()
+    if metrics:
+        await metrics.stop()
     await gateway.close()
+
+
+async def start_metrics(observer: observability.Observer, listen: str) -> observability.MetricsServer | None:
+    """The /metrics and /healthz listener; mail keeps flowing when it cannot bind (logged as an error)."""
+    try:
+        return await observability.MetricsServer(observer, listen).start()
+    except OSError as e:
+        log.error("metrics listener on %s not started: %s", listen, e)
+        return None
+
+
+def _worker(settings: Settings, index: int) -> None:
+    """A worker process (spawned): the SMTP listener on a SO_REUSEPORT socket; SIGTERM drains it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)        # the supervisor decides; it sends SIGTERM
+    die_with_parent()
+    logs.setup(settings.log)
+    install_uvloop()
+    asyncio.run(serve(settings, services=False, reuse_port=True))
+
+
+def die_with_parent() -> None:
+    """Linux: SIGKILL this worker when the supervisor dies, however it dies (a killed supervisor must
+    not leave orphans accepting mail with nobody to stop them)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)       # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+async def supervise(settings: Settings, count: int) -> None:
+    owned_dir = None
+    if not os.environ.get(observability.MULTIPROC_ENV):
+        owned_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+    else:                   # given by the operator: samples of an earlier run must not be added in
+        for stale in Path(os.environ[observability.MULTIPROC_ENV]).glob("*.db"):
+            stale.unlink(missing_ok=True)
+    observability.enable_multiprocess(os.environ.get(observability.MULTIPROC_ENV) or owned_dir)
+    context = multiprocessing.get_context("spawn")
+    stop = _stop_event()
+
+    def spawn(index: int):
+        process = context.Process(target=_worker, args=(settings, index), name=f"gateway-worker-{index}")
+        process.start()
+        process.started_at = time.monotonic()
+        return process
+
+    workers = [spawn(i) for i in range(count)]
+    log.info("started %d worker processes: %s", count, ", ".join(str(p.pid) for p in workers))
+    # The node's services (milter, review app, notifier, /metrics adding up the workers) run here.
+    services = asyncio.create_task(serve(settings, smtp=False, stop=stop))
+    failed = False
+    try:
+        while not stop.is_set():
+            if services.done():         # the services stopped by themselves: a start-up error (port in use...)
+                failed = True
+                stop.set()
+                break
+            for i, process in enumerate(workers):
+                if process.is_alive():
+                    continue
+                _mark_dead(process.pid)
+                if time.monotonic() - process.started_at < 5:
+                    log.error("worker %s exited at start-up (code %s): stopping", process.pid, process.exitcode)
+                    failed = True
+                    stop.set()
+                    break
+                log.error("worker %s died (code %s): starting another", process.pid, process.exitcode)
+                workers[i] = spawn(i)
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except TimeoutError:
+                pass
+        log.info("stopping: SIGTERM to the workers, waiting for them to drain")
+        for process in workers:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + settings.smtp.drain_timeout + 5
+        while any(p.is_alive() for p in workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for process in workers:
+            if process.is_alive():
+                log.warning("worker %s did not stop in time: killing it", process.pid)
+                process.kill()
+            process.join(1)
+            _mark_dead(process.pid)
+    finally:
+        stop.set()
+        try:
+            await services
+        except Exception:
+            log.exception("the supervisor's services failed")
+            failed = True
+        if owned_dir:
+            shutil.rmtree(owned_dir, ignore_errors=True)
+    if failed:
+        raise SystemExit(1)
+
+
+def _mark_dead(pid: int | None) -> None:
+    if pid is not None:
+        try:
+            from prometheus_client import multiprocess
+            multiprocess.mark_process_dead(pid)
+        except Exception:
+            pass

@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.app import run
-    asyncio.run(run(settings))
+    from gateway.app import main
+    main(settings)          # uvloop where available; worker processes per [smtp] workers
     return 0
 
 

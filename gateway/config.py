@@ -39,6 +39,13 @@ class SmtpSettings:
     enabled: bool = True                    # `gateway run` starts the SMTP front end
     # Clients whose XFORWARD (Postfix's content_filter: the original client's address and HELO) is believed.
     xforward_hosts: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    workers: int = 0                        # processes sharing the listening socket (0: one per CPU core)
+    # Performance (docs/performance.md):
+    data_reader: str = "chunked"            # "chunked" (fast) | "lines" (aiosmtpd's line-at-a-time reader)
+    spool_threshold: int = 1024 * 1024      # a message being received goes to a temporary file beyond this
+    spool_dir: str = ""                     # where (default: the system temporary directory)
+    memory_budget: int = 64 * 1024 * 1024   # message bytes inspected at once per worker; others wait on disk
+    drain_timeout: float = 30.0             # on SIGTERM, how long sessions in flight may take to finish
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,12 @@ class OcrSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    listen: str = "127.0.0.1:9025"          # /metrics and /healthz (gateway/observability.py); "" = off
+    healthz_timeout: float = 5.0            # per check: store, next hop, detectors with a health() method
+
+
+@dataclass(frozen=True)
 class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
@@ -233,6 +246,7 @@ class Settings:
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
     text: TextSettings = field(default_factory=TextSettings)
     ocr: OcrSettings = field(default_factory=OcrSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     source: str = "<embedded defaults>"
 
     def is_local(self, address: str) -> bool:
@@ -355,6 +369,15 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{settings.source}: {key}: {e}") from None
     if settings.relay.starttls not in ("opportunistic", "required", "off"):
         raise ConfigError(f"{settings.source}: [relay] starttls: must be opportunistic, required or off")
+    if settings.metrics.listen:
+        try:
+            split_host_port(settings.metrics.listen)
+        except ValueError as e:
+            raise ConfigError(f"{settings.source}: [metrics] listen: {e}") from None
+    if settings.smtp.data_reader not in ("chunked", "lines"):
+        raise ConfigError(f"{settings.source}: [smtp] data_reader: must be chunked or lines")
+    if settings.smtp.workers < 0:
+        raise ConfigError(f"{settings.source}: [smtp] workers: must be 0 (one per core) or more")
     if bool(settings.smtp.tls_cert) != bool(settings.smtp.tls_key):
         raise ConfigError(f"{settings.source}: [smtp] tls_cert and tls_key go together")
     if settings.antivirus.clamd:

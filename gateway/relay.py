@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
+from gateway import observability
 from gateway.config import RelaySettings, split_host_port
 
 log = logging.getLogger("gateway.relay")
@@ -87,6 +88,7 @@ class NextHop:
                 await self.close()
                 if attempt == 2:
                     log.warning("next hop %s:%s unavailable: %s", self.host, self.port, e)
+                    observability.next_hop_error("connect")
         return UNAVAILABLE
 
     async def rcpt(self, address: str) -> Reply:
@@ -98,6 +100,7 @@ class NextHop:
             return _reply(e)
         except (aiosmtplib.SMTPException, OSError) as e:
             log.warning("next hop failed at RCPT: %s", e)
+            observability.next_hop_error("rcpt")
             await self.close()
             return UNAVAILABLE
 
@@ -105,7 +108,7 @@ class NextHop:
         assert self.client and self.in_transaction
         self.in_transaction = False
         try:
-            response = await self.client.data(message)
+            response = await send_data(self.client, message)
             return Reply(response.code, response.message)
         except aiosmtplib.SMTPResponseException as e:
             if e.code < 400:
@@ -114,6 +117,7 @@ class NextHop:
             return _reply(e)
         except (aiosmtplib.SMTPException, OSError) as e:
             log.warning("next hop failed at DATA: %s", e)
+            observability.next_hop_error("data")
             await self.close()
             return UNAVAILABLE
 
@@ -133,6 +137,50 @@ class NextHop:
                 await client.quit()
             except (aiosmtplib.SMTPException, OSError):
                 client.close()
+
+
+def encode_data(message: bytes) -> tuple[bytes, bytes]:
+    """What aiosmtplib sends for DATA (bare CR and LF made CRLF, dot-stuffing, the final ".CRLF"),
+    computed with bytes methods: its regex substitutions cost ~40 ms per MB. Returned as (content,
+    end) so that a large message is not copied once more to append the end."""
+    if not (message.count(b"\r\n") == message.count(b"\n") == message.count(b"\r")):
+        message = aiosmtplib.protocol.LINE_ENDINGS_REGEX.sub(b"\r\n", message)
+    stuffed = message.replace(b"\n.", b"\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed, b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n"
+
+
+async def send_data(client: aiosmtplib.SMTP, message: bytes) -> aiosmtplib.SMTPResponse:
+    """client.data(message), with the encoding of `encode_data`; falls back to client.data when this
+    aiosmtplib's protocol does not have the internals used here."""
+    protocol = client.protocol
+    lock = getattr(protocol, "_command_lock", None)
+    if lock is None or not hasattr(protocol, "_response_pending") or not hasattr(protocol, "read_response"):
+        return await client.data(message)
+    content, end = encode_data(message)
+    del message
+    try:
+        async with lock:
+            protocol._response_pending = True
+            protocol.write(b"DATA\r\n")
+            start = await protocol.read_response(timeout=client.timeout)
+            if start.code != 354:
+                raise aiosmtplib.SMTPDataError(start.code, start.message)
+            protocol._response_pending = True
+            if len(content) < 1 << 20:
+                protocol.write(content + end)       # one send for a small message
+            else:
+                protocol.write(content)             # no copy of a large one
+                protocol.write(end)
+            del content
+            response = await protocol.read_response(timeout=client.timeout)
+            if response.code != 250:
+                raise aiosmtplib.SMTPDataError(response.code, response.message)
+            return response
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        client.close()
+        raise
 
 
 def _reply(e: aiosmtplib.SMTPResponseException) -> Reply:

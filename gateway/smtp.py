@@ -17,9 +17,10 @@ from collections import Counter
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from gateway import logs
+from gateway import logs, observability
 from gateway.actions import TEMPFAIL_INTERNAL, Actions
 from gateway.config import Settings
+from gateway.dataread import ByteBudget, DataState, Spool, read_data
 from gateway.model import Envelope
 from gateway.pipeline import Pipeline
 from gateway.relay import NextHop
@@ -34,6 +35,13 @@ _REWRITES = {
 }
 
 
+_DATA_REPLIES = {
+    DataState.TOO_LONG: "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)",
+    DataState.TOO_MUCH: "552 5.3.4 Message too big for system",
+    DataState.FAILED: TEMPFAIL_INTERNAL,
+}
+
+
 class GatewaySession(Session):
     next_hop: NextHop | None = None
     xforward: dict[str, str] | None = None      # the original client as Postfix's XFORWARD reported it
@@ -45,6 +53,8 @@ class ConnectionLimiter:
     def __init__(self, total: int, per_client: int) -> None:
         self.total, self.per_client = total, per_client
         self.by_client: Counter[str] = Counter()
+        self.sessions: set[GatewaySMTP] = set()      # live sessions, for draining
+        self.draining = False
 
     def admit(self, client: str) -> bool:
         if sum(self.by_client.values()) >= self.total or self.by_client[client] >= self.per_client:
@@ -61,14 +71,27 @@ class ConnectionLimiter:
     def active(self) -> int:
         return sum(self.by_client.values())
 
+    def drain(self) -> None:
+        """Shutting down: sessions between transactions are closed with 421 now, the others after
+        their transaction's reply."""
+        self.draining = True
+        for session in list(self.sessions):
+            session.close_if_idle()
+
 
 class GatewaySMTP(SMTP):
     """aiosmtpd's SMTP with connection limits, a DATA deadline and enhanced status codes."""
 
-    def __init__(self, handler: Handler, limiter: ConnectionLimiter, data_timeout: float, **kwargs) -> None:
+    def __init__(self, handler: Handler, limiter: ConnectionLimiter, data_timeout: float, *,
+                 budget: ByteBudget | None = None, data_reader: str = "chunked", spool_threshold: int = 1 << 20,
+                 spool_dir: str = "", **kwargs) -> None:
         super().__init__(handler, **kwargs)
         self.limiter = limiter
         self.data_timeout = data_timeout
+        self.budget = budget or ByteBudget(1 << 62)
+        self.data_reader = data_reader
+        self.spool_threshold = spool_threshold
+        self.spool_dir = spool_dir
 
     def _create_session(self) -> Session:
         return GatewaySession(self.loop)
@@ -84,9 +107,14 @@ class GatewaySMTP(SMTP):
             await self.push("421 4.7.0 Too many connections, please try again later")
             self.transport.close()
             return
+        self.limiter.sessions.add(self)
         try:
-            await super()._handle_client()
+            if self.limiter.draining:
+                self.close_if_idle()
+            else:
+                await super()._handle_client()
         finally:
+            self.limiter.sessions.discard(self)
             self.limiter.release(client)
             hop = getattr(self.session, "next_hop", None)
             if hop is not None:
@@ -110,14 +138,78 @@ class GatewaySMTP(SMTP):
             return
         self.session.xforward = {**(self.session.xforward or {}), **attributes}
         await self.push("250 2.0.0 Ok")
+    in_data = False
+
+    def close_if_idle(self) -> None:
+        """421 and close unless a transaction is under way (MAIL given, or DATA being handled)."""
+        if self.in_data or (self.envelope is not None and self.envelope.mail_from is not None):
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"421 4.3.2 Service shutting down, please try again later\r\n")
+            self.transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
+        self.in_data = True
+        try:
+            await self._timed_DATA(arg)
+        finally:
+            self.in_data = False
+        if self.limiter.draining:
+            self.close_if_idle()
+
+    async def _timed_DATA(self, arg: str) -> None:
         try:
             async with asyncio.timeout(self.data_timeout):
-                await super().smtp_DATA(arg)
+                if self.data_reader == "lines":
+                    await super().smtp_DATA(arg)        # aiosmtpd's own reader, one line at a time
+                else:
+                    await self._chunked_DATA(arg)
         except TimeoutError:
             await self.push("421 4.4.2 DATA timeout, closing connection")
             self.transport.close()
+
+    async def _chunked_DATA(self, arg: str) -> None:
+        """aiosmtpd's smtp_DATA with the payload read in chunks into a spool (gateway/dataread.py)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        spool = Spool(self.spool_threshold, self.spool_dir)
+        try:
+            try:
+                state = await read_data(self._reader, spool, size_limit=self.data_size_limit,
+                                        max_line=self.line_length_limit - 2)
+            except asyncio.CancelledError:
+                self._writer.close()        # the connection was lost during DATA
+                raise
+            except asyncio.IncompleteReadError:
+                self._writer.close()
+                return
+            if state is not DataState.NOMINAL:
+                self._set_post_data_state()
+                await self.push(_DATA_REPLIES[state])
+                return
+            if spool.on_disk:
+                observability.spooled()
+            held = await self.budget.acquire(spool.size)
+            try:
+                raw = spool.getvalue()
+                spool.close()
+                self.envelope.content = self.envelope.original_content = raw
+                del raw
+                status = await self._call_handler_hook("DATA")
+            finally:
+                self.budget.release(held)
+        finally:
+            spool.close()
+        self._set_post_data_state()
+        await self.push(status)
 
 
 XFORWARD_NAMES = frozenset({"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"})
@@ -170,6 +262,9 @@ class Handler:
 
     async def handle_MAIL(self, server: SMTP, session: GatewaySession, envelope: SmtpEnvelope,
                           address: str, mail_options: list[str]) -> str:
+        limiter = getattr(server, "limiter", None)
+        if limiter is not None and limiter.draining:
+            return "421 4.3.2 Service shutting down, please try again later"
         if self.settings.smtp.require_tls and not session.ssl:
             return "530 5.7.0 Must issue a STARTTLS command first"
         if session.next_hop is None:
@@ -220,6 +315,7 @@ class Handler:
             log.exception("internal error while handling a message from %s", mail_envelope.client_address)
             if session.next_hop is not None:
                 await session.next_hop.close()
+            observability.reply_only(TEMPFAIL_INTERNAL)
             return TEMPFAIL_INTERNAL
         timings = dict(inspection.timings)
         timings["action"] = round((time.perf_counter() - action_start) * 1000, 3)
@@ -229,6 +325,8 @@ class Handler:
                      rcpt_tos=list(mail_envelope.rcpt_tos), size=mail.size, verdict=verdict.action.value,
                      rule=verdict.rule, kinds=list(verdict.kinds), monitored=list(verdict.monitored),
                      reply=reply.split(" ", 1)[0], ms=timings)
+        observability.message(mail.direction.value, verdict.action.value, verdict.rule, verdict.kinds, timings,
+                              mail.size, reply)
         return reply
 
     async def handle_exception(self, error: Exception) -> str:

@@ -139,6 +139,12 @@ class SqlStore:
                                      "ORDER BY category")
         return {r[0]: int(r[1]) for r in rows}
 
+    async def held_summary(self) -> tuple[int, float | None]:
+        """(items held now, received_at of the oldest of them): for /metrics and /healthz."""
+        rows = await self._fetch("SELECT COUNT(*), MIN(received_at) FROM held WHERE status = 'held'")
+        count, oldest = rows[0] if rows else (0, None)
+        return int(count), (float(oldest) if oldest is not None else None)
+
     async def oldest_held(self) -> float | None:
         rows = await self._fetch("SELECT MIN(received_at) FROM held WHERE status = 'held'")
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
