@@ -144,23 +144,31 @@ def worker_count(settings: Settings) -> int:
     return settings.smtp.workers or os.cpu_count() or 1
 
 
-def install_uvloop() -> bool:
-    """Use uvloop for the event loops this process creates from now on, where it is installed."""
+def loop_factory():
+    """uvloop's event loop where it is installed, else asyncio's: for this process's own runner only
+    (the global policy is left alone, so code that embeds the gateway keeps its loop)."""
     try:
         import uvloop
     except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
+        return None
+    return uvloop.new_event_loop
 
 
 def main(settings: Settings) -> None:
     """`gateway run`: uvloop where available, then `run` until SIGTERM."""
-    install_uvloop()
-    asyncio.run(run(settings))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(run(settings))
+
+
+def preflight(settings: Settings) -> None:
+    """What can stop start-up (the policy, detector options, DKIM and ARC keys), checked in this
+    process before any worker is spawned, so a mistake is reported once, clearly, with exit code 2."""
+    Pipeline(settings, policy_module.load(settings))
+    dkimsign.finishers(settings)
 
 
 async def run(settings: Settings) -> None:
+    preflight(settings)
     if worker_count(settings) > 1 and settings.smtp.enabled:
         await supervise(settings, worker_count(settings))
     else:
@@ -239,8 +247,8 @@ def _worker(settings: Settings, index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)        # the supervisor decides; it sends SIGTERM
     die_with_parent()
     logs.setup(settings.log)
-    install_uvloop()
-    asyncio.run(serve(settings, services=False, reuse_port=True))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(serve(settings, services=False, reuse_port=True))
 
 
 def die_with_parent() -> None:

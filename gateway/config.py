@@ -35,7 +35,6 @@ class SmtpSettings:
     tls_cert: str = ""
     tls_key: str = ""
     require_tls: bool = False               # refuse MAIL before STARTTLS
-    workers: int = 1                        # processes sharing the listening socket
     enabled: bool = True                    # `gateway run` starts the SMTP front end
     # Clients whose XFORWARD (Postfix's content_filter: the original client's address and HELO) is believed.
     xforward_hosts: tuple[str, ...] = ("127.0.0.0/8", "::1/128")

@@ -197,7 +197,9 @@ async def test_very_long_line_answers_500(gw, sink):
 
 
 async def test_ten_megabyte_message_arrives_intact_through_the_spool(start_gateway, sink):
-    gw = await start_gateway(smtp={"spool_threshold": 1_000_000, "memory_budget": 4_000_000})
+    # text limits raised so that 10 MB of plain text is read by the content detectors, not held unread
+    gw = await start_gateway(smtp={"spool_threshold": 1_000_000, "memory_budget": 4_000_000},
+                             text={"max_body_chars": 20_000_000, "max_chars": 20_000_000})
     line = bytes(range(33, 127)) + b"\r\n"
     body = line * (10 * 1024 * 1024 // len(line))
     message = make_message(subject="big", body="") + body
