@@ -15,6 +15,7 @@ import email.parser
 import email.policy
 import email.utils
 import io
+import quopri
 import re
 from dataclasses import dataclass, field
 
@@ -58,8 +59,11 @@ class Part:
 
     @property
     def is_text(self) -> bool:
+        """Body text: plain or HTML, not marked or named as a file, and not binary (a zip declared as
+        text/plain is a file that clients offer to save)."""
         return self.content_type in ("text/plain", "text/html") and self.disposition != "attachment" \
-            and not self.filename
+            and not self.filename and (b"\0" not in self.payload[:4096]
+                                       or (self.charset or "").lower().startswith(("utf-16", "utf-32")))
 
     @property
     def is_attachment(self) -> bool:
@@ -135,6 +139,8 @@ def parse(raw: bytes, limits: Limits = Limits()) -> ParsedMessage:
         walker.limit_exceeded = "header_bytes"
     else:
         walker.walk(message, "", 0, False, ())
+        if walker.boundaries and boundary_lookalikes(raw, walker.boundaries):
+            walker.defects.append("boundary_lookalike")
     return ParsedMessage(
         message=message,
         subject=decode_header_value(message.get("Subject", "")),
@@ -153,6 +159,7 @@ class _Walker:
         self.defects: list[str] = []
         self.decoded_bytes = 0
         self.limit_exceeded = ""
+        self.boundaries: list[str] = []
 
     def walk(self, msg: email.message.Message, path: str, depth: int, nested: bool,
              boundaries: tuple[str, ...]) -> None:
@@ -166,10 +173,19 @@ class _Walker:
             reason = _STRUCTURAL.get(type(defect))
             if reason:
                 self.defects.append(reason)
+        if msg.get_content_maintype() == "message":
+            if msg.get_content_subtype() == "partial":
+                self.defects.append("partial")              # a fragment: it cannot be scanned whole
+            if transfer_encoding(msg) not in IDENTITY:
+                self.defects.append("encoded_message")      # RFC 2046 forbids it; clients disagree on it
         if msg.is_multipart():
             boundary = msg.get_boundary() or ""
             if boundary and any(b.startswith(boundary) or boundary.startswith(b) for b in boundaries):
                 self.defects.append("ambiguous_boundary")
+            if boundary:
+                self.boundaries.append(boundary)
+                if msg.epilogue and _epilogue_parts(msg.epilogue, boundary):
+                    self.defects.append("epilogue_parts")
             children = msg.get_payload()
             if not isinstance(children, list):
                 return
@@ -193,19 +209,21 @@ class _Walker:
         if len(self.parts) >= self.limits.max_parts:
             self.limit_exceeded = "parts"
             return
+        ctype = msg.get_content_type()
+        encoding = transfer_encoding(msg)
+        if any(isinstance(d, email.errors.MissingHeaderBodySeparatorDefect) for d in msg.defects) \
+                and _HEADER_LOOKALIKE.match(_raw_body(msg)[:1000]):
+            self.defects.append("header_syntax")        # "Content-Type : x": Thunderbird reads it, we would not
         try:
-            payload = msg.get_payload(decode=True) or b""
-        except Exception:   # a lenient parser's decoder on hostile input: treat as undecodable
-            payload = b""
+            payload, valid = decode_body(_raw_body(msg), encoding, self.limits.max_decoded_bytes)
+        except Exception:   # a decoder on hostile input: treat as undecodable
+            payload, valid = b"", False
             self.defects.append("undecodable")
-        if not isinstance(payload, bytes):
-            payload = str(payload).encode("utf-8", "surrogateescape")
         self.decoded_bytes += len(payload)
         if self.decoded_bytes > self.limits.max_decoded_bytes:
             self.limit_exceeded = "decoded_bytes"
             return
         names = filename_candidates(msg)
-        ctype = msg.get_content_type()
         disposition = msg.get_content_disposition()
         part = Part(
             path=path,
@@ -214,16 +232,35 @@ class _Walker:
             filenames=names,
             disposition=disposition,
             charset=msg.get_content_charset(),
-            transfer_encoding=str(msg.get("Content-Transfer-Encoding", "7bit")).strip().lower(),
+            transfer_encoding=encoding,
             payload=payload,
             headers=tuple((k, str(v)) for k, v in msg.items()),
             nested_in_message=nested,
         )
-        if part.is_attachment and any(isinstance(d, _ENCODING) for d in msg.defects):
-            self.defects.append("invalid_encoding")
+        if part.is_attachment and not valid:
+            self.defects.append("unknown_encoding" if valid is None else "invalid_encoding")
         self.parts.append(part)
-        if ctype.startswith("text/") and b"begin " in payload:
-            self._uuencoded(part)
+        if ctype.startswith("text/"):
+            if b"begin " in payload:
+                self._uuencoded(part)
+            if b"=ybegin " in payload or b"BinHex" in payload:
+                self._embedded(part)
+
+    def _embedded(self, text_part: Part) -> None:
+        """yEnc and BinHex 4.0 blocks in a text body are files too (news readers and old Mac clients decode them)."""
+        room = self.limits.max_decoded_bytes - self.decoded_bytes
+        found, broken = embedded_blocks(text_part.payload, room)
+        if broken:
+            self.defects.append("encoded_block")
+        for n, (kind, name, content) in enumerate(found, 1):
+            if len(self.parts) >= self.limits.max_parts:
+                self.limit_exceeded = "parts"
+                return
+            self.decoded_bytes += len(content)
+            self.parts.append(Part(
+                path=f"{text_part.path}.{kind}{n}", content_type="application/octet-stream", filename=name,
+                filenames=(name,), disposition="attachment", charset=None, transfer_encoding=f"x-{kind}",
+                payload=content, nested_in_message=text_part.nested_in_message))
 
     def _uuencoded(self, text_part: Part) -> None:
         """Files uuencoded inside a text body are attachments too: mail clients show them as such."""
@@ -309,3 +346,193 @@ def uuencoded(text: bytes, limit: int) -> list[tuple[str, bytes]]:
         name = match.group(1).decode("utf-8", "replace").strip()
         found.append((_SLASHES.split(name)[-1].strip() or "uuencoded", bytes(out)))
     return found
+
+
+# --- transfer encodings, decoded the way mail clients do ---------------------------------------------
+
+IDENTITY = frozenset({"7bit", "8bit", "binary"})
+_UU = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
+_KNOWN = IDENTITY | _UU | {"base64", "quoted-printable"}
+_COMMENT = re.compile(r"\([^()]*\)")
+_HEADER_LOOKALIKE = re.compile(rb"[!-9;-~]{1,76}[ \t]+:")
+_B64_SPACE = b" \t\r\n\x0b\x0c"
+_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]+")
+
+
+def transfer_encoding(msg: email.message.Message) -> str:
+    """The Content-Transfer-Encoding token as clients read it: case, folding, quotes and comments ignored."""
+    value = str(msg.get("Content-Transfer-Encoding", "") or "")
+    value = _COMMENT.sub(" ", value).replace('"', " ").replace("'", " ").strip().lower()
+    token = value.split()[0] if value else "7bit"
+    if token not in _KNOWN and token.replace("-", "") in ("7bit", "8bit"):
+        return token.replace("-", "")
+    return token
+
+
+def _raw_body(msg: email.message.Message) -> bytes:
+    """The body as it arrived: compat32 keeps the bytes parser's input as text with surrogate escapes
+    (get_payload() would replace 8-bit bytes)."""
+    payload = getattr(msg, "_payload", None)
+    if isinstance(payload, bytes):
+        return payload
+    if not isinstance(payload, str):
+        return b""
+    try:
+        return payload.encode("ascii", "surrogateescape")
+    except UnicodeError:
+        return payload.encode("utf-8", "surrogateescape")
+
+
+def decode_body(body: bytes, encoding: str, limit: int) -> tuple[bytes, bool | None]:
+    """(decoded bytes, valid): valid is False when the encoding was broken and decoded leniently, None
+    when the encoding is unknown (the bytes are passed through as they are)."""
+    if encoding == "base64":
+        return decode_base64(body)
+    if encoding == "quoted-printable":
+        return quopri.decodestring(body), True
+    if encoding in _UU:
+        files = uuencoded(body, limit)
+        return (files[0][1], True) if files else (body, False)
+    return body, encoding in IDENTITY or None
+
+
+def decode_base64(data: bytes) -> tuple[bytes, bool]:
+    """Base64 as mail clients decode it: whitespace and missing padding are fine (valid); characters
+    outside the alphabet are skipped and padding inside the data starts a new run (not valid)."""
+    compact = data.translate(None, _B64_SPACE)
+    body = compact.rstrip(b"=")
+    if len(body) % 4 != 1 and len(compact) - len(body) <= 2:
+        try:
+            return binascii.a2b_base64(body + b"=" * (-len(body) % 4), strict_mode=True), True
+        except binascii.Error:
+            pass
+    out = bytearray()
+    for run in _B64_JUNK.sub(b"", compact).split(b"="):
+        run = run[: len(run) - 1] if len(run) % 4 == 1 else run
+        if run:
+            out += binascii.a2b_base64(run + b"=" * (-len(run) % 4))
+    return bytes(out), False
+
+
+def _epilogue_parts(epilogue: str, boundary: str) -> bool:
+    """Text after the closing boundary that holds MIME parts: some clients show them."""
+    if "--" + boundary not in epilogue and "ontent-" not in epilogue and "ONTENT-" not in epilogue:
+        return False
+    return re.search(r"(?im)^[ \t]*(--" + re.escape(boundary) + r"|content-(type|transfer-encoding|disposition)"
+                     r"[ \t]*:)", epilogue) is not None
+
+
+def boundary_lookalikes(raw: bytes, boundaries: list[str]) -> bool:
+    """A line that starts like a delimiter but is not one ("--b1 junk", " --b1"): RFC 2046 lets clients
+    match the boundary as a prefix of the line, so they split the message where we do not."""
+    known = {b"--" + b.encode("utf-8", "surrogateescape") for b in boundaries}
+    for boundary in dict.fromkeys(boundaries):
+        delimiter = b"--" + boundary.encode("utf-8", "surrogateescape")
+        if delimiter not in raw:
+            continue
+        for match in re.finditer(rb"(?m)^([ \t]*)" + re.escape(delimiter) + rb"([^\r\n]*)", raw):
+            lead, rest = match.group(1), match.group(2).rstrip(b" \t")
+            if not lead and rest in (b"", b"--"):
+                continue
+            if not lead and (delimiter + rest in known or delimiter + rest.removesuffix(b"--") in known):
+                continue        # a nested boundary that extends this one: ambiguous_boundary covers it
+            return True
+    return False
+
+
+# --- yEnc and BinHex blocks inside text --------------------------------------------------------------
+
+_YBEGIN = re.compile(rb"^=ybegin ([^\r\n]{0,1000})\r?$", re.MULTILINE)
+_YEND = re.compile(rb"^=yend[^\r\n]*\r?$", re.MULTILINE)
+_YDEC = bytes((i - 42) % 256 for i in range(256))
+_BINHEX = re.compile(rb"\(This file must be converted with BinHex[^\r\n]*")
+_HQX = b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr"
+_HQX_VALUE = {c: i for i, c in enumerate(_HQX)}
+_MAX_BLOCKS = 20
+
+
+def embedded_blocks(text: bytes, limit: int) -> tuple[list[tuple[str, str, bytes]], bool]:
+    """([(kind, name, content)], broken) for the yEnc and BinHex 4.0 blocks of a text body."""
+    found: list[tuple[str, str, bytes]] = []
+    broken = False
+    for match in _YBEGIN.finditer(text):
+        if len(found) >= _MAX_BLOCKS:
+            break
+        params = match.group(1).decode("latin-1").rstrip("\r")
+        name = params.partition(" name=")[2].strip() or "yenc"
+        end = _YEND.search(text, match.end())
+        content = _ydecode(text[match.end():end.start() if end else len(text)], limit)
+        broken |= end is None
+        found.append(("yenc", _SLASHES.split(name)[-1].strip() or "yenc", content))
+    for match in _BINHEX.finditer(text):
+        if len(found) >= _MAX_BLOCKS:
+            break
+        decoded = _binhex(text, match.end(), limit)
+        if decoded is None:
+            broken = True
+        else:
+            found.append(("binhex", *decoded))
+    return found, broken
+
+
+def _ydecode(block: bytes, limit: int) -> bytes:
+    out = bytearray()
+    for line in block.splitlines():
+        if line.startswith((b"=ypart", b"=ybegin")):
+            continue
+        pieces = line.split(b"=")
+        out += pieces[0].translate(_YDEC)
+        for piece in pieces[1:]:
+            if piece:
+                out.append((piece[0] - 106) % 256)
+                out += piece[1:].translate(_YDEC)
+        if len(out) > limit:
+            break
+    return bytes(out[:limit])
+
+
+def _binhex(text: bytes, start: int, limit: int) -> tuple[str, bytes] | None:
+    """(name, data fork) of a BinHex 4.0 block starting after its banner, or None when it is broken."""
+    begin = text.find(b":", start)
+    end = text.find(b":", begin + 1) if begin >= 0 else -1
+    if begin < 0 or end < 0:
+        return None
+    bits = bytearray()
+    acc = nbits = 0
+    for c in text[begin + 1:end]:
+        if c in b" \t\r\n":
+            continue
+        value = _HQX_VALUE.get(c)
+        if value is None:
+            return None
+        acc = (acc << 6) | value
+        nbits += 6
+        if nbits >= 8:
+            nbits -= 8
+            bits.append((acc >> nbits) & 0xFF)
+            acc &= (1 << nbits) - 1
+        if len(bits) > limit + 4096:
+            return None
+    out = bytearray()
+    i = 0
+    while i < len(bits):                    # run-length decoding: 0x90 n repeats the previous byte
+        b = bits[i]
+        if b == 0x90 and i + 1 < len(bits):
+            count = bits[i + 1]
+            if count == 0:
+                out.append(0x90)
+            elif out:
+                out += bytes([out[-1]]) * (count - 1)
+            i += 2
+            continue
+        out.append(b)
+        i += 1
+    if not out or len(out) < out[0] + 22:
+        return None
+    n = out[0]
+    name = out[1:1 + n].decode("mac_roman", "replace")
+    size = int.from_bytes(out[n + 12:n + 16], "big")
+    data = bytes(out[n + 22:n + 22 + size])
+    if len(data) != size:
+        return None
+    return _SLASHES.split(name)[-1].strip() or "binhex", data
