@@ -180,7 +180,7 @@ class _Walker:
                 self.defects.append("encoded_message")      # RFC 2046 forbids it; clients disagree on it
         if msg.is_multipart():
             boundary = msg.get_boundary() or ""
-            if boundary and any(b.startswith(boundary) or boundary.startswith(b) for b in boundaries):
+            if boundary and _ambiguous_boundary(msg, boundary, boundaries):
                 self.defects.append("ambiguous_boundary")
             if boundary:
                 self.boundaries.append(boundary)
@@ -412,6 +412,19 @@ def decode_base64(data: bytes) -> tuple[bytes, bool]:
         if run:
             out += binascii.a2b_base64(run + b"=" * (-len(run) % 4))
     return bytes(out), False
+
+
+def _ambiguous_boundary(msg: email.message.Message, boundary: str, enclosing: tuple[str, ...]) -> bool:
+    """A nested boundary that clients may confuse with an enclosing one. RFC 2046 lets a client match a
+    boundary as a prefix of the line, so an inner boundary that extends an outer one ("b1" -> "b1x")
+    splits the outer multipart at the inner delimiters; that reading gives the same parts only when
+    the inner multipart has nothing before its first and after its last delimiter."""
+    for outer in enclosing:
+        if outer.startswith(boundary):
+            return True
+        if boundary.startswith(outer) and ((msg.preamble or "").strip() or (msg.epilogue or "").strip()):
+            return True
+    return False
 
 
 def _epilogue_parts(epilogue: str, boundary: str) -> bool:

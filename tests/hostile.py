@@ -176,6 +176,12 @@ def variants() -> list[Variant]:
     add("boundary.missing_close", mixed("noclose", [TEXT_PART, zip_part()], close=False))
     inner = b"Content-Type: multipart/mixed; boundary=\"in\"\r\n\r\n--in\r\n" + zip_part()
     add("boundary.missing_close_nested", mixed("noclose2", [TEXT_PART, inner]))
+    inner = (b"Content-Type: multipart/mixed; boundary=\"in\"\r\n\r\n--in\r\n" + TEXT_PART + b"--in\r\n" +
+             zip_part(zb[:120]))
+    add("boundary.missing_close_nested_then_sibling", mixed("noclose3", [inner, zip_part(zb[120:], headers=b"")]))
+    inner = (b"Content-Type: multipart/mixed; boundary=\"==b1==x\"\r\n\r\n--==b1==x\r\n" + TEXT_PART +
+             b"--==b1==x--\r\n" + zip_part())
+    add("boundary.prefix_inner_epilogue_is_a_part", mixed("bprefix3", [TEXT_PART, inner]))
     add("boundary.junk_before_first", mixed(
         "preamble", [TEXT_PART, zip_part()],
         preamble=b"This is a multi-part message in MIME format.\r\nContent-Type: text/plain\r\n\r\n" + zb[:200] +
