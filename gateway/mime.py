@@ -483,7 +483,7 @@ def embedded_blocks(text: bytes, limit: int) -> tuple[list[tuple[str, str, bytes
         decoded = _binhex(text, match.end(), limit)
         if decoded is None:
             broken = True
-        else:
+        elif decoded[0]:
             found.append(("binhex", *decoded))
     return found, broken
 
@@ -506,9 +506,13 @@ def _ydecode(block: bytes, limit: int) -> bytes:
 
 def _binhex(text: bytes, start: int, limit: int) -> tuple[str, bytes] | None:
     """(name, data fork) of a BinHex 4.0 block starting after its banner, or None when it is broken."""
-    begin = text.find(b":", start)
-    end = text.find(b":", begin + 1) if begin >= 0 else -1
-    if begin < 0 or end < 0:
+    begin = start
+    while begin < len(text) and text[begin] in b" \t\r\n":
+        begin += 1
+    if text[begin:begin + 1] != b":":
+        return "", b""                      # the banner quoted in prose, no block after it
+    end = text.find(b":", begin + 1)
+    if end < 0:
         return None
     bits = bytearray()
     acc = nbits = 0
@@ -540,7 +544,7 @@ def _binhex(text: bytes, start: int, limit: int) -> tuple[str, bytes] | None:
             continue
         out.append(b)
         i += 1
-    if not out or len(out) < out[0] + 22:
+    if not out or len(out) < out[0] + 22 or not out[0]:
         return None
     n = out[0]
     name = out[1:1 + n].decode("mac_roman", "replace")
