@@ -158,6 +158,18 @@ def variants() -> list[Variant]:
     add("boundary.rfc2231_charset", mixed(
         "b2231c", [TEXT_PART, zip_part()], boundary=b"cs b",
         ctype=b"Content-Type: multipart/mixed; boundary*=us-ascii''cs%20b\r\n"))
+    add("boundary.encoded_word_param", mixed(
+        "bew", [TEXT_PART, zip_part()], boundary=b"b1",
+        ctype=b"Content-Type: multipart/mixed; boundary=\"=?us-ascii?Q?b1?=\"\r\n"))
+    add("boundary.rfc2231_split_language", mixed(
+        "b2231l", [TEXT_PART, zip_part()], boundary=b"split",
+        ctype=b"Content-Type: multipart/mixed;\r\n boundary*0*=us-ascii'en'sp;\r\n boundary*1=\"lit\"\r\n"))
+    add("boundary.duplicate_param_case", mixed(
+        "bdup3", [TEXT_PART, zip_part()], boundary=b"real",
+        ctype=b"Content-Type: multipart/mixed; Boundary=\"decoy\"; boundary=\"real\"\r\n"))
+    add("boundary.garbage_after_quoted", mixed(
+        "bgarb", [TEXT_PART, zip_part()], boundary=b"b1",
+        ctype=b"Content-Type: multipart/mixed; boundary=\"b1\"junk\r\n"))
     inner = (b"Content-Type: multipart/mixed; boundary=\"==b1==x\"\r\n\r\n--==b1==x\r\n" + zip_part() +
              b"--==b1==x--\r\n")
     add("boundary.inner_has_outer_as_prefix", mixed("bprefix", [TEXT_PART, inner]))
@@ -262,6 +274,14 @@ def variants() -> list[Variant]:
         b"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n" + TEXT_PART + b"--b1\r\n" + zip_part() +
         b"--b1--\r\n")
     add("header.top_level_attachment_only", head("toponly") + zip_part())
+    add("header.no_blank_line_before_body", standard("hnoblank", b"Content-Type: application/zip; name=invoice.zip\r\n"
+                                                     b"Content-Transfer-Encoding: base64\r\n" + zb + CRLF))
+    add("header.very_long_line", standard("hlong", zip_part(headers=(
+        b"Content-Type: application/zip; x-pad=\"" + b"a" * 3000 + b"\"; name=\"invoice.zip\"\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"))))
+    add("header.inline_text_with_zip_name", standard("hinline", zip_part(headers=(
+        b"Content-Type: text/plain\r\nContent-Disposition: inline; filename=\"invoice.zip\"\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"))))
 
     # --- line endings -------------------------------------------------------------------------------------
     m = standard("lf", zip_part())
@@ -298,6 +318,18 @@ def variants() -> list[Variant]:
         b"number=2; total=2\r\n\r\n" + inner_msg[half:])
     add("message.partial_whole", head("partial3") + b"Content-Type: message/partial; id=\"p2@outside.test\"; "
         b"number=1; total=1\r\n\r\n" + inner_msg)
+    add("message.rfc822_quoted_printable", standard("rfc822qp", b"Content-Type: message/rfc822\r\n"
+                                                    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" +
+                                                    qp(inner_msg) + CRLF))
+    add("message.partial_nested", standard("partial4", b"Content-Type: message/partial; id=\"p3@outside.test\"; "
+                                           b"number=1; total=1\r\n\r\n" + inner_msg))
+    add("message.multipart_signed", mixed("signed", [
+        b"Content-Type: multipart/mixed; boundary=\"sg-in\"\r\n\r\n--sg-in\r\n" + TEXT_PART + b"--sg-in\r\n" +
+        zip_part() + b"--sg-in--\r\n",
+        b"Content-Type: application/pkcs7-signature; name=smime.p7s\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"MIAGCSqGSIb3DQEHAqCAMIACAQExDzANBglghkgBZQMEAgEFADCABgkqhkiG9w0BBwEAAA==\r\n"],
+        ctype=b"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; "
+              b"boundary=\"==b1==\"\r\n"))
     add("message.external_body_plus_zip", mixed("extbody", [
         b"Content-Type: message/external-body; access-type=URL; URL=\"http://outside.test/x.zip\"\r\n\r\n"
         b"Content-Type: application/zip\r\n\r\n", zip_part()]))
@@ -350,6 +382,12 @@ def variants() -> list[Variant]:
                  b"Content-Disposition: ATTACHMENT; FILENAME=\"INVOICE.EXE\"\r\n")
     name_variant("name.space_before_colon_disposition", b"Content-Type: application/octet-stream\r\n"
                  b"Content-Disposition : attachment; filename=\"invoice.exe\"\r\n")
+    name_variant("name.rfc2231_in_content_type", b"Content-Type: application/octet-stream;\r\n"
+                 b" name*0=\"inv\";\r\n name*1=\"oice.exe\"\r\n")
+    name_variant("name.encoded_word_inside_rfc2231", b"Content-Type: application/octet-stream\r\n"
+                 b"Content-Disposition: attachment; filename*=utf-8''%3D%3Futf-8%3FB%3FaW52b2ljZS5leGU%3D%3F%3D\r\n")
+    name_variant("name.nul_before_safe_extension", b"Content-Type: application/octet-stream\r\n"
+                 b"Content-Disposition: attachment; filename*=utf-8''invoice.exe%00.pdf\r\n")
     name_variant("name.qp_encoded_content", b"Content-Type: application/octet-stream; name=\"invoice.exe\"\r\n",
                  encoding=b"quoted-printable")
     add("name.uuencode_exe_in_text", standard("uuexe", b"Content-Type: text/plain\r\n\r\nbegin 644 invoice.exe\r\n" +
