@@ -277,7 +277,8 @@ def variants() -> list[Variant]:
     add("header.no_blank_line_before_body", standard("hnoblank", b"Content-Type: application/zip; name=invoice.zip\r\n"
                                                      b"Content-Transfer-Encoding: base64\r\n" + zb + CRLF))
     add("header.very_long_line", standard("hlong", zip_part(headers=(
-        b"Content-Type: application/zip; x-pad=\"" + b"a" * 3000 + b"\"; name=\"invoice.zip\"\r\n"
+        b"Content-Type: application/zip; x-pad=\"" + b"a" * 900 + b"\";\r\n x-pad2=\"" + b"b" * 900 +
+        b"\"; name=\"invoice.zip\"\r\n"
         b"Content-Transfer-Encoding: base64\r\n"))))
     add("header.inline_text_with_zip_name", standard("hinline", zip_part(headers=(
         b"Content-Type: text/plain\r\nContent-Disposition: inline; filename=\"invoice.zip\"\r\n"
