@@ -427,29 +427,34 @@ def _ambiguous_boundary(msg: email.message.Message, boundary: str, enclosing: tu
     return False
 
 
+_EPILOGUE_HEADER = re.compile(r"^[ \t]*content-(?:type|transfer-encoding|disposition)[ \t]*:", re.I | re.M)
+
+
 def _epilogue_parts(epilogue: str, boundary: str) -> bool:
     """Text after the closing boundary that holds MIME parts: some clients show them."""
-    if "--" + boundary not in epilogue and "ontent-" not in epilogue and "ONTENT-" not in epilogue:
-        return False
-    return re.search(r"(?im)^[ \t]*(--" + re.escape(boundary) + r"|content-(type|transfer-encoding|disposition)"
-                     r"[ \t]*:)", epilogue) is not None
+    delimiter = "--" + boundary
+    if delimiter in epilogue and any(line.lstrip(" \t").startswith(delimiter) for line in epilogue.splitlines()):
+        return True
+    return _EPILOGUE_HEADER.search(epilogue) is not None
+
+
+_DASH_LINE = re.compile(rb"^([ \t]*)--([^\r\n]*)", re.MULTILINE)
 
 
 def boundary_lookalikes(raw: bytes, boundaries: list[str]) -> bool:
     """A line that starts like a delimiter but is not one ("--b1 junk", " --b1"): RFC 2046 lets clients
-    match the boundary as a prefix of the line, so they split the message where we do not."""
-    known = {b"--" + b.encode("utf-8", "surrogateescape") for b in boundaries}
-    for boundary in dict.fromkeys(boundaries):
-        delimiter = b"--" + boundary.encode("utf-8", "surrogateescape")
-        if delimiter not in raw:
+    match the boundary as a prefix of the line, so they split the message where we do not.
+    One pass over the lines that start with "--" (few in real mail), a set lookup per boundary length."""
+    known = {b.encode("utf-8", "surrogateescape") for b in boundaries}
+    lengths = sorted({len(b) for b in known})
+    for match in _DASH_LINE.finditer(raw):
+        lead, rest = match.group(1), match.group(2)
+        if not any(rest[:n] in known for n in lengths):
             continue
-        for match in re.finditer(rb"(?m)^([ \t]*)" + re.escape(delimiter) + rb"([^\r\n]*)", raw):
-            lead, rest = match.group(1), match.group(2).rstrip(b" \t")
-            if not lead and rest in (b"", b"--"):
-                continue
-            if not lead and (delimiter + rest in known or delimiter + rest.removesuffix(b"--") in known):
-                continue        # a nested boundary that extends this one: ambiguous_boundary covers it
-            return True
+        tail = rest.rstrip(b" \t")
+        if not lead and (tail in known or (tail.endswith(b"--") and tail[:-2] in known)):
+            continue        # a delimiter of this or of a nested multipart (ambiguous_boundary judges those)
+        return True
     return False
 
 
