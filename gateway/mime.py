@@ -211,8 +211,7 @@ class _Walker:
             return
         ctype = msg.get_content_type()
         encoding = transfer_encoding(msg)
-        if any(isinstance(d, email.errors.MissingHeaderBodySeparatorDefect) for d in msg.defects) \
-                and _HEADER_LOOKALIKE.match(_raw_body(msg)[:1000]):
+        if _broken_header_block(msg):
             self.defects.append("header_syntax")        # "Content-Type : x": Thunderbird reads it, we would not
         try:
             payload, valid = decode_body(_raw_body(msg), encoding, self.limits.max_decoded_bytes)
@@ -355,6 +354,7 @@ _UU = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
 _KNOWN = IDENTITY | _UU | {"base64", "quoted-printable"}
 _COMMENT = re.compile(r"\([^()]*\)")
 _HEADER_LOOKALIKE = re.compile(rb"[!-9;-~]{1,76}[ \t]+:")
+_CONTENT_HEADER = re.compile(rb"^content-[a-z-]{0,40}[ \t]*:", re.I | re.M)
 _B64_SPACE = b" \t\r\n\x0b\x0c"
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]+")
 
@@ -367,6 +367,19 @@ def transfer_encoding(msg: email.message.Message) -> str:
     if token not in _KNOWN and token.replace("-", "") in ("7bit", "8bit"):
         return token.replace("-", "")
     return token
+
+
+def _broken_header_block(msg: email.message.Message) -> bool:
+    """The part's header block ended early, at a line clients may read as a header: "Name : value",
+    a line that is no header followed by Content-* headers, or a lone CR or LF before Content-* headers.
+    What we took as the body would then be decoded differently by a client."""
+    head = _raw_body(msg)[:2000]
+    if _CONTENT_HEADER.match(head):
+        return True
+    if not any(isinstance(d, email.errors.MissingHeaderBodySeparatorDefect) for d in msg.defects):
+        return False
+    block = re.split(rb"\r?\n[ \t]*\r?\n", head, maxsplit=1)[0]
+    return bool(_HEADER_LOOKALIKE.match(block) or _CONTENT_HEADER.search(block))
 
 
 def _raw_body(msg: email.message.Message) -> bytes:

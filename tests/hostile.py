@@ -256,6 +256,11 @@ def variants() -> list[Variant]:
         b"Content-Type : application/zip; name=\"invoice.zip\"\r\nContent-Transfer-Encoding: base64\r\n"))))
     add("header.tab_before_colon", standard("htab", zip_part(headers=(
         b"Content-Type: application/zip; name=\"invoice.zip\"\r\nContent-Transfer-Encoding\t: base64\r\n"))))
+    add("header.garbage_line_inside", standard("hgarbline", zip_part(headers=(
+        b"Content-Type: application/zip; name=\"invoice.zip\"\r\nthis line is no header\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"))))
+    add("header.lf_cr_inside", standard("hlfcr", zip_part(headers=(
+        b"Content-Type: application/zip; name=\"invoice.zip\"\n\rContent-Transfer-Encoding: base64\r\n"))))
     add("header.name_case", standard("hcase", zip_part(headers=(
         b"CONTENT-TYPE: APPLICATION/ZIP; NAME=\"invoice.zip\"\r\ncontent-transfer-encoding: Base64\r\n"))))
     add("header.folded_values", standard("hfold", zip_part(headers=(
