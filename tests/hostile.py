@@ -167,6 +167,12 @@ def variants() -> list[Variant]:
     add("boundary.duplicate_param_case", mixed(
         "bdup3", [TEXT_PART, zip_part()], boundary=b"real",
         ctype=b"Content-Type: multipart/mixed; Boundary=\"decoy\"; boundary=\"real\"\r\n"))
+    add("boundary.plain_and_rfc2231_disagree", mixed(
+        "b2231dup", [TEXT_PART, zip_part()], boundary=b"real",
+        ctype=b"Content-Type: multipart/mixed; boundary=\"decoy\"; boundary*=us-ascii''real\r\n"))
+    add("boundary.comment_in_content_type", mixed(
+        "bcomment", [TEXT_PART, zip_part()], boundary=b"b1",
+        ctype=b"Content-Type: multipart/mixed (see below); boundary=(the boundary) \"b1\"\r\n"))
     add("boundary.garbage_after_quoted", mixed(
         "bgarb", [TEXT_PART, zip_part()], boundary=b"b1",
         ctype=b"Content-Type: multipart/mixed; boundary=\"b1\"junk\r\n"))
@@ -261,6 +267,8 @@ def variants() -> list[Variant]:
         b"Content-Transfer-Encoding: base64\r\n"))))
     add("header.lf_cr_inside", standard("hlfcr", zip_part(headers=(
         b"Content-Type: application/zip; name=\"invoice.zip\"\n\rContent-Transfer-Encoding: base64\r\n"))))
+    add("header.first_line_folded", standard("hfirstfold", zip_part(headers=(
+        b" Content-Type: application/zip; name=\"invoice.zip\"\r\nContent-Transfer-Encoding: base64\r\n"))))
     add("header.name_case", standard("hcase", zip_part(headers=(
         b"CONTENT-TYPE: APPLICATION/ZIP; NAME=\"invoice.zip\"\r\ncontent-transfer-encoding: Base64\r\n"))))
     add("header.folded_values", standard("hfold", zip_part(headers=(
@@ -392,6 +400,8 @@ def variants() -> list[Variant]:
                  b" name*0=\"inv\";\r\n name*1=\"oice.exe\"\r\n")
     name_variant("name.encoded_word_inside_rfc2231", b"Content-Type: application/octet-stream\r\n"
                  b"Content-Disposition: attachment; filename*=utf-8''%3D%3Futf-8%3FB%3FaW52b2ljZS5leGU%3D%3F%3D\r\n")
+    name_variant("name.plain_and_rfc2231_disagree", b"Content-Type: application/octet-stream\r\n"
+                 b"Content-Disposition: attachment; filename=\"invoice.pdf\"; filename*=utf-8''invoice.exe\r\n")
     name_variant("name.nul_before_safe_extension", b"Content-Type: application/octet-stream\r\n"
                  b"Content-Disposition: attachment; filename*=utf-8''invoice.exe%00.pdf\r\n")
     name_variant("name.qp_encoded_content", b"Content-Type: application/octet-stream; name=\"invoice.exe\"\r\n",
