@@ -138,9 +138,12 @@ def parse(raw: bytes, limits: Limits = Limits()) -> ParsedMessage:
     if header_bytes > limits.max_header_bytes:
         walker.limit_exceeded = "header_bytes"
     else:
-        walker.walk(message, "", 0, False, ())
-        if walker.boundaries and boundary_lookalikes(raw, walker.boundaries):
-            walker.defects.append("boundary_lookalike")
+        try:
+            walker.walk(message, "", 0, False, ())
+            if walker.boundaries and boundary_lookalikes(raw, walker.boundaries):
+                walker.defects.append("boundary_lookalike")
+        except Exception:   # a bug of ours on hostile input: what we could not walk is held, never passed
+            walker.defects.append("undecodable")
     return ParsedMessage(
         message=message,
         subject=decode_header_value(message.get("Subject", "")),
@@ -454,11 +457,18 @@ def _epilogue_parts(epilogue: str, boundary: str) -> bool:
 _DASH_LINE = re.compile(rb"^([ \t]*)--([^\r\n]*)", re.MULTILINE)
 
 
+def _boundary_bytes(boundary: str) -> bytes:
+    try:
+        return boundary.encode("utf-8", "surrogateescape")     # the bytes parser's 8-bit characters
+    except UnicodeEncodeError:
+        return boundary.encode("utf-8", "surrogatepass")
+
+
 def boundary_lookalikes(raw: bytes, boundaries: list[str]) -> bool:
     """A line that starts like a delimiter but is not one ("--b1 junk", " --b1"): RFC 2046 lets clients
     match the boundary as a prefix of the line, so they split the message where we do not.
     One pass over the lines that start with "--" (few in real mail), a set lookup per boundary length."""
-    known = {b.encode("utf-8", "surrogateescape") for b in boundaries}
+    known = {_boundary_bytes(b) for b in boundaries}
     lengths = sorted({len(b) for b in known})
     for match in _DASH_LINE.finditer(raw):
         lead, rest = match.group(1), match.group(2)
