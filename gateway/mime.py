@@ -130,7 +130,7 @@ def header_block_size(raw: bytes) -> int:
     return min(ends) if ends else len(raw)
 
 
-def parse(raw: bytes, limits: Limits = Limits()) -> ParsedMessage:
+def parse(raw: bytes, limits: Limits = Limits(), *, second_reading: bool = False) -> ParsedMessage:
     """Parse raw message bytes into a ParsedMessage; never raises on malformed input."""
     header_bytes = header_block_size(raw)
     message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
@@ -142,6 +142,8 @@ def parse(raw: bytes, limits: Limits = Limits()) -> ParsedMessage:
             walker.walk(message, "", 0, False, ())
             if walker.boundaries and boundary_lookalikes(raw, walker.boundaries):
                 walker.defects.append("boundary_lookalike")
+            if walker.header_lookalikes and not second_reading and _header_fix_reveals_files(raw, limits, walker):
+                walker.defects.append("header_syntax")
         except Exception:   # a bug of ours on hostile input: what we could not walk is held, never passed
             walker.defects.append("undecodable")
     return ParsedMessage(
@@ -163,6 +165,7 @@ class _Walker:
         self.decoded_bytes = 0
         self.limit_exceeded = ""
         self.boundaries: list[str] = []
+        self.header_lookalikes = False
 
     def walk(self, msg: email.message.Message, path: str, depth: int, nested: bool,
              boundaries: tuple[str, ...]) -> None:
@@ -214,7 +217,10 @@ class _Walker:
             return
         ctype = msg.get_content_type()
         encoding = transfer_encoding(msg)
-        if _broken_header_block(msg):
+        broken = _broken_header_block(msg)
+        if broken == "lookalike":
+            self.header_lookalikes = True               # "X-Name : v": decided in parse() by a second reading
+        elif broken:
             self.defects.append("header_syntax")        # "Content-Type : x": Thunderbird reads it, we would not
         try:
             payload, valid = decode_body(_raw_body(msg), encoding, self.limits.max_decoded_bytes)
@@ -372,17 +378,33 @@ def transfer_encoding(msg: email.message.Message) -> str:
     return token
 
 
-def _broken_header_block(msg: email.message.Message) -> bool:
-    """The part's header block ended early, at a line clients may read as a header: "Name : value",
-    a line that is no header followed by Content-* headers, or a lone CR or LF before Content-* headers.
-    What we took as the body would then be decoded differently by a client."""
+def _broken_header_block(msg: email.message.Message) -> str:
+    """Whether the part's header block ended early, at a line clients may read as a header, so that
+    what we took as the body would be decoded differently by a client:
+    "content": a Content-* header right at the start of the body ("Content-Type : x", or one after a
+    lone CR or LF), or a line that is no header followed by Content-* headers;
+    "lookalike": another "Name : value" line (a harmless quirk unless it hides Content-* headers,
+    which parse() checks by reading the message again with such lines repaired); "" otherwise."""
     head = _raw_body(msg)[:2000]
     if _CONTENT_HEADER.match(head):
-        return True
+        return "content"
     if not any(isinstance(d, email.errors.MissingHeaderBodySeparatorDefect) for d in msg.defects):
-        return False
+        return ""
     block = re.split(rb"\r?\n[ \t]*\r?\n", head, maxsplit=1)[0]
-    return bool(_HEADER_LOOKALIKE.match(block) or _CONTENT_HEADER.search(block))
+    if _HEADER_LOOKALIKE.match(block):
+        return "lookalike"
+    return "content" if _CONTENT_HEADER.search(block) else ""
+
+
+_LOOKALIKE_LINE = re.compile(rb"^([!-9;-~]{1,76})[ \t]+:", re.MULTILINE)
+
+
+def _header_fix_reveals_files(raw: bytes, limits: Limits, walker: _Walker) -> bool:
+    """Read the message as Thunderbird does ("Name : value" is a header) and compare: a file that only
+    that reading finds, or a file it decodes differently, is one our scan would miss."""
+    repaired = parse(_LOOKALIKE_LINE.sub(rb"\1:", raw), limits, second_reading=True)
+    ours = {p.payload for p in walker.parts if p.is_attachment}
+    return any(p.payload not in ours for p in repaired.attachments) or bool(repaired.defects)
 
 
 def _raw_body(msg: email.message.Message) -> bytes:

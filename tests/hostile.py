@@ -286,6 +286,9 @@ def variants() -> list[Variant]:
     add("header.top_level_duplicate_content_type", head("topdup", b"Content-Type: text/plain\r\n") +
         b"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n" + TEXT_PART + b"--b1\r\n" + zip_part() +
         b"--b1--\r\n")
+    add("header.top_level_lookalike_before_content_type", head("toplook", b"X-Mailer : Mallory 1.0\r\n") +
+        b"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n" + TEXT_PART + b"--b1\r\n" + zip_part() +
+        b"--b1--\r\n")
     add("header.top_level_attachment_only", head("toponly") + zip_part())
     add("header.no_blank_line_before_body", standard("hnoblank", b"Content-Type: application/zip; name=invoice.zip\r\n"
                                                      b"Content-Transfer-Encoding: base64\r\n" + zb + CRLF))
@@ -444,6 +447,8 @@ def control_messages() -> list[tuple[str, bytes]]:
          b"Content-Transfer-Encoding: quoted-printable\r\n\r\nCaf=E9 at 10, soft=\r\nbreak.\r\n"),
         ("forwarded message", mixed("fwd", [TEXT_PART, b"Content-Type: message/rfc822\r\n\r\n" +
                                             head("orig") + b"Content-Type: text/plain\r\n\r\nOriginal.\r\n"])),
+        ("space before a header colon", head("xodd", b"X-Mailer : Old Mailer 2.1\r\n") +
+         b"Content-Type: text/plain; charset=us-ascii\r\n\r\nA harmless quirk of an old mailer.\r\n"),
         ("upper-case headers", head("upper") + b"CONTENT-TYPE: TEXT/PLAIN; CHARSET=US-ASCII\r\n"
          b"CONTENT-TRANSFER-ENCODING: 7BIT\r\n\r\nShouting headers.\r\n"),
         ("zip of a document", mixed("zip", [TEXT_PART, named(
