@@ -217,13 +217,14 @@ class _Walker:
             return
         ctype = msg.get_content_type()
         encoding = transfer_encoding(msg)
-        broken = _broken_header_block(msg)
+        body = _raw_body(msg)
+        broken = _broken_header_block(msg, body)
         if broken == "lookalike":
             self.header_lookalikes = True               # "X-Name : v": decided in parse() by a second reading
         elif broken:
             self.defects.append("header_syntax")        # "Content-Type : x": Thunderbird reads it, we would not
         try:
-            payload, valid = decode_body(_raw_body(msg), encoding, self.limits.max_decoded_bytes)
+            payload, valid = decode_body(body, encoding, self.limits.max_decoded_bytes)
         except Exception:   # a decoder on hostile input: treat as undecodable
             payload, valid = b"", False
             self.defects.append("undecodable")
@@ -378,14 +379,14 @@ def transfer_encoding(msg: email.message.Message) -> str:
     return token
 
 
-def _broken_header_block(msg: email.message.Message) -> str:
+def _broken_header_block(msg: email.message.Message, body: bytes) -> str:
     """Whether the part's header block ended early, at a line clients may read as a header, so that
     what we took as the body would be decoded differently by a client:
     "content": a Content-* header right at the start of the body ("Content-Type : x", or one after a
     lone CR or LF), or a line that is no header followed by Content-* headers;
     "lookalike": another "Name : value" line (a harmless quirk unless it hides Content-* headers,
     which parse() checks by reading the message again with such lines repaired); "" otherwise."""
-    head = _raw_body(msg)[:2000]
+    head = body[:2000]
     if _CONTENT_HEADER.match(head):
         return "content"
     if not any(isinstance(d, email.errors.MissingHeaderBodySeparatorDefect) for d in msg.defects):
@@ -476,7 +477,7 @@ def _epilogue_parts(epilogue: str, boundary: str) -> bool:
     return _EPILOGUE_HEADER.search(epilogue) is not None
 
 
-_DASH_LINE = re.compile(rb"^([ \t]*)--([^\r\n]*)", re.MULTILINE)
+_DASH_LINE = re.compile(rb"\n([ \t]*)--([^\r\n]*)")     # a literal first: the regex engine skips to each LF
 
 
 def _boundary_bytes(boundary: str) -> bytes:
@@ -491,13 +492,14 @@ def boundary_lookalikes(raw: bytes, boundaries: list[str]) -> bool:
     match the boundary as a prefix of the line, so they split the message where we do not.
     One pass over the lines that start with "--" (few in real mail), a set lookup per boundary length."""
     known = {_boundary_bytes(b) for b in boundaries}
+    firsts = {b[:1] for b in known}
     lengths = sorted({len(b) for b in known})
-    for match in _DASH_LINE.finditer(raw):
-        lead, rest = match.group(1), match.group(2)
-        if not any(rest[:n] in known for n in lengths):
-            continue
+    for match in _DASH_LINE.finditer(b"\n" + raw if raw[:1] in (b" ", b"\t", b"-") else raw):
+        rest = match.group(2)
+        if rest[:1] not in firsts or not any(rest[:n] in known for n in lengths):
+            continue        # "-->", "-- ", "-----Original Message-----": not about our boundaries
         tail = rest.rstrip(b" \t")
-        if not lead and (tail in known or (tail.endswith(b"--") and tail[:-2] in known)):
+        if not match.group(1) and (tail in known or (tail.endswith(b"--") and tail[:-2] in known)):
             continue        # a delimiter of this or of a nested multipart (ambiguous_boundary judges those)
         return True
     return False
