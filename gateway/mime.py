@@ -182,7 +182,7 @@ class _Walker:
         if msg.get_content_maintype() == "message":
             if msg.get_content_subtype() == "partial":
                 self.defects.append("partial")              # a fragment: it cannot be scanned whole
-            if transfer_encoding(msg) not in IDENTITY:
+            if transfer_encoding(msg) not in IDENTITY and msg.get_content_subtype() not in _REPORT_TYPES:
                 self.defects.append("encoded_message")      # RFC 2046 forbids it; clients disagree on it
         if msg.is_multipart():
             boundary = msg.get_boundary() or ""
@@ -360,6 +360,9 @@ def uuencoded(text: bytes, limit: int) -> list[tuple[str, bytes]]:
 # --- transfer encodings, decoded the way mail clients do ---------------------------------------------
 
 IDENTITY = frozenset({"7bit", "8bit", "binary"})
+# message/* types that are header blocks, not messages: an encoding hides no parts there.
+_REPORT_TYPES = frozenset({"delivery-status", "disposition-notification", "global-delivery-status",
+                           "global-disposition-notification", "global-headers", "external-body"})
 _UU = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
 _KNOWN = IDENTITY | _UU | {"base64", "quoted-printable"}
 _COMMENT = re.compile(r"\([^()]*\)")
