@@ -449,6 +449,11 @@ def control_messages() -> list[tuple[str, bytes]]:
                                             head("orig") + b"Content-Type: text/plain\r\n\r\nOriginal.\r\n"])),
         ("space before a header colon", head("xodd", b"X-Mailer : Old Mailer 2.1\r\n") +
          b"Content-Type: text/plain; charset=us-ascii\r\n\r\nA harmless quirk of an old mailer.\r\n"),
+        ("bounce with an encoded delivery-status", mixed("dsn", [
+            TEXT_PART, b"Content-Type: message/delivery-status\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+            b64(b"Reporting-MTA: dns; mx.outside.test\r\n\r\nFinal-Recipient: rfc822; x@outside.test\r\n"
+                b"Action: failed\r\nStatus: 5.1.1\r\n") + CRLF],
+            ctype=b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"==b1==\"\r\n")),
         ("upper-case headers", head("upper") + b"CONTENT-TYPE: TEXT/PLAIN; CHARSET=US-ASCII\r\n"
          b"CONTENT-TRANSFER-ENCODING: 7BIT\r\n\r\nShouting headers.\r\n"),
         ("zip of a document", mixed("zip", [TEXT_PART, named(
