@@ -2,21 +2,23 @@
 
 We use the standard library's compat32 parser: it is lenient like mail clients are, and about six
 times cheaper than email.policy.default (docs/performance.md). What it tolerates silently we record
-as `defects` so that the `mime` detector can hold what we cannot read unambiguously.
+as `defects` so that the `mime` detector can hold what we cannot read unambiguously. Transfer
+encodings and files embedded in text are decoded as mail clients do (gateway.encodings); constructs
+that clients read differently from us are defects (docs/architecture.md, "Hostile MIME").
 """
 
 from __future__ import annotations
 
-import binascii
 import email.errors
 import email.header
 import email.message
 import email.parser
 import email.policy
 import email.utils
-import io
 import re
 from dataclasses import dataclass, field
+
+from gateway.encodings import IDENTITY, decode_body, embedded_blocks, transfer_encoding, uuencoded
 
 # The structural defects that make a message ambiguous to read: mail clients disagree on them.
 _STRUCTURAL = {
@@ -25,11 +27,6 @@ _STRUCTURAL = {
     email.errors.NoBoundaryInMultipartDefect: "no_boundary",
     email.errors.MultipartInvariantViolationDefect: "multipart_invariant",
 }
-_ENCODING = (
-    email.errors.InvalidBase64CharactersDefect,
-    email.errors.InvalidBase64PaddingDefect,
-    email.errors.InvalidBase64LengthDefect,
-)
 TEXT_TYPES = frozenset({"text/plain", "text/html", "text/enriched", "text/rtf"})
 
 
@@ -58,8 +55,11 @@ class Part:
 
     @property
     def is_text(self) -> bool:
+        """Body text: plain or HTML, not marked or named as a file, and not binary (a zip declared as
+        text/plain is a file that clients offer to save)."""
         return self.content_type in ("text/plain", "text/html") and self.disposition != "attachment" \
-            and not self.filename
+            and not self.filename and (b"\0" not in self.payload[:4096]
+                                       or (self.charset or "").lower().startswith(("utf-16", "utf-32")))
 
     @property
     def is_attachment(self) -> bool:
@@ -126,7 +126,7 @@ def header_block_size(raw: bytes) -> int:
     return min(ends) if ends else len(raw)
 
 
-def parse(raw: bytes, limits: Limits = Limits()) -> ParsedMessage:
+def parse(raw: bytes, limits: Limits = Limits(), *, second_reading: bool = False) -> ParsedMessage:
     """Parse raw message bytes into a ParsedMessage; never raises on malformed input."""
     header_bytes = header_block_size(raw)
     message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
@@ -134,7 +134,14 @@ def parse(raw: bytes, limits: Limits = Limits()) -> ParsedMessage:
     if header_bytes > limits.max_header_bytes:
         walker.limit_exceeded = "header_bytes"
     else:
-        walker.walk(message, "", 0, False, ())
+        try:
+            walker.walk(message, "", 0, False, ())
+            if walker.boundaries and boundary_lookalikes(raw, walker.boundaries):
+                walker.defects.append("boundary_lookalike")
+            if walker.header_lookalikes and not second_reading and _header_fix_reveals_files(raw, limits, walker):
+                walker.defects.append("header_syntax")
+        except Exception:   # a bug of ours on hostile input: what we could not walk is held, never passed
+            walker.defects.append("undecodable")
     return ParsedMessage(
         message=message,
         subject=decode_header_value(message.get("Subject", "")),
@@ -153,6 +160,8 @@ class _Walker:
         self.defects: list[str] = []
         self.decoded_bytes = 0
         self.limit_exceeded = ""
+        self.boundaries: list[str] = []
+        self.header_lookalikes = False
 
     def walk(self, msg: email.message.Message, path: str, depth: int, nested: bool,
              boundaries: tuple[str, ...]) -> None:
@@ -166,10 +175,19 @@ class _Walker:
             reason = _STRUCTURAL.get(type(defect))
             if reason:
                 self.defects.append(reason)
+        if msg.get_content_maintype() == "message":
+            if msg.get_content_subtype() == "partial":
+                self.defects.append("partial")              # a fragment: it cannot be scanned whole
+            if transfer_encoding(msg) not in IDENTITY and msg.get_content_subtype() not in _REPORT_TYPES:
+                self.defects.append("encoded_message")      # RFC 2046 forbids it; clients disagree on it
         if msg.is_multipart():
             boundary = msg.get_boundary() or ""
-            if boundary and any(b.startswith(boundary) or boundary.startswith(b) for b in boundaries):
+            if boundary and _ambiguous_boundary(msg, boundary, boundaries):
                 self.defects.append("ambiguous_boundary")
+            if boundary:
+                self.boundaries.append(boundary)
+                if msg.epilogue and _epilogue_parts(msg.epilogue, boundary):
+                    self.defects.append("epilogue_parts")
             children = msg.get_payload()
             if not isinstance(children, list):
                 return
@@ -193,19 +211,24 @@ class _Walker:
         if len(self.parts) >= self.limits.max_parts:
             self.limit_exceeded = "parts"
             return
+        ctype = msg.get_content_type()
+        encoding = transfer_encoding(msg)
+        body = _raw_body(msg)
+        broken = _broken_header_block(msg, body)
+        if broken == "lookalike":
+            self.header_lookalikes = True               # "X-Name : v": decided in parse() by a second reading
+        elif broken:
+            self.defects.append("header_syntax")        # "Content-Type : x": Thunderbird reads it, we would not
         try:
-            payload = msg.get_payload(decode=True) or b""
-        except Exception:   # a lenient parser's decoder on hostile input: treat as undecodable
-            payload = b""
+            payload, valid = decode_body(body, encoding, self.limits.max_decoded_bytes)
+        except Exception:   # a decoder on hostile input: treat as undecodable
+            payload, valid = b"", False
             self.defects.append("undecodable")
-        if not isinstance(payload, bytes):
-            payload = str(payload).encode("utf-8", "surrogateescape")
         self.decoded_bytes += len(payload)
         if self.decoded_bytes > self.limits.max_decoded_bytes:
             self.limit_exceeded = "decoded_bytes"
             return
         names = filename_candidates(msg)
-        ctype = msg.get_content_type()
         disposition = msg.get_content_disposition()
         part = Part(
             path=path,
@@ -214,16 +237,35 @@ class _Walker:
             filenames=names,
             disposition=disposition,
             charset=msg.get_content_charset(),
-            transfer_encoding=str(msg.get("Content-Transfer-Encoding", "7bit")).strip().lower(),
+            transfer_encoding=encoding,
             payload=payload,
             headers=tuple((k, str(v)) for k, v in msg.items()),
             nested_in_message=nested,
         )
-        if part.is_attachment and any(isinstance(d, _ENCODING) for d in msg.defects):
-            self.defects.append("invalid_encoding")
+        if part.is_attachment and not valid:
+            self.defects.append("unknown_encoding" if valid is None else "invalid_encoding")
         self.parts.append(part)
-        if ctype.startswith("text/") and b"begin " in payload:
-            self._uuencoded(part)
+        if ctype.startswith("text/"):
+            if b"begin " in payload:
+                self._uuencoded(part)
+            if b"=ybegin " in payload or b"BinHex" in payload:
+                self._embedded(part)
+
+    def _embedded(self, text_part: Part) -> None:
+        """yEnc and BinHex 4.0 blocks in a text body are files too (news readers and old Mac clients decode them)."""
+        room = self.limits.max_decoded_bytes - self.decoded_bytes
+        found, broken = embedded_blocks(text_part.payload, room)
+        if broken:
+            self.defects.append("encoded_block")
+        for n, (kind, name, content) in enumerate(found, 1):
+            if len(self.parts) >= self.limits.max_parts:
+                self.limit_exceeded = "parts"
+                return
+            self.decoded_bytes += len(content)
+            self.parts.append(Part(
+                path=f"{text_part.path}.{kind}{n}", content_type="application/octet-stream", filename=name,
+                filenames=(name,), disposition="attachment", charset=None, transfer_encoding=f"x-{kind}",
+                payload=content, nested_in_message=text_part.nested_in_message))
 
     def _uuencoded(self, text_part: Part) -> None:
         """Files uuencoded inside a text body are attachments too: mail clients show them as such."""
@@ -278,34 +320,105 @@ def _param_values(msg: email.message.Message, header: str, param: str) -> list[o
     return values
 
 
-_UU_BEGIN = re.compile(rb"^begin [0-7]{3,4} ([^\r\n]{1,255})\r?$", re.MULTILINE)
-_UU_MAX_FILES = 20
+# --- structures that mail clients read differently from us -------------------------------------------
+
+# message/* types that are header blocks, not messages: an encoding hides no parts there.
+_REPORT_TYPES = frozenset({"delivery-status", "disposition-notification", "global-delivery-status",
+                           "global-disposition-notification", "global-headers", "external-body"})
+_HEADER_LOOKALIKE = re.compile(rb"[!-9;-~]{1,76}[ \t]+:")
+_CONTENT_HEADER = re.compile(rb"^content-[a-z-]{0,40}[ \t]*:", re.I | re.M)
 
 
-def uuencoded(text: bytes, limit: int) -> list[tuple[str, bytes]]:
-    """(name, content) of each uuencoded block in a text body, at most `limit` bytes in all."""
-    found: list[tuple[str, bytes]] = []
-    total = 0
-    for match in _UU_BEGIN.finditer(text):
-        if len(found) >= _UU_MAX_FILES or total > limit:
-            break
-        out = bytearray()
-        for raw_line in io.BytesIO(text[match.end():]):
-            line = raw_line.rstrip(b"\r\n ")
-            if line in (b"end", b"`", b""):
-                if line == b"end":
-                    break
-                continue
-            try:
-                out += binascii.a2b_uu(line)
-            except binascii.Error:      # encoders that pad lines oddly: decode the declared length only
-                try:
-                    out += binascii.a2b_uu(line[:(((line[0] - 32) & 63) * 4 + 5) // 3])
-                except binascii.Error:
-                    break
-            if total + len(out) > limit:
-                break
-        total += len(out)
-        name = match.group(1).decode("utf-8", "replace").strip()
-        found.append((_SLASHES.split(name)[-1].strip() or "uuencoded", bytes(out)))
-    return found
+def _broken_header_block(msg: email.message.Message, body: bytes) -> str:
+    """Whether the part's header block ended early, at a line clients may read as a header, so that
+    what we took as the body would be decoded differently by a client:
+    "content": a Content-* header right at the start of the body ("Content-Type : x", or one after a
+    lone CR or LF), or a line that is no header followed by Content-* headers;
+    "lookalike": another "Name : value" line (a harmless quirk unless it hides Content-* headers,
+    which parse() checks by reading the message again with such lines repaired); "" otherwise."""
+    head = body[:2000]
+    if _CONTENT_HEADER.match(head):
+        return "content"
+    if not any(isinstance(d, email.errors.MissingHeaderBodySeparatorDefect) for d in msg.defects):
+        return ""
+    block = re.split(rb"\r?\n[ \t]*\r?\n", head, maxsplit=1)[0]
+    if _HEADER_LOOKALIKE.match(block):
+        return "lookalike"
+    return "content" if _CONTENT_HEADER.search(block) else ""
+
+
+_LOOKALIKE_LINE = re.compile(rb"^([!-9;-~]{1,76})[ \t]+:", re.MULTILINE)
+
+
+def _header_fix_reveals_files(raw: bytes, limits: Limits, walker: _Walker) -> bool:
+    """Read the message as Thunderbird does ("Name : value" is a header) and compare: a file that only
+    that reading finds, or a file it decodes differently, is one our scan would miss."""
+    repaired = parse(_LOOKALIKE_LINE.sub(rb"\1:", raw), limits, second_reading=True)
+    ours = {p.payload for p in walker.parts if p.is_attachment}
+    return any(p.payload not in ours for p in repaired.attachments) or bool(repaired.defects)
+
+
+def _raw_body(msg: email.message.Message) -> bytes:
+    """The body as it arrived: compat32 keeps the bytes parser's input as text with surrogate escapes
+    (get_payload() would replace 8-bit bytes)."""
+    payload = getattr(msg, "_payload", None)
+    if isinstance(payload, bytes):
+        return payload
+    if not isinstance(payload, str):
+        return b""
+    try:
+        return payload.encode("ascii", "surrogateescape")
+    except UnicodeError:
+        return payload.encode("utf-8", "surrogateescape")
+
+
+def _ambiguous_boundary(msg: email.message.Message, boundary: str, enclosing: tuple[str, ...]) -> bool:
+    """A nested boundary that clients may confuse with an enclosing one. RFC 2046 lets a client match a
+    boundary as a prefix of the line, so an inner boundary that extends an outer one ("b1" -> "b1x")
+    splits the outer multipart at the inner delimiters; that reading gives the same parts only when
+    the inner multipart has nothing before its first and after its last delimiter."""
+    for outer in enclosing:
+        if outer.startswith(boundary):
+            return True
+        if boundary.startswith(outer) and ((msg.preamble or "").strip() or (msg.epilogue or "").strip()):
+            return True
+    return False
+
+
+_EPILOGUE_HEADER = re.compile(r"^[ \t]*content-(?:type|transfer-encoding|disposition)[ \t]*:", re.I | re.M)
+
+
+def _epilogue_parts(epilogue: str, boundary: str) -> bool:
+    """Text after the closing boundary that holds MIME parts: some clients show them."""
+    delimiter = "--" + boundary
+    if delimiter in epilogue and any(line.lstrip(" \t").startswith(delimiter) for line in epilogue.splitlines()):
+        return True
+    return _EPILOGUE_HEADER.search(epilogue) is not None
+
+
+_DASH_LINE = re.compile(rb"\n([ \t]*)--([^\r\n]*)")     # a literal first: the regex engine skips to each LF
+
+
+def _boundary_bytes(boundary: str) -> bytes:
+    try:
+        return boundary.encode("utf-8", "surrogateescape")     # the bytes parser's 8-bit characters
+    except UnicodeEncodeError:
+        return boundary.encode("utf-8", "surrogatepass")
+
+
+def boundary_lookalikes(raw: bytes, boundaries: list[str]) -> bool:
+    """A line that starts like a delimiter but is not one ("--b1 junk", " --b1"): RFC 2046 lets clients
+    match the boundary as a prefix of the line, so they split the message where we do not.
+    One pass over the lines that start with "--" (few in real mail), a set lookup per boundary length."""
+    known = {_boundary_bytes(b) for b in boundaries}
+    firsts = {b[:1] for b in known}
+    lengths = sorted({len(b) for b in known})
+    for match in _DASH_LINE.finditer(b"\n" + raw if raw[:1] in (b" ", b"\t", b"-") else raw):
+        rest = match.group(2)
+        if rest[:1] not in firsts or not any(rest[:n] in known for n in lengths):
+            continue        # "-->", "-- ", "-----Original Message-----": not about our boundaries
+        tail = rest.rstrip(b" \t")
+        if not match.group(1) and (tail in known or (tail.endswith(b"--") and tail[:-2] in known)):
+            continue        # a delimiter of this or of a nested multipart (ambiguous_boundary judges those)
+        return True
+    return False

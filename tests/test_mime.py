@@ -40,8 +40,16 @@ def test_encoded_word_name_and_disagreeing_sources_are_all_candidates():
 
 def test_missing_final_boundary_and_nested_same_boundary():
     assert "missing_final_boundary" in mime.parse(multipart([TEXT], close=False)).defects
-    inner = b"Content-Type: multipart/mixed; boundary=\"b1x\"\r\n\r\n--b1x\r\n" + TEXT + b"\r\n--b1x--"
+    inner = b"Content-Type: multipart/mixed; boundary=\"in\"\r\n\r\n--in\r\n" + TEXT
+    assert "missing_final_boundary" in mime.parse(multipart([inner, TEXT])).defects
+    # An inner boundary extending the outer one: clients that match boundaries as line prefixes split
+    # the outer multipart at the inner delimiters, so text around the inner parts becomes parts.
+    inner = b"Content-Type: multipart/mixed; boundary=\"b1x\"\r\n\r\n--b1x\r\n" + TEXT + b"\r\n--b1x--\r\nmore"
     assert "ambiguous_boundary" in mime.parse(multipart([TEXT, inner])).defects
+    inner = b"Content-Type: multipart/mixed; boundary=\"b1x\"\r\n\r\n--b1x\r\n" + TEXT + b"\r\n--b1x--"
+    assert mime.parse(multipart([TEXT, inner])).defects == ()
+    same = b"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n" + TEXT + b"\r\n--b1--"
+    assert "missing_start_boundary" in mime.parse(multipart([TEXT, same])).defects   # the outer ends it at once
 
 
 def test_conflicting_transfer_encodings():

@@ -21,6 +21,16 @@ EXPLAIN = {
     "conflicting_transfer_encoding": "A part has conflicting Content-Transfer-Encoding headers",
     "conflicting_disposition": "A part has conflicting Content-Disposition headers",
     "invalid_encoding": "An attachment's base64 encoding is invalid, so its content is ambiguous",
+    "unknown_encoding": "An attachment declares a transfer encoding that mail clients do not agree on",
+    "encoded_message": "An attached message is itself base64 or quoted-printable encoded, which mail "
+                       "clients read differently",
+    "partial": "The message is a fragment (message/partial) that cannot be checked as a whole",
+    "epilogue_parts": "Text after a multipart's closing boundary holds further MIME parts",
+    "boundary_lookalike": "A line looks like a multipart boundary but is not one, so mail clients may split "
+                          "the message differently",
+    "header_syntax": "A part's headers are broken (for example a space before the colon), so mail clients "
+                     "may decode the part differently",
+    "encoded_block": "A yEnc or BinHex block in the text could not be decoded",
     "undecodable": "A part could not be decoded",
     "limits_exceeded": "The message exceeds the parser's limits",
     "smtp_smuggling": "The message contains a bare end-of-data sequence used for SMTP smuggling",

@@ -1,0 +1,200 @@
+"""Transfer encodings and files embedded in text, decoded the way mail clients decode them.
+
+Content-Transfer-Encoding is read as clients read it (case, folding, quotes and comments ignored);
+base64 is decoded leniently but reported as not valid when a strict decoder would refuse it (clients
+disagree on such data); uuencode, yEnc and BinHex 4.0 blocks inside text bodies are files of their
+own. Every function is bounded by a byte limit and never raises on attacker input except where noted.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email.message
+import io
+import quopri
+import re
+
+_SLASHES = re.compile(r"[\\/]")
+
+IDENTITY = frozenset({"7bit", "8bit", "binary"})
+_UU = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
+_KNOWN = IDENTITY | _UU | {"base64", "quoted-printable"}
+_COMMENT = re.compile(r"\([^()]*\)")
+_B64_SPACE = b" \t\r\n\x0b\x0c"
+_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]+")
+
+
+def transfer_encoding(msg: email.message.Message) -> str:
+    """The Content-Transfer-Encoding token as clients read it: case, folding, quotes and comments ignored."""
+    value = str(msg.get("Content-Transfer-Encoding", "") or "")
+    value = _COMMENT.sub(" ", value).replace('"', " ").replace("'", " ").strip().lower()
+    token = value.split()[0] if value else "7bit"
+    if token not in _KNOWN and token.replace("-", "") in ("7bit", "8bit"):
+        return token.replace("-", "")
+    return token
+
+
+def decode_body(body: bytes, encoding: str, limit: int) -> tuple[bytes, bool | None]:
+    """(decoded bytes, valid): valid is False when the encoding was broken and decoded leniently, None
+    when the encoding is unknown (the bytes are passed through as they are)."""
+    if encoding == "base64":
+        return decode_base64(body)
+    if encoding == "quoted-printable":
+        return quopri.decodestring(body), True
+    if encoding in _UU:
+        files = uuencoded(body, limit)
+        return (files[0][1], True) if files else (body, False)
+    return body, encoding in IDENTITY or None
+
+
+def decode_base64(data: bytes) -> tuple[bytes, bool]:
+    """Base64 as mail clients decode it: whitespace and missing padding are fine (valid); characters
+    outside the alphabet are skipped and padding inside the data starts a new run (not valid)."""
+    compact = data.translate(None, _B64_SPACE)
+    body = compact.rstrip(b"=")
+    if len(body) % 4 != 1 and len(compact) - len(body) <= 2:
+        try:
+            return binascii.a2b_base64(body + b"=" * (-len(body) % 4), strict_mode=True), True
+        except binascii.Error:
+            pass
+    out = bytearray()
+    for run in _B64_JUNK.sub(b"", compact).split(b"="):
+        run = run[: len(run) - 1] if len(run) % 4 == 1 else run
+        if run:
+            out += binascii.a2b_base64(run + b"=" * (-len(run) % 4))
+    return bytes(out), False
+
+
+_UU_BEGIN = re.compile(rb"^begin [0-7]{3,4} ([^\r\n]{1,255})\r?$", re.MULTILINE)
+_UU_MAX_FILES = 20
+
+
+def uuencoded(text: bytes, limit: int) -> list[tuple[str, bytes]]:
+    """(name, content) of each uuencoded block in a text body, at most `limit` bytes in all."""
+    found: list[tuple[str, bytes]] = []
+    total = 0
+    for match in _UU_BEGIN.finditer(text):
+        if len(found) >= _UU_MAX_FILES or total > limit:
+            break
+        out = bytearray()
+        for raw_line in io.BytesIO(text[match.end():]):
+            line = raw_line.rstrip(b"\r\n ")
+            if line in (b"end", b"`", b""):
+                if line == b"end":
+                    break
+                continue
+            try:
+                out += binascii.a2b_uu(line)
+            except binascii.Error:      # encoders that pad lines oddly: decode the declared length only
+                try:
+                    out += binascii.a2b_uu(line[:(((line[0] - 32) & 63) * 4 + 5) // 3])
+                except binascii.Error:
+                    break
+            if total + len(out) > limit:
+                break
+        total += len(out)
+        name = match.group(1).decode("utf-8", "replace").strip()
+        found.append((_SLASHES.split(name)[-1].strip() or "uuencoded", bytes(out)))
+    return found
+
+
+# --- yEnc and BinHex blocks inside text --------------------------------------------------------------
+
+_YBEGIN = re.compile(rb"^=ybegin ([^\r\n]{0,1000})\r?$", re.MULTILINE)
+_YEND = re.compile(rb"^=yend[^\r\n]*\r?$", re.MULTILINE)
+_YDEC = bytes((i - 42) % 256 for i in range(256))
+_BINHEX = re.compile(rb"\(This file must be converted with BinHex[^\r\n]*")
+_HQX = b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr"
+_HQX_VALUE = {c: i for i, c in enumerate(_HQX)}
+_MAX_BLOCKS = 20
+
+
+def embedded_blocks(text: bytes, limit: int) -> tuple[list[tuple[str, str, bytes]], bool]:
+    """([(kind, name, content)], broken) for the yEnc and BinHex 4.0 blocks of a text body."""
+    found: list[tuple[str, str, bytes]] = []
+    broken = False
+    for match in _YBEGIN.finditer(text):
+        if len(found) >= _MAX_BLOCKS:
+            break
+        params = match.group(1).decode("latin-1").rstrip("\r")
+        name = params.partition(" name=")[2].strip() or "yenc"
+        end = _YEND.search(text, match.end())
+        content = _ydecode(text[match.end():end.start() if end else len(text)], limit)
+        broken |= end is None
+        found.append(("yenc", _SLASHES.split(name)[-1].strip() or "yenc", content))
+    for match in _BINHEX.finditer(text):
+        if len(found) >= _MAX_BLOCKS:
+            break
+        decoded = _binhex(text, match.end(), limit)
+        if decoded is None:
+            broken = True
+        elif decoded[0]:
+            found.append(("binhex", *decoded))
+    return found, broken
+
+
+def _ydecode(block: bytes, limit: int) -> bytes:
+    out = bytearray()
+    for line in block.splitlines():
+        if line.startswith((b"=ypart", b"=ybegin")):
+            continue
+        pieces = line.split(b"=")
+        out += pieces[0].translate(_YDEC)
+        for piece in pieces[1:]:
+            if piece:
+                out.append((piece[0] - 106) % 256)
+                out += piece[1:].translate(_YDEC)
+        if len(out) > limit:
+            break
+    return bytes(out[:limit])
+
+
+def _binhex(text: bytes, start: int, limit: int) -> tuple[str, bytes] | None:
+    """(name, data fork) of a BinHex 4.0 block starting after its banner, or None when it is broken."""
+    begin = start
+    while begin < len(text) and text[begin] in b" \t\r\n":
+        begin += 1
+    if text[begin:begin + 1] != b":":
+        return "", b""                      # the banner quoted in prose, no block after it
+    end = text.find(b":", begin + 1)
+    if end < 0:
+        return None
+    bits = bytearray()
+    acc = nbits = 0
+    for c in text[begin + 1:end]:
+        if c in b" \t\r\n":
+            continue
+        value = _HQX_VALUE.get(c)
+        if value is None:
+            return None
+        acc = (acc << 6) | value
+        nbits += 6
+        if nbits >= 8:
+            nbits -= 8
+            bits.append((acc >> nbits) & 0xFF)
+            acc &= (1 << nbits) - 1
+        if len(bits) > limit + 4096:
+            return None
+    out = bytearray()
+    i = 0
+    while i < len(bits):                    # run-length decoding: 0x90 n repeats the previous byte
+        b = bits[i]
+        if b == 0x90 and i + 1 < len(bits):
+            count = bits[i + 1]
+            if count == 0:
+                out.append(0x90)
+            elif out:
+                out += bytes([out[-1]]) * (count - 1)
+            i += 2
+            continue
+        out.append(b)
+        i += 1
+    if not out or len(out) < out[0] + 22 or not out[0]:
+        return None
+    n = out[0]
+    name = out[1:1 + n].decode("mac_roman", "replace")
+    size = int.from_bytes(out[n + 12:n + 16], "big")
+    data = bytes(out[n + 22:n + 22 + size])
+    if len(data) != size:
+        return None
+    return _SLASHES.split(name)[-1].strip() or "binhex", data
