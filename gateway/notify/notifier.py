@@ -26,7 +26,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from gateway import relay
+from gateway import observability, relay
 from gateway.config import ConfigError, Settings, notice_from
 from gateway.notify.compose import Notice, compose, environment
 from gateway.notify.tokens import make_token
@@ -74,14 +74,11 @@ class Notifier:
     async def start(self) -> Notifier:
         self.secret = await link_secret(self.settings, self.store)
         self.task = asyncio.create_task(self._loop(), name="notifier")
-        try:        # the outbox gauge of /metrics, where gateway/observability.py is present
-            from gateway import observability
-            observability.register_outbox_depth(self.depth)
-        except (ImportError, AttributeError):
-            pass
+        observability.register_outbox_depth(self.depth)        # the outbox gauge of /metrics
         return self
 
     async def stop(self) -> None:
+        observability.register_outbox_depth(None)
         if self.task:
             self.task.cancel()
             try:
