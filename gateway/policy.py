@@ -89,6 +89,9 @@ class Policy:
                 notify |= rule.notify
                 continue
             action = rule.action
+            errors = [k for k in kinds if k.startswith("error.")]
+            if action is Action.DELIVER and any(not rule.matches(k) for k in errors):
+                break       # a deliver rule for other findings does not vouch for a check that failed
             if action is Action.DELIVER and tag_rules:
                 action = Action.TAG
             return self._verdict(action, rule, qualified, findings, tags, tag_rules, notify, monitored)
