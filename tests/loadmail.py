@@ -45,8 +45,8 @@ def build(kind: str, tok: str, *, oversize_bytes: int = 0) -> bytes:
     msg["Message-ID"] = f"<tok-{tok}@example.gov>"
     msg["Date"] = "Sun, 29 Nov 2026 10:00:00 +0000"
     if kind == "pii":
-        msg.set_content("Payroll correction for the employee: social security number 123-45-6789, "
-                        "SSN 078-05-1120 and card 4111 1111 1111 1111. Please process.\n")
+        msg.set_content("Payroll correction for the employee: social security number 536-22-8726, "
+                        "and card 4111 1111 1111 1111. Please process.\n")
     else:
         msg.set_content(f"Hello,\nplease find the notes attached ({tok}).\n")
     if kind == "attachment":
