@@ -273,3 +273,25 @@ async def test_sigkill_while_a_quarantine_write_is_in_flight(tmp_path, sink, cla
                 if proc.returncode is None:
                     proc.kill()
                     await proc.wait()
+
+
+async def test_gateway_whose_postgres_is_unreachable_does_not_start_accepting_mail(tmp_path, sink, clamd_server):
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"           # nothing listens there
+    port = free_port()
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[smtp]\nlisten = "127.0.0.1:{port}"\n[relay]\nnext_hop = "127.0.0.1:{sink.port}"\n'
+                   f'[quarantine]\nurl = "{dead}"\n[antivirus]\nclamd = "{clamd_server.address}"\n'
+                   f'[review]\nenabled = false\n')
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg),
+                                                cwd=ROOT, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.PIPE)
+    try:
+        code = await asyncio.wait_for(proc.wait(), 30)
+        stderr = (await proc.stderr.read()).decode(errors="replace")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code != 0 and "quarantine" in stderr.lower(), stderr[-500:]
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
