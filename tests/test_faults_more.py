@@ -17,7 +17,7 @@ import pytest
 
 from tests.clamav import ClamdServer, HangingScanner
 from tests.loadmail import Sent, build, check, reconcile, send_one, token
-from tests.peers import RawClient, free_port
+from tests.peers import RawClient, free_port, send
 from tests.quarantine_fixtures import PG_ADMIN, PgDatabase, opened
 from tests.test_cli import MALFORMED
 
@@ -140,7 +140,7 @@ async def test_postgres_quarantine_going_away_answers_451_never_250(start_gatewa
     url = await db.__aenter__()
     try:
         gw = await start_gateway(quarantine={"url": url})
-        code, _, _ = await RawClient_send(gw.port, MALFORMED)
+        code, _, _ = await send_out(gw.port, MALFORMED)
         assert code == 250 and len(await gw.store.list()) == 1
         admin = await asyncpg.connect(PG_ADMIN)
         try:
@@ -148,12 +148,12 @@ async def test_postgres_quarantine_going_away_answers_451_never_250(start_gatewa
             # once the pool has reconnected, 250 and is then stored; never a 250 that is not stored.
             await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
                                 db.name)
-            codes = [(await RawClient_send(gw.port, MALFORMED))[0] for _ in range(3)]
+            codes = [(await send_out(gw.port, MALFORMED))[0] for _ in range(3)]
             assert set(codes) <= {250, 451}, codes
             assert len(await gw.store.list()) == 1 + codes.count(250)
             # The database is gone for good: every quarantine write answers 451.
             await admin.execute(f'DROP DATABASE "{db.name}" WITH (FORCE)')
-            results = await asyncio.gather(*(RawClient_send(gw.port, MALFORMED) for _ in range(4)))
+            results = await asyncio.gather(*(send_out(gw.port, MALFORMED) for _ in range(4)))
             assert [c for c, _, _ in results] == [451] * 4, results
             assert all("4.3.0" in text for _, text, _ in results)
         finally:
@@ -163,8 +163,7 @@ async def test_postgres_quarantine_going_away_answers_451_never_250(start_gatewa
         await db.__aexit__(None, None, None)
 
 
-async def RawClient_send(port: int, message: bytes):
-    from tests.peers import send
+async def send_out(port: int, message: bytes):
     return await send(port, "alice@example.gov", ["bob@example.org"], message)
 
 
@@ -230,7 +229,7 @@ async def test_sigkill_while_a_quarantine_write_is_in_flight(tmp_path, sink, cla
                else await stack.enter_async_context(PgDatabase()))
         proc, port = await start_gateway_process(tmp_path, sink.port, url, clamd_server.address)
         try:
-            code, _, _ = await RawClient_send(port, MALFORMED)         # one held before: the store works
+            code, _, _ = await send_out(port, MALFORMED)         # one held before: the store works
             assert code == 250
             lock = SqliteLock(url) if backend == "sqlite" else PgLock(url)
             async with lock:
@@ -251,7 +250,7 @@ async def test_sigkill_while_a_quarantine_write_is_in_flight(tmp_path, sink, cla
             # After a restart the store is consistent: the interrupted write left nothing, the earlier item is
             # whole, and new writes work.
             proc, port = await start_gateway_process(tmp_path, sink.port, url, clamd_server.address)
-            code, _, _ = await RawClient_send(port, MALFORMED.replace(b"Subject: report", b"Subject: after"))
+            code, _, _ = await send_out(port, MALFORMED.replace(b"Subject: report", b"Subject: after"))
             assert code == 250
             store = await opened(url)
             try:

@@ -3,6 +3,7 @@ traversal, authentication bypass on every route, and SQL injection in every filt
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from urllib.parse import quote
 
@@ -32,8 +33,7 @@ def hostile_item():
                      rcpts=("carol@example.gov",), direction="inbound")
     findings = (Finding(kind="dangerous_file.executable", detector="filetype", detail=f"Executable {XSS} attached",
                         part=f"part 2: {SVG}.exe", evidence=(ATTR, f"name {XSS}")),)
-    return type(item)(**{**item.__dict__, "findings": findings}) if hasattr(item, "__dict__") else \
-        __import__("dataclasses").replace(item, findings=findings)
+    return dataclasses.replace(item, findings=findings)
 
 
 @pytest.fixture
