@@ -81,7 +81,6 @@ def test_finding_details_evidence_file_names_and_notes_are_escaped(client, site)
     for html in pages:
         for payload in PAYLOADS:
             assert payload not in html, payload
-        assert "onerror=alert" not in html.replace("onerror=alert(2)&gt;", "") or "&lt;img" in html
     detail = pages[0]
     assert "Executable &lt;script&gt;alert(1)&lt;/script&gt; attached" in detail       # detail, escaped
     assert "&lt;svg/onload=alert(3)&gt;.exe" in detail                                 # the file name
