@@ -101,6 +101,8 @@ class PipelineSettings:
     max_parts: int = 500
     max_header_bytes: int = 256 * 1024
     max_decoded_bytes: int = 200 * 1024 * 1024
+    # The whole inspection of one message (parse + detectors); past it: error.pipeline, answered 451.
+    message_timeout: float = 120.0
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,39 @@ class Pipeline:
         that judge how the message arrived (`rescan = False`, e.g. DKIM/SPF) are not run again, and
         their findings from receipt are kept."""
         timings: dict[str, float] = {}
+        mail_id = mail_id or new_id()
+        received_at = received_at or time.time()
+        budget = self.settings.pipeline.message_timeout
+        holder: list[Mail] = []
+        try:
+            async with asyncio.timeout(budget):
+                findings = await self._examine(envelope, raw, direction, mail_id, received_at, earlier, timings,
+                                               holder)
+        except TimeoutError:
+            # The per-message budget: whatever did not finish (a parse or a detector stuck on hostile input)
+            # is "could not check", so the policy answers tempfail and the sending MTA retries later.
+            log.warning("inspection of %s did not finish within %gs", mail_id, budget)
+            if not holder:             # stuck in the parser: a Mail without a parsed tree, for the reply and logs
+                holder.append(Mail(id=mail_id, envelope=envelope, raw=raw, parsed=mime.parse(b"", self.limits),
+                                   direction=direction or direction_of(self.settings, envelope),
+                                   received_at=received_at))
+            findings = [Finding(kind="error.pipeline", detector="pipeline",
+                                detail=f"The inspection of this message did not finish within {budget:g} s")]
+        mail = holder[0]
         start = time.perf_counter()
-        mail = self.mail(envelope, raw, direction=direction, mail_id=mail_id, received_at=received_at)
+        verdict = self.policy.decide(mail.direction, findings)
+        timings["policy"] = _ms(start)
+        return Inspection(mail, verdict, timings)
+
+    async def _examine(self, envelope: Envelope, raw: bytes, direction: Direction | None, mail_id: str,
+                       received_at: float, earlier: tuple[Finding, ...] | None, timings: dict[str, float],
+                       holder: list[Mail]) -> list[Finding]:
+        start = time.perf_counter()
+        # Parsed in a worker thread, so that a pathological message cannot stall the event loop and the
+        # message budget above can still answer for it.
+        mail = await asyncio.to_thread(self.mail, envelope, raw, direction=direction, mail_id=mail_id,
+                                       received_at=received_at)
+        holder.append(mail)
         timings["parse"] = _ms(start)
         start = time.perf_counter()
         if earlier is None:
@@ -93,10 +124,7 @@ class Pipeline:
             findings = await self.scan(mail, timings, skip=kept)
             findings = [f for f in earlier if f.detector in kept] + findings
         timings["detectors"] = _ms(start)
-        start = time.perf_counter()
-        verdict = self.policy.decide(mail.direction, findings)
-        timings["policy"] = _ms(start)
-        return Inspection(mail, verdict, timings)
+        return findings
 
     async def scan(self, mail: Mail, timings: dict[str, float] | None = None,
                    skip: frozenset[str] | set[str] = frozenset()) -> list[Finding]:

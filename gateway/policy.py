@@ -89,6 +89,9 @@ class Policy:
                 notify |= rule.notify
                 continue
             action = rule.action
+            errors = [k for k in kinds if k.startswith("error.")]
+            if action is Action.DELIVER and any(not rule.matches(k) for k in errors):
+                break       # a deliver rule for other findings does not vouch for a check that failed
             if action is Action.DELIVER and tag_rules:
                 action = Action.TAG
             return self._verdict(action, rule, qualified, findings, tags, tag_rules, notify, monitored)
@@ -235,9 +238,10 @@ def _rule(doc: _Document, direction: Direction, index: int, raw: object, known: 
         if target not in NOTIFY_TARGETS:
             raise PolicyError(f"{doc.path}:{doc.key_line(line, 'notify')}: rule {direction}/{name}: unknown notify "
                               f"target {target!r} (known: {', '.join(sorted(NOTIFY_TARGETS))})")
+    for key in ("tag", "reply"):       # a subject prefix and an SMTP reply: a line break would inject
+        if any(c in raw.get(key, "") for c in "\r\n\0"):
+            raise PolicyError(f"{doc.path}:{doc.key_line(line, key)}: rule {direction}/{name}: {key} must be one line")
     tag = raw.get("tag", "")
-    if any(c in tag for c in "\r\n\0"):
-        raise PolicyError(f"{doc.path}:{doc.key_line(line, 'tag')}: rule {direction}/{name}: tag must be one line")
     if raw.get("release_role", "reviewer") not in ("reviewer", "admin"):
         raise PolicyError(f"{where}: release_role must be reviewer or admin")
     return Rule(name=name, match=tuple(globs), action=action, tag=tag, notify=frozenset(notify),

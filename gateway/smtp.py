@@ -212,6 +212,12 @@ class GatewaySMTP(SMTP):
         await self.push(status)
 
 
+def sender_routed(address: str) -> bool:
+    """An address with sender-specified routing: a source route, or %, ! or @ in the local part."""
+    local = address.rpartition("@")[0]
+    return address.startswith("@") or any(c in local for c in "%!@")
+
+
 XFORWARD_NAMES = frozenset({"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"})
 
 
@@ -280,8 +286,15 @@ class Handler:
     async def handle_RCPT(self, server: SMTP, session: GatewaySession, envelope: SmtpEnvelope,
                           address: str, rcpt_options: list[str]) -> str:
         client = session.peer[0] if session.peer else ""
-        if not self.settings.is_internal_client(client) and not self.settings.is_local(address):
-            return "550 5.7.1 Relaying denied"
+        if any(ord(c) < 32 or ord(c) == 127 for c in address):     # "user@x\0.example.gov" looks local
+            return "553 5.1.3 Error: malformed address"
+        if not self.settings.is_internal_client(client):
+            if not self.settings.is_local(address):
+                return "550 5.7.1 Relaying denied"
+            if sender_routed(address):
+                # user%remote@local, remote!user@local, "user@remote"@local: the next hop might honour the route
+                # and relay outside for us (Postfix's allow_untrusted_routing = no does the same).
+                return "550 5.7.1 Relaying denied (sender-specified routing)"
         hop = session.next_hop
         if hop is None or not hop.in_transaction:
             return "451 4.4.1 Next hop unavailable, please try again later"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -136,7 +137,10 @@ class Query:
         """Filters from query parameters or CLI options (strings); a bad value raises ValueError."""
         def text(key: str) -> str | None:
             value = params.get(key)
-            return str(value).strip()[:200] or None if value not in (None, "") else None
+            if value in (None, ""):
+                return None
+            # Control characters never match a stored value (a NUL even breaks PostgreSQL's text parameters).
+            return re.sub(r"[\x00-\x1f\x7f]", "", str(value)).strip()[:200] or None
 
         status = text("status")
         if status and status not in STATUSES:
@@ -150,7 +154,7 @@ class Query:
         return cls(status=status, direction=text("direction"), category=text("category"), rule=text("rule"),
                    sender=text("sender"), recipient=text("recipient"), since=_when(text("since")),
                    until=_when(text("until"), end=True), text=text("subject") or text("q"), sort=sort,
-                   descending=order == "desc", offset=max(0, int(text("offset") or 0)),
+                   descending=order == "desc", offset=min(max(0, int(text("offset") or 0)), 10**9),
                    limit=max(1, min(int(text("limit") or limit), 1000)),
                    requested=text("requested") in ("1", "true", "yes", "on"))
 
