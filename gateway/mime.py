@@ -76,7 +76,7 @@ class Part:
         charset = self.charset or "utf-8"
         try:
             return self.payload.decode(charset, errors="replace")
-        except LookupError:
+        except (LookupError, ValueError):      # unknown charset, or one with a NUL in its name (fuzzer)
             return self.payload.decode("utf-8", errors="replace")
 
 
@@ -115,8 +115,8 @@ def decode_header_value(value: object) -> str:
     text = str(value)
     try:
         return str(email.header.make_header(email.header.decode_header(text)))
-    except (email.errors.HeaderParseError, LookupError, UnicodeError, ValueError, AssertionError):
-        return text
+    except (email.errors.MessageError, LookupError, UnicodeError, ValueError, AssertionError):
+        return text         # CharsetError (a non-ASCII charset name, found by the fuzzer) is a MessageError
 
 
 def header_block_size(raw: bytes) -> int:
