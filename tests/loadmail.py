@@ -78,6 +78,7 @@ class Reconciliation:
     held: Counter = field(default_factory=Counter)          # token -> items in the quarantine
     held_kinds: dict[str, set[str]] = field(default_factory=dict)
     unscanned_delivery: list[str] = field(default_factory=list)
+    notices: int = 0                                        # notices about held mail that reached the sink
 
     @property
     def codes(self) -> Counter:
@@ -95,6 +96,10 @@ class Reconciliation:
 async def reconcile(sent: list[Sent], sink_messages, store) -> Reconciliation:
     r = Reconciliation(sent)
     for m in sink_messages:
+        head = b"\n" + m.data.split(b"\r\n\r\n", 1)[0]
+        if b"\nX-Gateway-Notice:" in head:      # our notice about a held message (it quotes the subject)
+            r.notices += 1
+            continue
         found = TOKEN.search(m.data)
         if found:
             tok = found.group(1).decode()
