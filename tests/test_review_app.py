@@ -245,3 +245,50 @@ def test_trusted_proxy_header_is_off_by_default_and_only_from_trusted_addresses(
     site2 = make_site(tmp_path / "b", sink, {})
     with TestClient(create_app(site2.settings), client=("127.0.0.1", 5000)) as default:
         assert default.get("/", headers={"X-Remote-User": "rita"}, follow_redirects=False).status_code == 303
+
+
+def test_a_picture_finding_is_shown_only_on_request_blurred_and_audited(tmp_path, sink):
+    """Issue 11: the reviewer sees which image a finding came from, and the image only after a click,
+    blurred (never the original pixels); each view is audited."""
+    import dataclasses
+    import io
+    import itertools
+    import random
+    from email.message import EmailMessage
+
+    from PIL import Image
+
+    from gateway.model import Finding
+
+    rng = random.Random(7)
+    photo = Image.new("RGB", (240, 240))
+    photo.putdata([(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(240 * 240)])
+    png = io.BytesIO()
+    photo.save(png, "PNG")
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "x@outside.test", "carol@example.gov", "holiday"
+    msg.set_content("see the picture")
+    msg.add_attachment(png.getvalue(), maintype="image", subtype="png", filename="photo.png")
+    raw = msg.as_bytes()
+    item = held_item(subject="holiday", raw=raw, kinds=(), rule="inbound/adult-content", direction="inbound")
+    item = dataclasses.replace(item, findings=(Finding(
+        kind="adult_content.image", detector="adult_content", detail="Image scored 0.93 (threshold 0.80)",
+        part="part 2: photo.png", score=0.93),))
+    site = make_site(tmp_path, sink, {"photo": item})
+    with TestClient(create_app(site.settings), follow_redirects=True) as client:
+        assert client.get(f"/held/{item.id}/picture", params={"part": "part 2: photo.png"}).status_code == 401
+        login(client, "rita")
+        page = client.get(f"/held/{item.id}")
+        assert "part 2: photo.png" in page.text and "show it, blurred" in page.text
+        assert "<img" not in page.text                     # nothing is shown until the reviewer asks
+        shown = client.get(f"/held/{item.id}/picture", params={"part": "part 2: photo.png"})
+        assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg"
+        assert shown.headers["cache-control"] == "no-store"
+        blurred = Image.open(io.BytesIO(shown.content)).convert("RGB").resize((240, 240))
+        # blurring removes the noise: neighbouring pixels of the shown picture are nearly equal
+        reds = blurred.tobytes()[0::3]
+        jumps = sum(abs(a - b) for a, b in itertools.pairwise(reds)) / len(reds)
+        assert jumps < 20, jumps
+        assert client.get(f"/held/{item.id}/picture", params={"part": "part 9: none.png"}).status_code == 404
+    entries = site.run(lambda s: s.audit_log(held_id=item.id))
+    assert "view-picture" in [e.action for e in entries]

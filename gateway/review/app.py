@@ -296,6 +296,32 @@ async def preview(request: Request) -> Response:
     return HTMLResponse(html, headers={"Content-Security-Policy": PREVIEW_CSP, "X-Frame-Options": "SAMEORIGIN"})
 
 
+async def picture(request: Request) -> Response:
+    """GET /held/{id}/picture?part=LABEL: the image or PDF page a finding names, blurred, on request only
+    (a link the reviewer clicks); audited. Never the original pixels: the reviewer can judge the finding
+    without being shown pornography or a readable form."""
+    auth = await user_of(request)
+    if auth is None:
+        return Response("login required", status_code=401, media_type="text/plain")
+    c = ctx(request)
+    item_id, label = request.path_params["id"], request.query_params.get("part", "")[:300]
+    item = await c.store.get(item_id) if ID.match(item_id) else None
+    if item is None or item.raw is None or not label:
+        return Response("no such picture", status_code=404, media_type="text/plain")
+    from gateway import images, mime
+
+    def blurred() -> bytes | None:
+        return images.thumbnail_for_part(mime.parse(item.raw), label)
+
+    data = await asyncio.to_thread(blurred)
+    if data is None:
+        return Response("no such picture", status_code=404, media_type="text/plain")
+    await c.store.audit(auth.user.name, "view-picture", item.id, "", {"part": label, "client": _client(request)})
+    return Response(data, media_type="image/jpeg", headers={
+        "Cache-Control": "no-store", "Content-Security-Policy": "default-src 'none'",
+        "X-Content-Type-Options": "nosniff"})
+
+
 async def raw(request: Request) -> Response:
     auth = await user_of(request)
     if auth is None:
@@ -431,6 +457,7 @@ def routes() -> list:
         Route("/held/{id}", message),
         Route("/held/{id}/preview", preview),
         Route("/held/{id}/raw", raw),
+        Route("/held/{id}/picture", picture),
         Route("/held/{id}/{action}", act, methods=["POST"]),
         Route("/api/held", api.held_list),
         Route("/api/held/{id}", api.held_one),
@@ -453,6 +480,7 @@ def create_app(settings: Settings, gateway=None) -> Starlette:
         secret = settings.review.secret_key or await gw.store.secret("review-cookie-key")
         templates = Jinja2Templates(directory=str(HERE / "templates"))
         templates.env.globals["Markup"] = Markup
+        templates.env.tests["picture_part"] = render.is_picture_part
         from gateway.notify.notifier import link_secret
         app.state.ctx = Ctx(settings, gw, gw.release_service(), Authenticator(settings.review, gw.store, secret),
                             templates, await link_secret(settings, gw.store))

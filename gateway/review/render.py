@@ -136,3 +136,12 @@ def preview_html(settings: Settings, item: HeldItem) -> str | None:
                       strip_comments=True)
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>preview</title></head>"
             f"<body>{clean}</body></html>")
+
+
+_PICTURE_PART = re.compile(r"(?i)\.(?:png|jpe?g|gif|bmp|tiff?|webp|heic|heif)\b|inline image|\.pdf page \d+$")
+
+
+def is_picture_part(label: str | None) -> bool:
+    """Does a finding's `part` name an image or a PDF page (OCR, adult content)? Then the message page
+    offers a link to see it, blurred."""
+    return bool(label) and _PICTURE_PART.search(label) is not None
