@@ -102,7 +102,10 @@ class RawClient:
     async def reply(self, timeout: float = 30.0) -> tuple[int, str]:
         lines = []
         while True:
-            line = await asyncio.wait_for(self.reader.readline(), timeout)
+            try:
+                line = await asyncio.wait_for(self.reader.readline(), timeout)
+            except ConnectionResetError:
+                return (0, "connection reset")
             if not line:
                 return (0, "connection closed")
             lines.append(line.decode("utf-8", "replace").rstrip("\r\n"))
@@ -156,3 +159,29 @@ def make_message(subject: str = "Hello", body: str = "Just a note.\n", sender: s
             f"Message-ID: <test-{abs(hash((subject, body)))}@example.gov>\r\nMIME-Version: 1.0\r\n"
             f"{extra_headers}Content-Type: text/plain; charset=utf-8\r\n\r\n{body}")
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+
+
+async def start_gateway_process(tmp_path, port: int, config: str):
+    """`gateway run` as a real process with this gateway.toml text, once it listens on `port`.
+    Its log goes to tmp_path/gateway.log (quoted when it does not start)."""
+    import sys
+    from pathlib import Path
+
+    cfg, log = tmp_path / "gateway.toml", tmp_path / "gateway.log"
+    cfg.write_text(config)
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg),
+            cwd=Path(__file__).resolve().parents[1], stdout=asyncio.subprocess.DEVNULL, stderr=out)
+    for _ in range(300):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return proc
+        except OSError:
+            if proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+    if proc.returncode is None:
+        proc.kill()
+    raise AssertionError("gateway process did not start: " + log.read_text()[-2000:])

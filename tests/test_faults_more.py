@@ -17,7 +17,7 @@ import pytest
 
 from tests.clamav import ClamdServer, HangingScanner
 from tests.loadmail import Sent, build, check, reconcile, send_one, token
-from tests.peers import RawClient, free_port, send
+from tests.peers import RawClient, free_port, send, start_gateway_process
 from tests.quarantine_fixtures import PG_ADMIN, PgDatabase, opened
 from tests.test_cli import MALFORMED
 
@@ -169,25 +169,14 @@ async def send_out(port: int, message: bytes):
 
 # --- SIGKILL while a quarantine write is in flight ----------------------------------------------------------
 
-async def start_gateway_process(tmp_path: Path, sink_port: int, quarantine_url: str, clamd: str):
+async def gateway_process(tmp_path: Path, sink_port: int, quarantine_url: str, clamd: str):
     port = free_port()
-    cfg = tmp_path / "gateway.toml"
-    cfg.write_text(f'[smtp]\nlisten = "127.0.0.1:{port}"\n[relay]\nnext_hop = "127.0.0.1:{sink_port}"\n'
-                   f'[quarantine]\nurl = "{quarantine_url}"\n[antivirus]\nclamd = "{clamd}"\n'
-                   f'[auth]\nresolver = "none"\n[domains]\nlocal = ["example.gov"]\n'
-                   f'[review]\nenabled = false\n')
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg),
-                                                cwd=ROOT, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return proc, port
-        except OSError:
-            await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError("gateway process did not start")
+    proc = await start_gateway_process(tmp_path, port, (
+        f'[smtp]\nlisten = "127.0.0.1:{port}"\n[relay]\nnext_hop = "127.0.0.1:{sink_port}"\n'
+        f'[quarantine]\nurl = "{quarantine_url}"\n[antivirus]\nclamd = "{clamd}"\n'
+        f'[auth]\nresolver = "none"\n[domains]\nlocal = ["example.gov"]\n'
+        f'[review]\nenabled = false\n'))
+    return proc, port
 
 
 class SqliteLock:
@@ -227,7 +216,7 @@ async def test_sigkill_while_a_quarantine_write_is_in_flight(tmp_path, sink, cla
     async with contextlib.AsyncExitStack() as stack:
         url = (f"sqlite:///{tmp_path / 'q.db'}" if backend == "sqlite"
                else await stack.enter_async_context(PgDatabase()))
-        proc, port = await start_gateway_process(tmp_path, sink.port, url, clamd_server.address)
+        proc, port = await gateway_process(tmp_path, sink.port, url, clamd_server.address)
         try:
             code, _, _ = await send_out(port, MALFORMED)         # one held before: the store works
             assert code == 250
@@ -249,7 +238,7 @@ async def test_sigkill_while_a_quarantine_write_is_in_flight(tmp_path, sink, cla
                 client.writer.close()
             # After a restart the store is consistent: the interrupted write left nothing, the earlier item is
             # whole, and new writes work.
-            proc, port = await start_gateway_process(tmp_path, sink.port, url, clamd_server.address)
+            proc, port = await gateway_process(tmp_path, sink.port, url, clamd_server.address)
             code, _, _ = await send_out(port, MALFORMED.replace(b"Subject: report", b"Subject: after"))
             assert code == 250
             store = await opened(url)

@@ -5,32 +5,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
-from tests.peers import RawClient, free_port
+from tests.peers import RawClient, free_port, start_gateway_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 async def start_process(tmp_path: Path, sink_port: int) -> tuple[asyncio.subprocess.Process, int]:
     port = free_port()
-    cfg = tmp_path / "gateway.toml"
-    cfg.write_text(f'[smtp]\nlisten = "127.0.0.1:{port}"\n[relay]\nnext_hop = "127.0.0.1:{sink_port}"\n'
-                   f'[quarantine]\nurl = "sqlite:///{tmp_path / "q.db"}"\n'
-                   f'[review]\nlisten = "127.0.0.1:{free_port()}"\n')
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg),
-                                                cwd=ROOT, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.PIPE)
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return proc, port
-        except OSError:
-            await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError("gateway process did not start: " + (await proc.stderr.read()).decode())
+    proc = await start_gateway_process(tmp_path, port, (
+        f'[smtp]\nlisten = "127.0.0.1:{port}"\n[relay]\nnext_hop = "127.0.0.1:{sink_port}"\n'
+        f'[quarantine]\nurl = "sqlite:///{tmp_path / "q.db"}"\n'
+        f'[review]\nlisten = "127.0.0.1:{free_port()}"\n'))
+    return proc, port
 
 
 async def test_sigkill_during_data_leaves_client_without_250(tmp_path, sink):

@@ -15,7 +15,6 @@ import contextlib
 import os
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 
 from tests.clamav import ClamdServer
 from tests.loadmail import Sent, build, check, reconcile, send_one, token
-from tests.peers import free_port
+from tests.peers import free_port, start_gateway_process
 from tests.quarantine_fixtures import opened
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
@@ -37,25 +36,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(SECONDS + 240)]
 
 async def start_process(tmp_path: Path, sink_port: int, clamd: str) -> tuple[asyncio.subprocess.Process, int]:
     port = free_port()
-    cfg = tmp_path / "gateway.toml"
-    cfg.write_text(f'[smtp]\nlisten = "127.0.0.1:{port}"\nmax_message_size = {MAX_SIZE}\n'
-                   f'[relay]\nnext_hop = "127.0.0.1:{sink_port}"\ntimeout = 5.0\n'
-                   f'[quarantine]\nurl = "sqlite:///{tmp_path / "q.db"}"\n'
-                   f'[antivirus]\nclamd = "{clamd}"\ntimeout = 5.0\ncache_seconds = 0.0\n'
-                   f'[auth]\nresolver = "none"\n[domains]\nlocal = ["example.gov"]\n'
-                   f'[review]\nenabled = false\n[log]\nlevel = "WARNING"\n')
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg),
-                                                cwd=ROOT, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return proc, port
-        except OSError:
-            await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError("gateway process did not start")
+    proc = await start_gateway_process(tmp_path, port, (
+        f'[smtp]\nlisten = "127.0.0.1:{port}"\nmax_message_size = {MAX_SIZE}\n'
+        f'[relay]\nnext_hop = "127.0.0.1:{sink_port}"\ntimeout = 5.0\n'
+        f'[quarantine]\nurl = "sqlite:///{tmp_path / "q.db"}"\n'
+        f'[antivirus]\nclamd = "{clamd}"\ntimeout = 5.0\ncache_seconds = 0.0\n'
+        f'[auth]\nresolver = "none"\n[domains]\nlocal = ["example.gov"]\n'
+        f'[review]\nenabled = false\n[log]\nlevel = "WARNING"\n'))
+    return proc, port
 
 
 def peak_rss_mb(pid: int) -> float:
