@@ -62,14 +62,12 @@ def prepare(settings: Settings, mail: Mail, verdict: Verdict, extra_headers: lis
 
 class Actions:
     def __init__(self, settings: Settings, store: Store, finishers: list[Finisher] | None = None,
-                 extra_headers: Callable[[Mail, Verdict], list[tuple[str, str]]] | None = None,
-                 on_held: Callable[[HeldItem, Verdict], Awaitable[None]] | None = None,
+                 extra_headers: HeaderSource | None = None,
                  planner: Planner | None = None) -> None:
         self.settings = settings
         self.store = store
         self.finishers = finishers or []
         self.extra_headers = extra_headers
-        self.on_held = on_held
         self.planner = planner          # the notices a hold makes, written in the hold's transaction
         self.authserv_id = authresults.authserv_id(settings)    # its forged Authentication-Results go
 
@@ -105,11 +103,6 @@ class Actions:
         except StoreError:
             log.exception("quarantine write failed for %s", mail.id)
             return TEMPFAIL_INTERNAL
-        if self.on_held:
-            try:
-                await self.on_held(item, verdict)
-            except Exception:     # a notifier failure never loses, delays or blocks mail
-                log.exception("after-hold hook failed for %s", mail.id)
         return f"250 2.0.0 Ok: queued as {mail.id}"
 
 
