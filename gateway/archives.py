@@ -22,6 +22,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
+from gateway import offload
 from gateway.model import Mail
 
 READ = 64 * 1024
@@ -333,5 +334,6 @@ async def inventory(mail: Mail, limits: Limits) -> Inventory:
     notes = mail.parsed.notes
     task = notes.get("archives")
     if task is None:
-        task = notes["archives"] = asyncio.ensure_future(asyncio.to_thread(build, mail, limits))
+        size = sum(len(p.payload) for p in mail.parsed.attachments)
+        task = notes["archives"] = asyncio.ensure_future(offload.run(size, lambda: build(mail, limits)))
     return await task

@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
-from gateway import mime
+from gateway import mime, offload
 from gateway.config import Settings
 from gateway.detectors import REGISTRY, Detector, OptionError
 from gateway.model import Direction, Envelope, Finding, Mail, Verdict
@@ -110,10 +110,10 @@ class Pipeline:
                        received_at: float, earlier: tuple[Finding, ...] | None, timings: dict[str, float],
                        holder: list[Mail]) -> list[Finding]:
         start = time.perf_counter()
-        # Parsed in a worker thread, so that a pathological message cannot stall the event loop and the
+        # A large message is parsed in a worker thread, so that it cannot stall the event loop and the
         # message budget above can still answer for it.
-        mail = await asyncio.to_thread(self.mail, envelope, raw, direction=direction, mail_id=mail_id,
-                                       received_at=received_at)
+        mail = await offload.run(len(raw), lambda: self.mail(envelope, raw, direction=direction, mail_id=mail_id,
+                                                             received_at=received_at))
         holder.append(mail)
         timings["parse"] = _ms(start)
         start = time.perf_counter()

@@ -34,7 +34,7 @@ from typing import TypeVar
 
 from selectolax.lexbor import LexborHTMLParser
 
-from gateway import documents
+from gateway import documents, offload
 from gateway.config import TextSettings
 from gateway.mime import Part
 from gateway.model import Finding, Mail
@@ -87,14 +87,9 @@ class MessageText:
         return tuple(s for s in self.segments if s.zone in zones)
 
 
-INLINE_CHARS = 100_000     # a detector scans less text than this on the event loop, more in a worker thread
-
-
 async def off_loop_if_large(text: MessageText, scan: Callable[[], T]) -> T:
     """Run a detector's scan inline for typical mail (well under a millisecond), in a thread for big text."""
-    if sum(len(s.text) for s in text.segments) > INLINE_CHARS:
-        return await asyncio.to_thread(scan)
-    return scan()
+    return await offload.run(sum(len(s.text) for s in text.segments), scan)
 
 
 def limits_finding(text: MessageText, detector: str) -> list[Finding]:
@@ -272,7 +267,7 @@ async def message_text(mail: Mail, limits: TextSettings | None = None) -> Messag
     notes = mail.parsed.notes
     task = notes.get("text")
     if task is None:
-        task = notes["text"] = asyncio.ensure_future(asyncio.to_thread(extract, mail, limits))
+        task = notes["text"] = asyncio.ensure_future(offload.run(len(mail.raw), lambda: extract(mail, limits)))
     text = await task
     # Text read from images and scanned PDF pages (gateway/ocr.py, computed once per message too;
     # what OCR could not read within its limits is the `ocr` detector's unscanned.ocr_limits).

@@ -16,7 +16,6 @@ RAM, bounded to `memory_size` letters (least recently matched dropped first) and
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import re
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from gateway import offload
 from gateway.config import Settings
 from gateway.detectors import options_with_defaults
 from gateway.detectors.contentscan import CONTENT
@@ -146,7 +146,8 @@ class ChainLetter:
         found, norm = await CONTENT.hits(mail, self.name)
         hits = distinct(h for h in found if h.start < self.opts["max_chars"])
         extracted = await message_text(mail)
-        depth, fingerprint = await asyncio.to_thread(self.analyse, extracted.joined(), extracted.subject, hits)
+        joined = extracted.joined()
+        depth, fingerprint = await offload.run(len(joined), lambda: self.analyse(joined, extracted.subject, hits))
         score = sum(h.entry.weight for h in hits)
         evidence = [f"{h.entry.label.replace('_', ' ')}: {excerpt(norm, h.start, len(h.text), 25)}" for h in hits[:5]]
         reasons = list(dict.fromkeys(h.entry.label.replace("_", " ") for h in hits))

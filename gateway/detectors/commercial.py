@@ -14,12 +14,12 @@ the model's strongest features present in the message.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from gateway import offload
 from gateway.config import Settings
 from gateway.detectors import options_with_defaults
 from gateway.detectors.contentscan import CONTENT
@@ -90,7 +90,8 @@ class Commercial:
         hits = distinct(h for h in found if h.start < self.max_chars and not h.quoted)
         text = (await message_text(mail)).joined()
         sigs = signals(mail.parsed, self.max_chars)
-        probability, contributions = await asyncio.to_thread(self.classify, text, hits, sigs)
+        probability, contributions = await offload.run(min(len(text), self.model_chars),
+                                                       lambda: self.classify(text, hits, sigs))
         lexical = sum(h.entry.weight for h in hits)
         # A short message gives the model few words to go on: there the lexicon alone may decide.
         short = lexical >= self.short_lexicon_score and len(text.split(None, self.short_words)) <= self.short_words

@@ -20,18 +20,13 @@ TOKEN = re.compile(r"[a-z](?:[a-z0-9'-]*[a-z0-9])?")
 
 def tokens(text: str, limit: int = 20000) -> list[str]:
     """Lower-case word tokens (the model's unigrams), at most `limit`."""
-    out = []
-    for match in TOKEN.finditer(text.lower()):
-        out.append(match.group(0))
-        if len(out) >= limit:
-            break
-    return out
+    return TOKEN.findall(text.lower())[:limit]
 
 
 def features(words: list[str]) -> set[str]:
     """Binary unigram and bigram features ("free", "click here")."""
     feats = set(words)
-    feats.update(f"{a} {b}" for a, b in itertools.pairwise(words))
+    feats.update(map(" ".join, itertools.pairwise(words)))
     return feats
 
 
