@@ -7,9 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.detectors.contentscan import CONTENT, normalise
-from gateway.detectors.lexicon import Entry, Lexicon, LexiconError, parse_entries, split_first
+from gateway.detectors.lexicon import Entry, Lexicon, LexiconError, gate, parse_entries, split_first
+from gateway.prefilter import Prefilter, widen
 from gateway.text import extract
 from tests.contentkit import detector, mail, run
 from tests.test_chain_letter import HOAX, LUCK, PYRAMID
@@ -91,3 +94,79 @@ async def test_government_trap_phrases_trip_no_content_detector(direction):
         findings = await run(name, subject="Staff meeting agenda", body=GOVERNMENT_MEMO,
                              sender="clerk@example.gov", to="board@example.gov", direction=Direction(direction))
         assert findings == [], name
+
+
+# --- the Hyperscan prefilter (gateway/prefilter.py): a superset, never a miss -------------------------
+
+UNICODE_TEXTS = [normalise(t) for t in (
+    "Je vends mes délicieux cookies maison, commandez maintenant : order now!",
+    "Selling homemade crème brûlée cakes – 50 % off, click here to order",
+    "Ты idiot, f\u00fcck off… donate today to the campaign",
+    "Präsident: vote for Müller, paid for by the Committee to Elect Müller",
+    "٣٠% off ― buy now ‐ limited time offer\u00a0only",
+)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_prefilter_reports_every_entry_that_matches(name):
+    """For every text, every entry that `re` finds is among the prefilter's candidates."""
+    lexicon = detector(name).lexicon
+    prefilter = Prefilter([gate(b) for b in lexicon.bodies])
+    matched = 0
+    for text in texts() + UNICODE_TEXTS:
+        found = {i for i, single in enumerate(lexicon.singles) if single.search(text)}
+        assert found <= prefilter.candidates(text), [lexicon.entries[i].pattern for i in found]
+        matched += len(found)
+    assert matched >= 10
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_prefilter_finds_generated_matches_of_any_entry(data):
+    """Text generated from an entry's own expression (with any Unicode around it) is always a candidate."""
+    name = data.draw(st.sampled_from(NAMES))
+    lexicon = detector(name).lexicon
+    i = data.draw(st.integers(0, len(lexicon.entries) - 1))
+    try:
+        middle = data.draw(st.from_regex(re.compile(lexicon.bodies[i]), fullmatch=True))
+    except Exception:           # an expression hypothesis cannot generate from (look-arounds)
+        return
+    before = data.draw(st.sampled_from([" ", "\n", "(", "«", ""]))
+    after = data.draw(st.sampled_from([" ", ".", "»", ""]))
+    text = before + middle + after
+    if lexicon.singles[i].search(text):
+        assert i in _prefilter(name).candidates(text)
+
+
+def _prefilter(name: str, cache: dict = {}) -> Prefilter:  # noqa: B006 - a cache on purpose
+    if name not in cache:
+        cache[name] = Prefilter([gate(b) for b in detector(name).lexicon.bodies])
+    return cache[name]
+
+
+def test_widen_accepts_what_unicode_classes_accept():
+    assert widen(r"\w+ \d") == r"[\w\x{80}-\x{10ffff}]+ [\d\x{80}-\x{10ffff}]"
+    assert widen(r"[\w.]x[^\w]") == r"[\w\x{80}-\x{10ffff}.]x[^\w]"    # a negated class stays as it is
+    assert widen(r"\bfree\b") == r"\bfree"                              # only the leading boundary stays
+    assert widen(r"a\\w") == r"a\\w"                                    # an escaped backslash, then a "w"
+    entry = Prefilter([r"(?:\w+ ){0,3}cookies"])
+    assert entry.candidates("délicieux cookies") == {0}
+    assert entry.candidates("nothing to see") == set()
+
+
+def test_an_entry_hyperscan_cannot_take_is_always_a_candidate():
+    prefilter = Prefilter([r"free", r"(a)(?P=x)", r"x{,3}y"])       # bad back-reference; Python-only {,n}
+    assert prefilter.always == {1, 2}
+    assert prefilter.candidates("nothing") == {1, 2}
+    assert prefilter.candidates("free") == {0, 1, 2}
+
+
+def test_prefilter_scans_from_several_threads_at_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    prefilter = _prefilter("commercial")
+    text = normalise(AD) * 20
+    expected = prefilter.candidates(text)
+    assert expected
+    with ThreadPoolExecutor(4) as pool:
+        assert all(r == expected for r in pool.map(lambda _: prefilter.candidates(text), range(200)))

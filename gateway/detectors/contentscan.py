@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import re
 
 from gateway import offload
-from gateway.detectors.lexicon import Hit, Lexicon, compile_trie
+from gateway.detectors.lexicon import Hit, Lexicon, compile_trie, gate
 from gateway.model import Mail
+from gateway.prefilter import Prefilter
 
 _QUOTED = re.compile(r"(?m)^[ \t]*>.*$")
 
@@ -32,7 +34,7 @@ class ScanGroup:
     def __init__(self, key: str) -> None:
         self.key = key
         self.members: dict[str, Lexicon] = {}
-        self._compiled: tuple[re.Pattern[str], re.Pattern[str]] | None = None
+        self._compiled: tuple[re.Pattern[str], re.Pattern[str], Prefilter] | None = None
 
     def add(self, name: str, lexicon: Lexicon) -> None:
         self.members[name] = lexicon
@@ -42,9 +44,11 @@ class ScanGroup:
         compiled = self._compiled
         members = dict(self.members)
         if compiled is None:
-            bodies = [b for lex in members.values() if lex.boundaries for b in lex.bodies]
-            compiled = self._compiled = compile_trie(bodies)
+            compiled = self._compiled = _compile(tuple(b for lex in members.values() if lex.boundaries
+                                                       for b in lex.bodies))
         out: dict[str, list[Hit]] = {name: [] for name in members}
+        if not compiled[2].candidates(text):     # most mail: no entry can match, skip the exact scan
+            return out
         lower = text.lower()
         finder = compiled[0].finditer(lower) if len(lower) == len(text) else compiled[1].finditer(text)
         count = 0
@@ -93,6 +97,13 @@ class ScanGroup:
             return shown, {name: [remake(h) for h in hits] for name, hits in found.items()}
 
         return await offload.run(len(text), work)
+
+
+@functools.lru_cache(maxsize=4)
+def _compile(bodies: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str], Prefilter]:
+    """The group's expression, its IGNORECASE twin and its prefilter; about a second of CPU, so once per
+    process for the same lexicons (every pipeline built in a process adds the same members again)."""
+    return (*compile_trie(bodies), Prefilter([gate(b) for b in bodies]))
 
 
 # --- normalisation shared by every lexicon: what obfuscation hides, read back -----------------------

@@ -117,6 +117,20 @@ class Lexicon:
         return fallback
 
 
+# What an entry's first atom must not match for the prefilter to put a word boundary in front: ASCII
+# punctuation and blanks, and non-ASCII letters and digits (Hyperscan's \b is ASCII-only there).
+_NOT_ASCII_WORD = " !\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~\t\n\u00a0\u2013\u2026\u00e9\u00df\u0436\u0639\u0663"
+
+
+def gate(body: str) -> str:
+    """The prefilter's form of an entry (gateway.prefilter): a word boundary in front when every variant
+    starts with an ASCII word character, so that "hell" is not a candidate in every "shell"."""
+    atoms = [atom for atom, _ in split_first(body)]
+    if all(atom and not any(re.fullmatch(atom, c) for c in _NOT_ASCII_WORD) for atom in atoms):
+        return rf"\b{body}"
+    return body
+
+
 def compile_trie(bodies: Iterable[str], boundaries: bool = True) -> tuple[re.Pattern[str], re.Pattern[str]]:
     """One expression for all the bodies: for lower-cased text, and an IGNORECASE twin."""
     head, tail = (r"(?<![\w$])", r"(?![\w])") if boundaries else ("", "")
