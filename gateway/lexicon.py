@@ -48,6 +48,15 @@ def normalise(text: str) -> str:
             if mark in text:
                 text = text.replace(mark, " ")
     text = text.encode("utf-8", "surrogatepass").translate(_BYTE_TABLE).decode("utf-8", "surrogatepass")
+    if text.isascii() and not any(c in text for c in "\x1c\x1d\x1e\x1f"):
+        # Only spaces and "\n" are blank here: fold them with substring replacements (memchr speed)
+        # rather than splitting every line.
+        while "  " in text:
+            text = text.replace("  ", " ")
+        text = text.replace(" \n", "\n").replace("\n ", "\n")
+        while "\n\n" in text:
+            text = text.replace("\n\n", "\n")
+        return text.strip(" \n")
     lines = (" ".join(line.split()) for line in text.split("\n"))
     return "\n".join(line for line in lines if line)
 

@@ -103,6 +103,10 @@ def _split_disclaimers(zone: str, chunk: str) -> list[tuple[str, str]]:
     strong footer phrase ("not the intended recipient") or two weaker ones; the lines before stay."""
     if zone not in ("new", "forwarded"):
         return [(zone, chunk)]
+    lowered = chunk.lower()
+    if not any(cue in lowered for cue in _FOOTER_CUES):     # most text: no footer word anywhere
+        text = "\n\n".join(para for para in chunk.split("\n\n") if para.strip())
+        return [(zone, text)] if text else []
     out: list[tuple[str, str]] = []
 
     def add(z: str, text: str) -> None:
