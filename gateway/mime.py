@@ -129,11 +129,17 @@ def header_block_size(raw: bytes) -> int:
 def parse(raw: bytes, limits: Limits = Limits(), *, second_reading: bool = False) -> ParsedMessage:
     """Parse raw message bytes into a ParsedMessage; never raises on malformed input."""
     header_bytes = header_block_size(raw)
-    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
     walker = _Walker(limits)
-    if header_bytes > limits.max_header_bytes:
+    try:
+        message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
+    except RecursionError:
+        # The stdlib parser recurses once per nesting level: about a thousand nested multiparts (60 KB)
+        # exhaust the stack. Far past max_depth: the headers alone, and the depth limit is what is held.
+        message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw, headersonly=True)
+        walker.limit_exceeded = "depth"
+    if not walker.limit_exceeded and header_bytes > limits.max_header_bytes:
         walker.limit_exceeded = "header_bytes"
-    else:
+    if not walker.limit_exceeded:
         try:
             walker.walk(message, "", 0, False, ())
             if walker.boundaries and boundary_lookalikes(raw, walker.boundaries):

@@ -19,8 +19,8 @@ INLINE_BYTES = 100_000
 """Work on less input than this (bytes or characters) runs inline on the event loop."""
 
 
-async def run(size: int, work: Callable[[], T]) -> T:
+async def run(size: int, work: Callable[[], T], inline_below: int = INLINE_BYTES) -> T:
     """work() inline when `size` is small, else in a worker thread."""
-    if size > INLINE_BYTES:
+    if size >= inline_below:
         return await asyncio.to_thread(work)
     return work()

@@ -21,6 +21,10 @@ from gateway.policy import Policy, PolicyError
 log = logging.getLogger("gateway.pipeline")
 
 
+PARSE_INLINE_BYTES = 32 * 1024
+"""Messages smaller than this are parsed on the event loop (a thread hop costs more than their parse)."""
+
+
 def direction_of(settings: Settings, envelope: Envelope) -> Direction:
     """outbound: any recipient outside; internal: local sender from an internal client to local
     recipients; inbound: everything else (mail from outside, or claiming a local sender from outside)."""
@@ -110,10 +114,11 @@ class Pipeline:
                        received_at: float, earlier: tuple[Finding, ...] | None, timings: dict[str, float],
                        holder: list[Mail]) -> list[Finding]:
         start = time.perf_counter()
-        # A large message is parsed in a worker thread, so that it cannot stall the event loop and the
-        # message budget above can still answer for it.
+        # Parsed in a worker thread unless small, so that a pathological message cannot stall the event
+        # loop and the message budget above can still answer for it. Small is where the worst case is
+        # short: 400 nested multiparts in 26 KB take 0.15 s, deeper ones stop at the depth limit.
         mail = await offload.run(len(raw), lambda: self.mail(envelope, raw, direction=direction, mail_id=mail_id,
-                                                             received_at=received_at))
+                                                             received_at=received_at), PARSE_INLINE_BYTES)
         holder.append(mail)
         timings["parse"] = _ms(start)
         start = time.perf_counter()

@@ -76,6 +76,16 @@ def test_limits_depth_parts_header_and_decoded_bytes():
     assert mime.parse(multipart([TEXT] * 3), mime.Limits(max_decoded_bytes=10)).limit_exceeded == "decoded_bytes"
 
 
+def test_nesting_past_the_stdlib_parsers_recursion_is_the_depth_limit_not_a_crash():
+    nested = TEXT
+    for i in range(1500):           # ~80 KB: the stdlib parser recurses once per level and gives up near 1000
+        b = f"n{i}".encode()
+        nested = b"Content-Type: multipart/mixed; boundary=\"" + b + b"\"\r\n\r\n--" + b + b"\r\n" + nested + \
+                 b"\r\n--" + b + b"--"
+    parsed = mime.parse(b"Subject: deep\r\n" + nested)
+    assert parsed.limit_exceeded == "depth" and parsed.subject == "deep" and parsed.parts == ()
+
+
 def test_message_rfc822_parts_are_walked():
     inner = b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/csv; name=d.csv\r\n\r\na,b"
     parsed = mime.parse(multipart([TEXT, inner]))

@@ -16,7 +16,7 @@ from gateway import mime
 from gateway import policy as policy_module
 from gateway.detectors import REGISTRY
 from gateway.model import Action, Envelope, Finding
-from gateway.pipeline import Pipeline
+from gateway.pipeline import PARSE_INLINE_BYTES, Pipeline
 from tests.conftest import CORPUS, make_settings
 from tests.peers import make_message, send
 
@@ -169,13 +169,18 @@ async def test_a_parse_stuck_past_the_budget_is_error_pipeline(tmp_path, clamd_s
             time.sleep(1.0)                # a pathological parse (in the worker thread)
         return real_parse(raw, limits) if limits else real_parse(raw)
     monkeypatch.setattr(mime, "parse", slow_parse)
+    big = make_message(body="A line of an ordinary long report.\n" * 1200)    # parsed in a thread (not inline)
+    assert len(big) >= PARSE_INLINE_BYTES
     try:
         started = time.perf_counter()
-        inspection = await pipeline.inspect(INBOUND, make_message())
+        inspection = await pipeline.inspect(INBOUND, big)
         assert time.perf_counter() - started < 0.9        # answered at the budget, not when the parse ended
         assert inspection.verdict.kinds == ("error.pipeline",)
         assert inspection.verdict.action is Action.TEMPFAIL
-        assert inspection.mail.size == len(make_message()) and inspection.mail.direction.value == "inbound"
+        assert inspection.mail.size == len(big) and inspection.mail.direction.value == "inbound"
+        # A small message is parsed inline: a parse that overruns the budget is still "could not check".
+        inspection = await pipeline.inspect(INBOUND, make_message())
+        assert inspection.verdict.kinds == ("error.pipeline",) and inspection.verdict.action is Action.TEMPFAIL
     finally:
         await asyncio.sleep(0.8)           # let the worker thread finish before the monkeypatch is undone
         await pipeline.close()
