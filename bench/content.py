@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/content.py [--rounds N] [--corpus DIR]
 Each round builds a fresh Mail (MIME parse not timed: it is shared with every other detector) and
 times, for each message shape:
 - `all`: every registered content detector's check() run concurrently, as the pipeline does it,
-  text extraction included (the first detector to ask extracts, in a worker thread), as wall-clock
+  text extraction included (the first detector to ask extracts; inline for typical mail), as wall-clock
   time, as the process's CPU time, and as the best round (on a loaded machine the wall clock mostly
   measures waiting for a core; the best round approximates an idle machine);
 - `extract`: the shared text extraction alone (gateway.text.extract, in this thread);
@@ -105,7 +105,7 @@ async def bench(name: str, messages: list[bytes], detectors: list, rounds: int) 
     size = statistics.mean(len(m) for m in messages) / 1024
     print(f"{name} ({len(messages)} message{'s' if len(messages) > 1 else ''}, {size:.1f} KB):")
     print(f"  all content detectors   median {statistics.median(totals):6.2f} ms   p99 {_p99(totals):6.2f} ms   "
-          f"(wall clock, text extraction in a worker thread included)")
+          f"(wall clock, text extraction included)")
     print(f"  all content detectors   median {statistics.median(cpu):6.2f} ms   p99 {_p99(cpu):6.2f} ms   "
           f"(CPU time of the process: what the message costs the machine)")
     print(f"  all content detectors   best   {min(totals):6.2f} ms                 "
