@@ -97,6 +97,10 @@ def _pdf(data: bytes, limits: TextSettings, deadline: float) -> Document:
     from pypdf.errors import PdfReadError
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)
+    if b"%%EOF" not in data:
+        # pypdf would walk the whole file backwards line by line looking for it (150 ms per MB) and fail
+        # the same way: a truncated or fake PDF.
+        raise Unreadable("the PDF could not be parsed (EOF marker not found)")
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
