@@ -128,3 +128,14 @@ async def test_release_rescan_keeps_arrival_findings_and_reruns_the_rest(monkeyp
     assert ("test.boom", "arrival") in kinds                    # kept from receipt, not re-run (no error.arrival)
     assert ("oversize.message", "size") in kinds                # the size detector ran again with today's limits
     assert ("oversize.attachment", "size") not in kinds         # ... and its old findings were not carried over
+
+
+async def test_small_work_runs_inline_and_large_work_in_a_thread():
+    import threading
+
+    from gateway import offload
+
+    here = threading.get_ident()
+    assert await offload.run(10, threading.get_ident) == here
+    assert await offload.run(offload.INLINE_BYTES, threading.get_ident) != here
+    assert await offload.run(100, threading.get_ident, inline_below=50) != here
