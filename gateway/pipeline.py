@@ -62,6 +62,10 @@ class Pipeline:
             except OptionError as e:
                 where = policy.option_sources.get(name, policy.sources[0] if policy.sources else "policy")
                 raise PolicyError(f"{where}: {e}") from None
+        for detector in self.detectors:
+            prepare = getattr(detector, "prepare", None)
+            if prepare is not None:
+                prepare()
 
     async def close(self) -> None:
         for detector in self.detectors:

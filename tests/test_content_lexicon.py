@@ -170,3 +170,14 @@ def test_prefilter_scans_from_several_threads_at_once():
     assert expected
     with ThreadPoolExecutor(4) as pool:
         assert all(r == expected for r in pool.map(lambda _: prefilter.candidates(text), range(200)))
+
+
+def test_building_a_pipeline_compiles_the_lexicons_so_the_first_message_does_not_wait():
+    from gateway import config, policy
+    from gateway.pipeline import Pipeline
+
+    settings = config.from_dict({})
+    CONTENT.add("commercial", detector("commercial").lexicon)      # adding a member drops the compiled form
+    assert CONTENT._compiled is None
+    Pipeline(settings, policy.load(settings))
+    assert CONTENT._compiled is not None

@@ -20,6 +20,8 @@ class Detector(Protocol):
 
     # Optional: `rescan: ClassVar[bool] = False` for detectors that judge how a message arrived
     # (sender authentication); a release re-scan keeps their findings from receipt.
+    # Optional: `prepare()`, one-time work (compiling) that the pipeline runs when it is built, so that
+    # the first message does not wait for it.
 
     def __init__(self, settings: Settings, options: Mapping[str, Any]) -> None: ...
 

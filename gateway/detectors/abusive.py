@@ -83,6 +83,9 @@ class Abusive:
         self.lexicon = compile_lexicon(Path(settings.policy.dir) / opts["lexicon"])
         CONTENT.add(self.name, self.lexicon)
 
+    def prepare(self) -> None:
+        CONTENT.prepare()
+
     def score(self, hits: list[Hit], norm: str) -> tuple[float, list[Hit]]:
         """Phrases count fully, words by density (see the lexicon's header)."""
         hits = [h for h in distinct(hits) if h.entry.label != "innocent"]

@@ -145,6 +145,9 @@ class ChainLetter:
         self.memory = LetterMemory(opts["memory_size"], opts["memory_days"])
         CONTENT.add(self.name, self.lexicon)
 
+    def prepare(self) -> None:
+        CONTENT.prepare()
+
     def analyse(self, text: str, subject: str, hits: list[Hit]) -> tuple[int, tuple[int, ...]]:
         """(forward depth, sketch of the body if it is needed)."""
         text = text[: self.opts["max_chars"]]

@@ -78,6 +78,9 @@ class Commercial:
         self.model = LinearModel.load(base / opts["model"])
         CONTENT.add(self.name, self.lexicon)
 
+    def prepare(self) -> None:
+        CONTENT.prepare()
+
     def classify(self, text: str, hits: list[Hit], sigs: list[str]) -> tuple[float, list[tuple[str, float]]]:
         """(probability, model features present with their weights), given the lexicon hits."""
         contributions = self.model.contributions(text[: self.model_chars])

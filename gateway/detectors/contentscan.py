@@ -40,12 +40,16 @@ class ScanGroup:
         self.members[name] = lexicon
         self._compiled = None
 
+    def prepare(self) -> tuple[re.Pattern[str], re.Pattern[str], Prefilter]:
+        """Compile the group now (about a second, once per process) rather than on the first message."""
+        if self._compiled is None:
+            self._compiled = _compile(tuple(b for lex in self.members.values() if lex.boundaries
+                                            for b in lex.bodies))
+        return self._compiled
+
     def scan(self, text: str, limit: int = 400) -> dict[str, list[Hit]]:
-        compiled = self._compiled
         members = dict(self.members)
-        if compiled is None:
-            compiled = self._compiled = _compile(tuple(b for lex in members.values() if lex.boundaries
-                                                       for b in lex.bodies))
+        compiled = self.prepare()
         out: dict[str, list[Hit]] = {name: [] for name in members}
         if not compiled[2].candidates(text):     # most mail: no entry can match, skip the exact scan
             return out

@@ -45,6 +45,9 @@ class Political:
             raise ValueError(f"{self.lexicon.source}: unknown labels {sorted(unknown)} (known: {', '.join(KIND_OF)})")
         CONTENT.add(self.name, self.lexicon)
 
+    def prepare(self) -> None:
+        CONTENT.prepare()
+
     async def check(self, mail: Mail) -> list[Finding]:
         found, text = await CONTENT.hits(mail, self.name)
         hits = distinct(h for h in found if h.start < self.max_chars and not h.quoted)
