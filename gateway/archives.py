@@ -334,6 +334,6 @@ async def inventory(mail: Mail, limits: Limits) -> Inventory:
     notes = mail.parsed.notes
     task = notes.get("archives")
     if task is None:
-        size = sum(len(p.payload) for p in mail.parsed.attachments)
-        task = notes["archives"] = asyncio.ensure_future(offload.run(size, lambda: build(mail, limits)))
+        work = offload.attachments_off_loop(mail, 0, lambda: build(mail, limits))     # nothing to open: inline
+        task = notes["archives"] = asyncio.ensure_future(work)
     return await task

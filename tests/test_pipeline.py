@@ -134,8 +134,34 @@ async def test_small_work_runs_inline_and_large_work_in_a_thread():
     import threading
 
     from gateway import offload
+    from tests import contentmail as cm
 
     here = threading.get_ident()
     assert await offload.run(10, threading.get_ident) == here
     assert await offload.run(offload.INLINE_BYTES, threading.get_ident) != here
     assert await offload.run(100, threading.get_ident, inline_below=50) != here
+    # Attachments are opened in a thread whatever their size (unar, pypdf, oletools cost what the file holds).
+    plain = cm.mail(cm.message("A short note."))
+    assert await offload.attachments_off_loop(plain, 10, threading.get_ident) == here
+    empty_zip = b"PK\x05\x06" + bytes(18)
+    attached = cm.mail(cm.message("See the file.", attachments=(("a.zip", "application/zip", empty_zip),)))
+    assert attached.parsed.attachments
+    assert await offload.attachments_off_loop(attached, 10, threading.get_ident) != here
+
+
+async def test_a_message_nested_past_the_parsers_recursion_is_held_not_delivered():
+    from gateway import policy as policy_module
+    from gateway.model import Action
+    from gateway.pipeline import Pipeline
+
+    settings = config.from_dict({"domains": {"local": ["example.gov"]}, "antivirus": {"clamd": ""}})
+    nested = b"Content-Type: text/plain\r\n\r\nhi\r\n"
+    for i in range(1500):
+        b = f"n{i}".encode()
+        nested = (b'Content-Type: multipart/mixed; boundary="' + b + b'"\r\n\r\n--' + b + b"\r\n" + nested
+                  + b"\r\n--" + b + b"--")
+    raw = b"From: a@example.org\r\nTo: b@example.gov\r\nSubject: deep\r\n" + nested
+    inspection = await Pipeline(settings, policy_module.load(settings)).inspect(
+        Envelope("a@example.org", ("b@example.gov",), "203.0.113.5"), raw)
+    assert inspection.verdict.action is Action.QUARANTINE
+    assert "malformed.limits_exceeded" in inspection.verdict.kinds

@@ -10,6 +10,7 @@ mail client might show is evaluated; when they disagree the part is `malformed.a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tomllib
 import unicodedata
@@ -20,7 +21,7 @@ from typing import Any, ClassVar
 
 import magic
 
-from gateway import archives, offload
+from gateway import archives
 from gateway.archives import shown
 from gateway.config import Settings
 from gateway.detectors import OptionError, options_with_defaults
@@ -119,7 +120,7 @@ class FileType:
         inventory = await archives.inventory(mail, self.limits)
         if not inventory.files:
             return []
-        return await offload.run(sum(len(f.data) for f in inventory.files), lambda: self.examine(inventory.files))
+        return await asyncio.to_thread(self.examine, inventory.files)     # libmagic, oletools: never on the loop
 
     def examine(self, files: list[archives.File]) -> list[Finding]:
         findings: list[Finding] = []
