@@ -165,3 +165,50 @@ async def test_a_message_nested_past_the_parsers_recursion_is_held_not_delivered
         Envelope("a@example.org", ("b@example.gov",), "203.0.113.5"), raw)
     assert inspection.verdict.action is Action.QUARANTINE
     assert "malformed.limits_exceeded" in inspection.verdict.kinds
+
+
+class Waiter(Exploding):
+    """Waits on something else (as clamd or DNS would): runs as its own task."""
+
+    name: ClassVar[str] = "waiter"
+    waits: ClassVar[bool] = True
+    arrived: asyncio.Event
+
+    async def check(self, mail) -> list[Finding]:
+        await asyncio.sleep(0.05)
+        Waiter.arrived.set()
+        return [Finding("test.waited", self.name, "the waiting detector ran")]
+
+
+class InTurn(Exploding):
+    """CPU work run in turn; it can only finish if the waiting detector runs meanwhile."""
+
+    name: ClassVar[str] = "in_turn"
+
+    async def check(self, mail) -> list[Finding]:
+        await Waiter.arrived.wait()
+        return [Finding("test.in_turn", self.name, "ran after the waiting detector")]
+
+
+async def test_waiting_detectors_run_concurrently_with_those_in_turn_and_a_hang_stops_the_rest(monkeypatch, tmp_path):
+    from gateway import policy as policy_module
+    from gateway.pipeline import Pipeline
+
+    Waiter.arrived = asyncio.Event()
+    for cls in (Waiter, InTurn, Hanging):
+        monkeypatch.setitem(REGISTRY, cls.name, cls)
+    envelope = Envelope("alice@example.gov", ("bob@example.org",), "127.0.0.1")
+
+    async def findings(enabled: str) -> list[tuple[str, str]]:
+        site = tmp_path / "site.toml"
+        site.write_text(f"[detectors]\nenabled = [{enabled}]\n")
+        settings = config.from_dict({"policy": {"site": str(site)}, "pipeline": {"detector_timeout": 0.5}})
+        inspection = await Pipeline(settings, policy_module.load(settings)).inspect(envelope, make_message())
+        return [(f.kind, f.detector) for f in inspection.verdict.findings]
+
+    # in_turn waits for an event only the waiting detector sets: run one after the other, it would time out
+    assert await findings('"in_turn", "mime", "waiter"') == [("test.in_turn", "in_turn"), ("test.waited", "waiter")]
+    # a detector still running at the deadline stops those after it: they could not check either (never a pass)
+    Waiter.arrived = asyncio.Event()
+    found = await findings('"waiter", "hanging", "mime"')
+    assert found == [("test.waited", "waiter"), ("error.hanging", "hanging"), ("error.mime", "mime")]

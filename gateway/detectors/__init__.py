@@ -20,6 +20,8 @@ class Detector(Protocol):
 
     # Optional: `rescan: ClassVar[bool] = False` for detectors that judge how a message arrived
     # (sender authentication); a release re-scan keeps their findings from receipt.
+    # Optional: `waits: ClassVar[bool] = True` for detectors that wait on something else (clamd, DNS, a
+    # child process, a worker thread): they run as concurrent tasks, the others in turn (gateway/pipeline.py).
     # Optional: `prepare()`, one-time work (compiling) that the pipeline runs when it is built, so that
     # the first message does not wait for it.
 

@@ -39,6 +39,7 @@ _SCORES_SIZE = 4096
 
 class AdultContent:
     name: ClassVar[str] = "adult_content"
+    waits: ClassVar[bool] = True        # on its model, in a worker thread
     kinds: ClassVar[frozenset[str]] = frozenset({"adult_content.image", "unscanned.image_limits"})
 
     def __init__(self, settings: Settings, options: Mapping[str, Any]) -> None:

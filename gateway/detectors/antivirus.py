@@ -78,6 +78,7 @@ async def digest(data: bytes) -> bytes:
 
 class Antivirus:
     name: ClassVar[str] = "antivirus"
+    waits: ClassVar[bool] = True        # on clamd
     kinds: ClassVar[frozenset[str]] = frozenset({
         "virus", "unscanned.scanner_unavailable", "unscanned.timeout", "unscanned.limits_exceeded",
         "unscanned.encrypted", "unscanned.unparsable"})

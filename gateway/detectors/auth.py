@@ -142,6 +142,7 @@ def check_spf(ip: str, mail_from: str, helo: str, bridge: ThreadBridge) -> str:
 
 class Auth:
     name: ClassVar[str] = "auth"
+    waits: ClassVar[bool] = True        # on DNS
     kinds: ClassVar[frozenset[str]] = frozenset({"auth.dkim_fail", "auth.dmarc_fail", "auth.spoofed_local"})
     rescan: ClassVar[bool] = False      # how the message arrived was judged at receipt; a release keeps that
 

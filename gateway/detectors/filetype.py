@@ -100,6 +100,7 @@ def unicode_tricks(name: str) -> list[str]:
 
 class FileType:
     name: ClassVar[str] = "filetype"
+    waits: ClassVar[bool] = True        # on archives and documents opened in a worker thread
     kinds: ClassVar[frozenset[str]] = frozenset({"dangerous_file.*", "malformed.ambiguous_filename"})
 
     def __init__(self, settings: Settings, options: Mapping[str, Any]) -> None:

@@ -17,6 +17,7 @@ from gateway.model import Finding, Mail
 
 class Ocr:
     name: ClassVar[str] = "ocr"
+    waits: ClassVar[bool] = True        # on tesseract and poppler child processes
     kinds: ClassVar[frozenset[str]] = frozenset({"unscanned.ocr_limits"})
 
     def __init__(self, settings: Settings, options: Mapping[str, Any]) -> None:
