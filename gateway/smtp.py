@@ -35,6 +35,12 @@ _REWRITES = {
 }
 
 
+# The plain address of nearly every MAIL and RCPT: "<dot-atom@host.name>", then parameters. aiosmtpd
+# parses every address with the email package's full RFC 5322 grammar (about 80 us each); this takes
+# the common shape at regex speed with the same result, and leaves everything else to aiosmtpd.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
+
 _DATA_REPLIES = {
     DataState.TOO_LONG: "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)",
     DataState.TOO_MUCH: "552 5.3.4 Message too big for system",
@@ -95,6 +101,19 @@ class GatewaySMTP(SMTP):
 
     def _create_session(self) -> Session:
         return GatewaySession(self.loop)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """(address, the rest of the command) as aiosmtpd's own, faster for the plain shape (above)."""
+        match = _PLAIN_ADDRESS.match(arg)
+        if match is not None:
+            rest = arg[match.end():].lstrip(" \t")      # the blanks aiosmtpd's parser skips (its CFWS) ...
+            local = match.group(1).rpartition("@")[0]
+            if not (rest.startswith("(") or (self.local_part_limit and len(local) > self.local_part_limit)):
+                return match.group(1), rest              # ... unless a comment follows, or the limit answers
+        try:
+            return super()._getaddr(arg)
+        except Exception:           # the email package's parser breaks on some input ('(<@>)"': IndexError)
+            return None, None       # aiosmtpd answers 553 5.1.3 (malformed), not our 451 for an internal error
 
     async def push(self, status) -> None:
         if isinstance(status, str):

@@ -92,6 +92,20 @@ async def test_more_smuggling_sequences_never_start_a_second_transaction(gw, sin
     assert not any(b"Subject: smuggled" in m.data.split(b"\r\n\r\n", 1)[0] for m in sink.messages)
 
 
+async def test_an_address_that_breaks_the_email_parser_is_a_syntax_error_not_ours(gw, sink):
+    """'(<@>)"' makes the email package's address parser raise IndexError: 553 5.1.3 (it was our 451 for an
+    internal error), and the session goes on."""
+    client = await RawClient.connect(gw.port)
+    try:
+        await client.cmd("EHLO client.test")
+        assert await client.cmd('MAIL FROM:(<@>)"') == (553, "553 5.1.3 Error: malformed address")
+        assert (await client.cmd("MAIL FROM:<alice@example.gov>"))[0] == 250
+        assert await client.cmd('RCPT TO:(<@>)"') == (553, "553 5.1.3 Error: malformed address")
+        assert (await client.cmd("RCPT TO:<bob@example.org>"))[0] == 250
+    finally:
+        await client.close()
+
+
 async def test_no_chunking_or_bdat_offered(gw):
     client = await RawClient.connect(gw.port)
     try:
