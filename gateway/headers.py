@@ -47,6 +47,8 @@ def safe_value(text: str, limit: int = 2000) -> str:
 def encode_field(name: str, value: str) -> bytes:
     """A header field 'Name: value' folded at 78 columns, RFC 2047 encoded where not ASCII."""
     value = safe_value(value)
+    if value.isascii() and len(name) + 2 + len(value) <= 78:     # fits one line: the email package's result
+        return f"{name}: {value}\r\n".encode("ascii")
     charset = "us-ascii" if value.isascii() else "utf-8"
     encoded = email.header.Header(value, charset=charset, header_name=name, maxlinelen=78).encode(linesep="\r\n")
     return f"{name}: {encoded}\r\n".encode("ascii")

@@ -304,3 +304,15 @@ def test_fast_address_parse_is_aiosmtpds(arg, local_part_limit):
     except Exception:           # the email package's parser breaks on some input ('(<@>)"'): ours says 553
         expected = (None, None)
     assert ours._getaddr(arg) == expected
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.sampled_from(["X-Gateway-Id", "X-Gateway-Verdict", "Subject", "X-Gateway-Findings"]),
+       st.text(alphabet=st.characters(max_codepoint=127), max_size=90))
+def test_a_header_field_that_fits_one_line_is_what_the_email_package_writes(name, value):
+    """encode_field's short cut for one-line ASCII fields gives the email package's own encoding."""
+    import email.header
+
+    clean = headers.safe_value(value)
+    encoded = email.header.Header(clean, charset="us-ascii", header_name=name, maxlinelen=78).encode(linesep="\r\n")
+    assert headers.encode_field(name, value) == f"{name}: {encoded}\r\n".encode("ascii")
