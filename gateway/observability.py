@@ -62,6 +62,17 @@ class _Metrics:
                               multiprocess_mode="mostrecent")
         self.clamd_errors = Counter("gateway_clamd_scan_errors", "Scans clamd could not do", ["reason"])
         self.spooled = Counter("gateway_spooled_messages", "Messages spooled to disk while being received")
+        self._children: dict[tuple, Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """metric.labels(*labels), remembered: prometheus-client checks and locks on every call (about
+        2 us), and a message records some twenty of them. The label values are bounded (detectors,
+        stages, directions, verdicts and the policy's rules)."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
 
 _metrics: _Metrics | None = None
@@ -90,19 +101,19 @@ def message(direction: str, verdict: str, rule: str, kinds: tuple[str, ...] | li
             timings_ms: dict[str, float], size: int, reply: str) -> None:
     """One message handled: counters by direction/verdict/rule/category and the stage timings."""
     m = metrics()
-    m.messages.labels(direction, verdict, rule).inc()
+    m.child(m.messages, direction, verdict, rule).inc()
     for category in dict.fromkeys(k.split(".", 1)[0] for k in kinds):
-        m.categories.labels(direction, category).inc()
+        m.child(m.categories, direction, category).inc()
     for kind in kinds:
         if kind.startswith("error."):
-            m.detector_errors.labels(kind.removeprefix("error.")).inc()
-    m.replies.labels(f"{reply[:1]}xx" if reply[:1].isdigit() else "other").inc()
+            m.child(m.detector_errors, kind.removeprefix("error.")).inc()
+    m.child(m.replies, f"{reply[:1]}xx" if reply[:1].isdigit() else "other").inc()
     m.size.observe(size)
     for name, ms in timings_ms.items():
         if name.startswith("detector."):
-            m.detector.labels(name.removeprefix("detector.")).observe(ms / 1000)
+            m.child(m.detector, name.removeprefix("detector.")).observe(ms / 1000)
         else:
-            m.stage.labels(name).observe(ms / 1000)
+            m.child(m.stage, name).observe(ms / 1000)
 
 
 @_safe
