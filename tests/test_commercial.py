@@ -115,3 +115,36 @@ async def test_outbound_solicitation_is_quarantined(gw, sink):
     [held] = await gw.store.list()
     assert held.rule == "outbound/commercial" and held.kinds == ("commercial.business",)
     assert sink.messages == []
+
+
+def test_the_models_features_are_those_of_every_unigram_and_bigram():
+    """LinearModel.contributions intersects word pairs with the model's bigrams instead of making a
+    string of every pair: the weighted features found must be exactly those of `features(tokens)`."""
+    import random
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from gateway.detectors.linear import LinearModel, features, tokens
+    from tests.test_robustness import CORPUS_DIR
+
+    model = LinearModel.load(SHIPPED_POLICY_DIR / "models" / "commercial.json")
+    vocabulary = [*sorted({w for k in model.weights for w in k.split(" ")}), "and", "the", "x", "1st", "don't"]
+
+    def expected(text: str) -> set[tuple[str, float]]:
+        return {(f, model.weights[f]) for f in features(tokens(text)) & set(model.weights)}
+
+    texts = [p.read_bytes()[:20000].decode("utf-8", "replace") for p in sorted(CORPUS_DIR.rglob("*.eml"))[:300]]
+    assert len(texts) >= 100 and sum(bool(expected(t)) for t in texts) >= 50
+    for text in texts:
+        assert set(model.contributions(text)) == expected(text)
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.lists(st.sampled_from(vocabulary), max_size=60), st.randoms())
+    def check(words: list[str], rnd: random.Random) -> None:
+        text = "".join(w + rnd.choice([" ", ", ", "\n", ". ", "-", "'"]) for w in words)
+        found = model.contributions(text)
+        assert set(found) == expected(text) and len(found) == len(set(found))
+        assert [w for _, w in found] == sorted((w for _, w in found), reverse=True)
+
+    check()

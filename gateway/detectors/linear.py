@@ -36,7 +36,8 @@ class LinearModel:
     def __init__(self, bias: float, weights: dict[str, float], source: str = "<model>") -> None:
         self.bias = bias
         self.weights = weights
-        self.keys = frozenset(weights)
+        self.unigrams = frozenset(k for k in weights if " " not in k)
+        self.bigrams = frozenset(tuple(k.split(" ")) for k in weights if k.count(" ") == 1)
         self.source = source
 
     @classmethod
@@ -53,7 +54,10 @@ class LinearModel:
     def contributions(self, text: str) -> list[tuple[str, float]]:
         """The features present in the text that carry a weight, strongest positive first."""
         weights = self.weights
-        present = [(f, weights[f]) for f in features(tokens(text)) & self.keys]
+        words = tokens(text)
+        # The features of `features(words)` that have a weight, without making a string of every bigram.
+        present = [(w, weights[w]) for w in self.unigrams.intersection(words)]
+        present += [(f"{a} {b}", weights[f"{a} {b}"]) for a, b in self.bigrams.intersection(itertools.pairwise(words))]
         present.sort(key=lambda fw: -fw[1])
         return present
 
