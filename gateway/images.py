@@ -72,7 +72,7 @@ def may_hold_pictures(parsed: ParsedMessage) -> bool:
     message without pictures never reaches the worker pool."""
     for part in parsed.parts:
         if part.is_text:
-            if part.content_type == "text/html" and _DATA_IMAGE.search(part.payload, 0, 2_000_000) \
+            if part.content_type == "text/html" and _has_data_image(part.payload) \
                     and _DATA_URI.search(part.payload, 0, 2_000_000):
                 return True
         elif sniff(part.payload) or _is_office(part):
@@ -87,7 +87,7 @@ def pictures(parsed: ParsedMessage, *, pdf: bool = True) -> list[Picture]:
     found: list[Picture] = []
     for part in parsed.parts:
         if part.is_text:
-            if part.content_type == "text/html" and _DATA_IMAGE.search(part.payload, 0, 2_000_000):
+            if part.content_type == "text/html" and _has_data_image(part.payload):
                 found.extend(_data_uris(part.payload, part.path))
             continue
         kind = sniff(part.payload)
@@ -98,7 +98,10 @@ def pictures(parsed: ParsedMessage, *, pdf: bool = True) -> list[Picture]:
     return found
 
 
-_DATA_IMAGE = re.compile(rb"(?i)data:image")
+def _has_data_image(html: bytes) -> bool:
+    """'data:image' in any case within the first 2 MB (a substring test: a case-blind regex took 0.1 ms
+    on a 17 KB newsletter)."""
+    return b"data:image" in html[:2_000_000].lower()
 _OFFICE_NAMES = (".docx", ".docm", ".dotx", ".xlsx", ".xlsm", ".pptx", ".pptm", ".ppsx", ".odt", ".ods", ".odp")
 _OFFICE_MEDIA = re.compile(r"(?:word|xl|ppt)/media/[^/]+|Pictures/[^/]+")
 MAX_OFFICE_ENTRIES = 5000           # zip entries looked at
