@@ -174,3 +174,34 @@ async def test_identifier_shapes_after_keywords(body, evidence):
 
 async def test_a_licence_plate_is_not_a_licence_number():
     assert await kinds("Vehicle license plate ABC-1234 was towed.") == []
+
+
+def test_keywords_from_hyperscan_are_the_automatons():
+    """ASCII text takes Hyperscan's whole-word pass (gateway/keywords.py); it must find exactly what the
+    automaton with the Python boundary checks finds: same kinds, positions, keywords and order."""
+    import random
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from gateway.detectors.pii import KEYWORDS
+    from tests.test_robustness import CORPUS_DIR
+
+    detector = Pii(Settings(), {})
+    words = sorted({w for ws in KEYWORDS.values() for w in ws})
+    pieces = [*words, "meeting", "address", "items", "accounting", "dlx", "xdl", "a", "1", "_", "-", "'", "#", ":"]
+
+    files = sorted(CORPUS_DIR.rglob("*.eml"))
+    texts = [p.read_bytes()[:20000].decode("ascii", "replace").replace("\ufffd", "?").lower()
+             for p in files[::max(1, len(files) // 300)]]
+    assert sum(bool(detector._keywords(t)) for t in texts) >= 80
+    for text in texts:
+        assert detector._keywords(text) == detector._keywords_unicode(text)
+
+    @settings(max_examples=1000, deadline=None)
+    @given(st.lists(st.sampled_from(pieces), max_size=40), st.randoms())
+    def check(chosen: list[str], rnd: random.Random) -> None:
+        text = "".join(p + rnd.choice(["", " ", "  ", "\n", ".", ",", "#", "_", "9", "x"]) for p in chosen)
+        assert detector._keywords(text) == detector._keywords_unicode(text)
+
+    check()
