@@ -201,7 +201,8 @@ def test_keywords_from_hyperscan_are_the_automatons():
     @settings(max_examples=1000, deadline=None)
     @given(st.lists(st.sampled_from(pieces), max_size=40), st.randoms())
     def check(chosen: list[str], rnd: random.Random) -> None:
-        text = "".join(p + rnd.choice(["", " ", "  ", "\n", ".", ",", "#", "_", "9", "x"]) for p in chosen)
+        lead = rnd.choice(["", " ", "-", "\n"])
+        text = lead + "".join(p + rnd.choice(["", " ", "  ", "\n", ".", ",", "#", "_", "9", "x"]) for p in chosen)
         assert detector._keywords(text) == detector._keywords_unicode(text)
 
     check()
