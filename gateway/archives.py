@@ -12,7 +12,6 @@ shared by the detectors through the parsed message's notes (like gateway.text).
 
 from __future__ import annotations
 
-import asyncio
 import bz2
 import io
 import lzma
@@ -331,9 +330,4 @@ def build(mail: Mail, limits: Limits) -> Inventory:
 
 async def inventory(mail: Mail, limits: Limits) -> Inventory:
     """The message's files, expanded once per message (the first detector to ask starts it)."""
-    notes = mail.parsed.notes
-    task = notes.get("archives")
-    if task is None:
-        work = offload.attachments_off_loop(mail, 0, lambda: build(mail, limits))     # nothing to open: inline
-        task = notes["archives"] = asyncio.ensure_future(work)
-    return await task
+    return await offload.once(mail, "archives", 0, lambda: build(mail, limits))     # nothing to open: inline

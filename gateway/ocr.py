@@ -140,7 +140,12 @@ async def message_ocr(mail: Mail, settings: Settings | None = None) -> OcrResult
     task = notes.get(_NOTES_KEY)
     if task is None:
         settings = settings or notes.get("settings") or Settings()
-        task = notes[_NOTES_KEY] = asyncio.ensure_future(read_message(mail, settings.ocr))
+        if settings.ocr.enabled and images.may_hold_pictures(mail.parsed):
+            task = asyncio.ensure_future(read_message(mail, settings.ocr))
+        else:                   # most mail: nothing to read, and no task to make for it
+            task = asyncio.get_running_loop().create_future()
+            task.set_result(OcrResult())
+        notes[_NOTES_KEY] = task
     # shielded: one reader timing out must not cancel the reading the others are waiting for
     return await asyncio.shield(task)
 

@@ -8,7 +8,7 @@ every other session and the per-message time budget can still answer for it.
 
 The size rule fits work whose cost follows its input's length (parsing, text scans). Opening
 attachments (archives through `unar`, PDF and Office documents, libmagic and oletools) costs what the
-file holds, whatever its size, so that work always goes to a thread (`attachments_off_loop`).
+file holds, whatever its size, so that work always goes to a thread (`once`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,20 @@ async def run(size: int, work: Callable[[], T], inline_below: int = INLINE_BYTES
     return work()
 
 
-async def attachments_off_loop(mail: Mail, size: int, work: Callable[[], T]) -> T:
-    """work() on a message: in a worker thread when the message has attachments to open, else by size."""
-    if mail.parsed.attachments:
-        return await asyncio.to_thread(work)
-    return await run(size, work)
+def once(mail: Mail, key: str, size: int, work: Callable[[], T]) -> asyncio.Future[T]:
+    """work() on a message, done once and shared by every detector that asks for `key` (the first to
+    ask starts it): in a worker thread when the message has attachments to open or `size` is large,
+    else right away, with no task (a task and the wake-ups of those waiting on it cost more)."""
+    notes = mail.parsed.notes
+    future = notes.get(key)
+    if future is None:
+        if mail.parsed.attachments or size >= INLINE_BYTES:
+            future = asyncio.ensure_future(asyncio.to_thread(work))
+        else:
+            future = asyncio.get_running_loop().create_future()
+            try:
+                future.set_result(work())
+            except Exception as e:          # for every detector that asks: each reports error.<name>
+                future.set_exception(e)
+        notes[key] = future
+    return future

@@ -24,7 +24,6 @@ by the detectors as `unscanned.text_limits`.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import html
 import re
@@ -290,12 +289,7 @@ def _attachment_segments(part: Part, budget: _Budget) -> list[Segment]:
 async def message_text(mail: Mail, limits: TextSettings | None = None) -> MessageText:
     """The shared extraction for this message (computed on first use; in a worker thread when the message
     is large or has attachments, gateway/offload.py)."""
-    notes = mail.parsed.notes
-    task = notes.get("text")
-    if task is None:
-        task = notes["text"] = asyncio.ensure_future(
-            offload.attachments_off_loop(mail, len(mail.raw), lambda: extract(mail, limits)))
-    text = await task
+    text = await offload.once(mail, "text", len(mail.raw), lambda: extract(mail, limits))
     # Text read from images and scanned PDF pages (gateway/ocr.py, computed once per message too;
     # what OCR could not read within its limits is the `ocr` detector's unscanned.ocr_limits).
     from dataclasses import replace
