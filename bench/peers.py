@@ -68,7 +68,11 @@ def start_sink(work: Path) -> Proc:
 
 def gateway_config(work: Path, name: str, port: int, sink_port: int, workers: int, reader: str) -> Path:
     path = work / f"{name}.toml"
-    path.write_text(f"""
+    site = ""
+    if name == "gateway-bare":      # the relay core's own cost: parse, policy, relaying; one trivial detector
+        (work / "bare-site.toml").write_text('[detectors]\nenabled = ["size"]\n')
+        site = f'[policy]\nsite = "{work / "bare-site.toml"}"\n'
+    path.write_text(site + f"""
 [smtp]
 listen = "127.0.0.1:{port}"
 hostname = "gateway.bench"

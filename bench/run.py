@@ -7,7 +7,8 @@ Starts on loopback only, and stops by itself:
 - targets, each its own process(es): `sink` (the load straight into the sink, the floor), `noop` (a
   no-op aiosmtpd relay, bench/noop_relay.py, with as many SO_REUSEPORT processes as the gateway has
   workers) and `gateway` (`gateway run` with the shipped default policy, antivirus off);
-  `--variants gateway-lines,gateway-1w` adds the gateway with aiosmtpd's line reader / one worker;
+  `--variants gateway-lines,gateway-1w,gateway-bare` adds the gateway with aiosmtpd's line reader / one
+  worker / no detectors but `size` (what the relay core costs without the policy's checks);
 - the load: bench/load.py (asyncio, its own process; its CPU is not counted), many concurrent SMTP
   sessions with a realistic mix generated at run time (bench/messages.py).
 
@@ -105,7 +106,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10, help="seconds per measured run (default 10)")
     parser.add_argument("--sessions", type=int, default=20, help="concurrent SMTP sessions (default 20)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="gateway workers / noop processes")
-    parser.add_argument("--variants", default="", help="extra targets: gateway-lines, gateway-1w (comma separated)")
+    parser.add_argument("--variants", default="",
+                        help="extra targets: gateway-lines, gateway-1w, gateway-bare (comma separated)")
     parser.add_argument("--mixes", default="text+html,full")
     parser.add_argument("--repeat", type=int, default=3, help="runs per target, interleaved; the best counts")
     parser.add_argument("--memory-sessions", type=int, default=100, help="0 skips the memory run")

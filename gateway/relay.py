@@ -38,6 +38,9 @@ class Reply:
 
 
 UNAVAILABLE = Reply(451, "4.4.1 Next hop unavailable, please try again later")
+# aiosmtpd accepts some addresses that aiosmtplib will not put on a command line (ValueError: blanks,
+# quotes or angle brackets left over after parsing, '<!"@x>'): refused, as a malformed address.
+UNSENDABLE = Reply(553, "5.1.3 Error: malformed address")
 
 
 class NextHop:
@@ -84,6 +87,8 @@ class NextHop:
                 return Reply(response.code, response.message)
             except aiosmtplib.SMTPResponseException as e:
                 return _reply(e)
+            except ValueError:
+                return UNSENDABLE
             except (aiosmtplib.SMTPException, OSError) as e:
                 await self.close()
                 if attempt == 2:
@@ -98,6 +103,8 @@ class NextHop:
             return Reply(response.code, response.message)
         except aiosmtplib.SMTPResponseException as e:
             return _reply(e)
+        except ValueError:
+            return UNSENDABLE
         except (aiosmtplib.SMTPException, OSError) as e:
             log.warning("next hop failed at RCPT: %s", e)
             observability.next_hop_error("rcpt")
