@@ -1,4 +1,5 @@
-"""scan(mail) -> findings: every enabled detector, concurrently, each with a timeout.
+"""scan(mail) -> findings: every enabled detector under a timeout; those that wait on something else
+(clamd, DNS, child processes) concurrently, the CPU-bound rest one after the other meanwhile.
 
 A detector that raises or times out yields `error.<detector>`: "could not check" is a result that
 the policy acts on, never a pass.
