@@ -248,3 +248,25 @@ def test_legacy_binary_office_files_give_their_text_runs():
     [segment] = [s for s in text.segments if s.source == "part 2: memo.doc"]
     assert "PRE-DECISIONAL options for the fee schedule" in segment.text
     assert "Quarterly budget memo" in segment.text
+
+
+def test_the_cue_gate_is_the_substring_test_it_replaces():
+    """quoting._has_cue (one Hyperscan pass) answers as `any(cue in lowered for cue in cues)` did, on corpus
+    text and on generated text around the cues, the non-ASCII ones and upper-case letters included."""
+    import random
+
+    from gateway import quoting
+    from tests.test_robustness import CORPUS_DIR
+
+    def expected(lowered: str, cues: tuple[str, ...]) -> bool:
+        return any(cue in lowered for cue in cues)
+
+    files = sorted(CORPUS_DIR.rglob("*.eml"))
+    texts = [p.read_bytes()[:20000].decode("utf-8", "replace").lower() for p in files[::max(1, len(files) // 400)]]
+    rng = random.Random(5)
+    pieces = [*quoting._QUOTE_CUES, *quoting._FOOTER_CUES, "WROTE", "Écrit", "é", "x", " ", "\n", "from", ":", "of"]
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))).lower() for _ in range(3000)]
+    for cues in (quoting._QUOTE_CUES, quoting._FOOTER_CUES):
+        answers = [quoting._has_cue(t, cues) for t in texts]
+        assert answers == [expected(t, cues) for t in texts]
+        assert 100 < sum(answers) < len(texts) - 100
