@@ -1,7 +1,8 @@
 """Zones of a plain-text body: new text, reply quotations, forwarded content and legal disclaimer footers.
 
 Used by gateway/text.py for every body part (HTML is converted to text first, its blockquotes marked
-with "> "). Cheap substring tests decide whether a line or paragraph needs a regular expression at all.
+with "> "). Cheap tests (substring tests, one Hyperscan pass for the cue words) decide whether a body, line
+or paragraph needs a regular expression at all.
 """
 
 from __future__ import annotations
