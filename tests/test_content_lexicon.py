@@ -181,3 +181,16 @@ def test_building_a_pipeline_compiles_the_lexicons_so_the_first_message_does_not
     assert CONTENT._compiled is None
     Pipeline(settings, policy.load(settings))
     assert CONTENT._compiled is not None
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from([*"ab1@$*_-. \n\té", "f u c k", "s.h.i.t", "a ", " i ", "x_y"]), max_size=30))
+def test_the_spaced_letters_hint_never_misses(pieces):
+    """normalise() joins s p a c e d letters only when Hyperscan says the hint may match: it must say so
+    wherever the hint's regular expression matches (a superset), else spaced words would go unread."""
+    from gateway.detectors.contentscan import _SPACED_HINT, _spaced_hint
+
+    lowered = "".join(pieces).lower()
+    if re.search(_SPACED_HINT, lowered):
+        assert _spaced_hint().candidates(lowered)
+    assert normalise("y o u are s t u p i d") == "you are stupid"

@@ -87,7 +87,8 @@ class ScanGroup:
         def work() -> tuple[str, dict[str, list[Hit]]]:
             norm = normalise(text)
             found = self.scan(norm)
-            quoted = [m.span() for m in _QUOTED.finditer(norm)]
+            hit = any(found.values())       # most mail: none, and no quoted lines to look for
+            quoted = [m.span() for m in _QUOTED.finditer(norm)] if hit and ">" in norm else []
             starts = [a for a, _ in quoted]
             # Same offsets: show what the message really says ("b1tch", "Order now"); otherwise (letters
             # were joined) the normalised text.
@@ -120,7 +121,8 @@ _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@$!|+*#")
 _PAIR = re.compile(r"[0-9@$!|+*#](?:(?<=[a-z][0-9@$!|+*#])|(?=[a-z]))")
 _TOKEN_END = re.compile(r"[a-z0-9@$!|+*#]*")
 # Necessary for _SPACED: two single characters in a row, each after a separator ("f u c k" has " u c").
-_SPACED_HINT = re.compile(r"[ .\-_][a-z@$0-9*][ .\-_]{1,2}[a-z@$0-9*](?![\w*])")
+# Asked of Hyperscan (a superset, `_spaced_hint`): `re` tried it at every blank, 0.16 ms per 13 KB.
+_SPACED_HINT = r"[ .\-_][a-z@$0-9*][ .\-_]{1,2}[a-z@$0-9*](?![\w*])"
 _SPACED = re.compile(r"(?<![\w@$*])[a-z@$0-9](?P<sep>[ .\-_]{1,2})[a-z@$0-9*](?:(?P=sep)[a-z@$0-9*]){1,30}(?![\w*])")
 
 
@@ -129,7 +131,7 @@ def normalise(text: str) -> str:
     that mix letters and digits or symbols, so "$100" and "room 101" stay). Each step first looks for
     its trigger with a cheap expression."""
     text = text.lower()
-    if _SPACED_HINT.search(text):
+    if _spaced_hint().candidates(text):
         text = _SPACED.sub(_join, text)
     out, last = [], 0
     for match in _PAIR.finditer(text):
@@ -145,6 +147,11 @@ def normalise(text: str) -> str:
         return text
     out.append(text[last:])
     return "".join(out)
+
+
+@functools.cache
+def _spaced_hint() -> Prefilter:
+    return Prefilter([_SPACED_HINT])
 
 
 def _leet(token: str) -> str:
