@@ -264,23 +264,31 @@ class _Walker:
         if broken:
             self.defects.append("encoded_block")
         for n, (kind, name, content) in enumerate(found, 1):
-            if len(self.parts) >= self.limits.max_parts:
-                self.limit_exceeded = "parts"
+            if not self._room_for(content):
                 return
-            self.decoded_bytes += len(content)
             self.parts.append(Part(
                 path=f"{text_part.path}.{kind}{n}", content_type="application/octet-stream", filename=name,
                 filenames=(name,), disposition="attachment", charset=None, transfer_encoding=f"x-{kind}",
                 payload=content, nested_in_message=text_part.nested_in_message))
 
+    def _room_for(self, content: bytes) -> bool:
+        """Whether one more file carved from a text body fits the limits (each block is decoded up to
+        the room left, so two blocks could pass it together); if not, the limit that stops the walk."""
+        if len(self.parts) >= self.limits.max_parts:
+            self.limit_exceeded = "parts"
+            return False
+        if self.decoded_bytes + len(content) > self.limits.max_decoded_bytes:
+            self.limit_exceeded = "decoded_bytes"
+            return False
+        self.decoded_bytes += len(content)
+        return True
+
     def _uuencoded(self, text_part: Part) -> None:
         """Files uuencoded inside a text body are attachments too: mail clients show them as such."""
         room = self.limits.max_decoded_bytes - self.decoded_bytes
         for n, (name, content) in enumerate(uuencoded(text_part.payload, room), 1):
-            if len(self.parts) >= self.limits.max_parts:
-                self.limit_exceeded = "parts"
+            if not self._room_for(content):
                 return
-            self.decoded_bytes += len(content)
             self.parts.append(Part(
                 path=f"{text_part.path}.uu{n}", content_type="application/octet-stream", filename=name,
                 filenames=(name,), disposition="attachment", charset=None, transfer_encoding="x-uuencode",

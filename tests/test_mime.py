@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -110,3 +111,21 @@ def test_never_raises_on_mime_shaped_noise(pieces):
     raw = b"Content-Type: multipart/mixed; boundary=b1\r\n\r\n" + b"".join(pieces)
     parsed = mime.parse(raw)
     assert all(isinstance(p.payload, bytes) for p in parsed.parts)
+
+
+_YENC = b"=ybegin line=128 size=3 name=a.exe\r\nabcdefghijklmnopqrstuvwxyz0123456789\r\n"
+_UU = b"begin 644 a.exe\r\nM86)C9&5F9VAI:FML;6YO<'%R<W1U=G=X>7HP,3(S-#4V-S@Y86)C9&5F9VAI\r\n`\r\nend\r\n"
+
+
+@pytest.mark.parametrize("block", [_YENC, _UU])
+def test_files_carved_from_text_count_against_the_decoded_bytes_limit_together(block):
+    """Each embedded block was decoded up to the room left, so two could pass the limit together (found by
+    the property test): the second one that does not fit stops the walk with the decoded_bytes limit."""
+    raw = b"Content-Type: text/plain\r\n\r\nSee below.\r\n" + block + block
+    whole = mime.parse(raw)
+    carved = sum(len(p.payload) for p in whole.parts[1:])
+    assert len(whole.parts) == 3 and whole.limit_exceeded == ""
+    limit = len(whole.parts[0].payload) + carved - 1           # one byte short of holding both files
+    parsed = mime.parse(raw, mime.Limits(max_decoded_bytes=limit))
+    assert parsed.limit_exceeded == "decoded_bytes"
+    assert sum(len(p.payload) for p in parsed.parts) <= limit and len(parsed.parts) == 2
