@@ -203,11 +203,9 @@ class Pii:
                 raise OptionError(f"detector 'pii': min_confidence must be one of {', '.join(LEVELS)}")
             self.rules[t] = (LEVELS[level], int(override.get("min_count", opts["min_count"])),
                              bool(override.get("enabled", True)))
-        self.automaton = ahocorasick.Automaton()
-        for kind, words in KEYWORDS.items():
-            for w in words:
-                existing = self.automaton.get(w, (len(w), ()))
-                self.automaton.add_word(w, (len(w), (*existing[1], kind)))
+        self.automaton = ahocorasick.Automaton()       # for text that is not ASCII (_keywords_unicode)
+        for word, kinds in _KEYWORD_KINDS.items():
+            self.automaton.add_word(word, (len(word), kinds))
         self.automaton.make_automaton()
 
     def prepare(self) -> None:
