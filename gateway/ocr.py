@@ -151,8 +151,7 @@ async def message_ocr(mail: Mail, settings: Settings | None = None) -> OcrResult
 
 
 async def read_message(mail: Mail, cfg: OcrSettings) -> OcrResult:
-    if not cfg.enabled or not images.may_hold_pictures(mail.parsed):
-        return OcrResult()
+    """OCR of the message's pictures (message_ocr calls it only when OCR is on and pictures may be there)."""
     pictures = await images.run(cfg.workers, images.pictures, mail.parsed)
     if not pictures:
         return OcrResult()
