@@ -82,13 +82,14 @@ class NextHop:
                     options.append("BODY=8BITMIME")
                 if smtp_utf8 and self.client.supports_extension("smtputf8"):
                     options.append("SMTPUTF8")
-                response = await self.client.mail(mail_from, options=options)
+                try:
+                    response = await self.client.mail(mail_from, options=options)
+                except ValueError:      # the address alone (not the connection): see UNSENDABLE
+                    return UNSENDABLE
                 self.in_transaction = True
                 return Reply(response.code, response.message)
             except aiosmtplib.SMTPResponseException as e:
                 return _reply(e)
-            except ValueError:
-                return UNSENDABLE
             except (aiosmtplib.SMTPException, OSError) as e:
                 await self.close()
                 if attempt == 2:
