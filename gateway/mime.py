@@ -9,6 +9,7 @@ that clients read differently from us are defects (docs/architecture.md, "Hostil
 
 from __future__ import annotations
 
+import dataclasses
 import email.errors
 import email.header
 import email.message
@@ -18,7 +19,8 @@ import email.utils
 import re
 from dataclasses import dataclass, field
 
-from gateway.encodings import IDENTITY, decode_body, embedded_blocks, transfer_encoding, uuencoded
+from gateway.encodings import (IDENTITY, decode_body, embedded_blocks, encoding_readings, transfer_encoding,
+                               uuencoded)
 
 # The structural defects that make a message ambiguous to read: mail clients disagree on them.
 _STRUCTURAL = {
@@ -52,6 +54,7 @@ class Part:
     payload: bytes
     headers: tuple[tuple[str, str], ...] = ()
     nested_in_message: bool = False     # inside an attached message/rfc822
+    reading: str = ""                   # "" for our reading; else another one a mail client may take
 
     @property
     def is_text(self) -> bool:
@@ -69,7 +72,8 @@ class Part:
     @property
     def label(self) -> str:
         name = f": {self.filename}" if self.filename else ""
-        return f"part {self.path}{name}"
+        reading = f" ({self.reading})" if self.reading else ""
+        return f"part {self.path}{reading}{name}"
 
     def text(self) -> str:
         """The payload as text, with the declared charset where Python knows it."""
@@ -146,6 +150,8 @@ def parse(raw: bytes, limits: Limits = Limits(), *, second_reading: bool = False
                 walker.defects.append("boundary_lookalike")
             if walker.header_lookalikes and not second_reading and _header_fix_reveals_files(raw, limits, walker):
                 walker.defects.append("header_syntax")
+            if walker.rewrites and not second_reading:
+                _structure_readings(raw, limits, walker)
         except Exception:   # a bug of ours on hostile input: what we could not walk is held, never passed
             walker.defects.append("undecodable")
     return ParsedMessage(
@@ -168,6 +174,7 @@ class _Walker:
         self.limit_exceeded = ""
         self.boundaries: list[str] = []
         self.header_lookalikes = False
+        self.rewrites: list[tuple[bytes, bytes]] = []     # Content-Type values another reading rewrites
 
     def walk(self, msg: email.message.Message, path: str, depth: int, nested: bool,
              boundaries: tuple[str, ...]) -> None:
@@ -188,6 +195,7 @@ class _Walker:
                 self.defects.append("encoded_message")      # RFC 2046 forbids it; clients disagree on it
         if msg.is_multipart():
             boundary = msg.get_boundary() or ""
+            self._other_boundaries(msg, boundary)
             if boundary and _ambiguous_boundary(msg, boundary, boundaries):
                 self.defects.append("ambiguous_boundary")
             if boundary:
@@ -220,6 +228,7 @@ class _Walker:
         ctype = msg.get_content_type()
         encoding = transfer_encoding(msg)
         body = _raw_body(msg)
+        self._odd_multipart(msg)
         broken = _broken_header_block(msg, body)
         if broken == "lookalike":
             self.header_lookalikes = True               # "X-Name : v": decided in parse() by a second reading
@@ -251,11 +260,61 @@ class _Walker:
         if part.is_attachment and not valid:
             self.defects.append("unknown_encoding" if valid is None else "invalid_encoding")
         self.parts.append(part)
+        if encoding in ("base64", "quoted-printable"):
+            self._other_readings(part, body)
         if ctype.startswith("text/"):
             if b"begin " in payload:
                 self._uuencoded(part)
             if b"=ybegin " in payload or b"BinHex" in payload:
                 self._embedded(part)
+
+    def _other_readings(self, part: Part, body: bytes) -> None:
+        """The decodings other clients take of an oddly written encoding: when they yield a different
+        file, each is a part of its own (every detector sees it) and the message is ambiguous."""
+        others = [p for p in dict.fromkeys(encoding_readings(body, part.transfer_encoding)) if p != part.payload]
+        variants = [dataclasses.replace(part, path=f"{part.path}.r{n}", payload=p, reading="another reading")
+                    for n, p in enumerate(others, 1)]
+        if not part.is_attachment and not any(v.is_attachment for v in variants):
+            return          # text read in several ways (a stray "=" in prose): no file hides there
+        if not variants:
+            return
+        self.defects.append("ambiguous_encoding")
+        for variant in variants:
+            if not self._room_for(variant.payload):
+                return
+            self.parts.append(variant)
+
+    def _other_boundaries(self, msg: email.message.Message, boundary: str) -> None:
+        """Two boundary parameters (plain and RFC 2231, or repeated) that disagree: clients take either."""
+        candidates = []
+        for value in _param_values(msg, "Content-Type", "boundary"):
+            try:
+                text = email.utils.collapse_rfc2231_value(value)
+            except (LookupError, UnicodeError, TypeError, ValueError):
+                continue
+            if text and text != boundary and text not in candidates:
+                candidates.append(text)
+        if not candidates:
+            return
+        original = str(msg.get("Content-Type", ""))
+        ctype = msg.get_content_type()
+        for other in candidates[:_MAX_REWRITES]:
+            quoted = other.replace("\\", "\\\\").replace('"', '\\"')
+            self.rewrites.append((_boundary_bytes(original), _boundary_bytes(f'{ctype}; boundary="{quoted}"')))
+
+    def _odd_multipart(self, msg: email.message.Message) -> None:
+        """A multipart type written oddly ("multipart /mixed", "x-multipart/mixed") that the standard
+        library reads as one leaf: clients that tidy the type read parts in it."""
+        original = str(msg.get("Content-Type", "") or "")
+        if "multipart" not in original[:100].lower():
+            return
+        token, sep, params = original.partition(";")
+        clean = _TYPE_NOISE.sub("", token).lower()
+        major, _, minor = clean.partition("/")
+        if not major.endswith("multipart") or "boundary" not in params.lower():
+            return
+        tidy = f"multipart/{minor or 'mixed'}{sep}{params}"
+        self.rewrites.append((_boundary_bytes(original), _boundary_bytes(tidy)))
 
     def _embedded(self, text_part: Part) -> None:
         """yEnc and BinHex 4.0 blocks in a text body are files too (news readers and old Mac clients decode them)."""
@@ -296,6 +355,8 @@ class _Walker:
 
 
 _SLASHES = re.compile(r"[\\/]")
+_TYPE_NOISE = re.compile(r"\([^()]*\)|\s+")
+_MAX_REWRITES = 4
 _FILENAME_SOURCES = (("content-disposition", "filename"), ("content-type", "name"))
 
 
@@ -370,6 +431,27 @@ def _header_fix_reveals_files(raw: bytes, limits: Limits, walker: _Walker) -> bo
     repaired = parse(_LOOKALIKE_LINE.sub(rb"\1:", raw), limits, second_reading=True)
     ours = {p.payload for p in walker.parts if p.is_attachment}
     return any(p.payload not in ours for p in repaired.attachments) or bool(repaired.defects)
+
+
+def _structure_readings(raw: bytes, limits: Limits, walker: _Walker) -> None:
+    """Read the message again with each Content-Type as another client reads it (the other boundary
+    parameter, the multipart type tidied): a reading with other files makes the message ambiguous, and
+    the files only it yields are parts of their own, for every detector to see."""
+    ours = {p.payload for p in walker.parts if p.is_attachment}
+    primary = {p.payload for p in walker.parts if p.is_attachment and not p.reading}
+    for n, (original, other) in enumerate(dict.fromkeys(walker.rewrites[:_MAX_REWRITES]), 1):
+        if not original or original not in raw:
+            continue
+        reading = parse(raw.replace(original, other), limits, second_reading=True)
+        if {p.payload for p in reading.attachments if not p.reading} == primary:
+            continue        # the same files either way (a tidier type, a repeated boundary): no ambiguity
+        walker.defects.append("ambiguous_mime")
+        new = [p for p in reading.attachments if p.payload not in ours]
+        for part in new:
+            if not walker._room_for(part.payload):
+                return
+            ours.add(part.payload)
+            walker.parts.append(dataclasses.replace(part, path=f"r{n}.{part.path}", reading="another reading"))
 
 
 def _raw_body(msg: email.message.Message) -> bytes:

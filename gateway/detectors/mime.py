@@ -30,6 +30,11 @@ EXPLAIN = {
                           "the message differently",
     "header_syntax": "A part's headers are broken (for example a space before the colon), so mail clients "
                      "may decode the part differently",
+    "ambiguous_encoding": "An attachment's transfer encoding is written oddly, so mail clients decode it into "
+                          "different files; every reading was checked",
+    "ambiguous_mime": "The message's structure can be read in more than one way (two boundary parameters, an "
+                      "oddly written multipart type), and the readings hold different files; every reading "
+                      "was checked",
     "encoded_block": "A yEnc or BinHex block in the text could not be decoded",
     "undecodable": "A part could not be decoded",
     "limits_exceeded": "The message exceeds the parser's limits",
