@@ -19,8 +19,7 @@ import email.utils
 import re
 from dataclasses import dataclass, field
 
-from gateway.encodings import (IDENTITY, decode_body, embedded_blocks, encoding_readings, transfer_encoding,
-                               uuencoded)
+from gateway.encodings import IDENTITY, decode_body, embedded_blocks, encoding_readings, transfer_encoding, uuencoded
 
 # The structural defects that make a message ambiguous to read: mail clients disagree on them.
 _STRUCTURAL = {

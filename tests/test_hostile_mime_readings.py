@@ -17,9 +17,10 @@ import base64
 import pytest
 
 from gateway import mime
+from gateway.model import Direction
 from tests import files
 from tests.hostile import CRLF, TEXT_PART, Variant, head, mixed, standard, zip_part
-from tests.test_hostile_mime import HOLDING, OUTSIDE, send_raw
+from tests.test_hostile_mime import HOLDING, OUTSIDE, WHOLE, offline, send_raw  # noqa: F401 (a fixture)
 
 ZIP_HEADERS = (b"Content-Type: application/zip; name=\"invoice.zip\"\r\n"
                b"Content-Disposition: attachment; filename=\"invoice.zip\"\r\n")
@@ -201,6 +202,35 @@ async def test_well_formed_controls_are_delivered(gw, sink):
     await sink.wait_for(len(made))
     assert [(i.subject, i.kinds) for i in await gw.store.list()] == []
     assert len(sink.messages) == len(made)
+
+
+async def test_our_parser_alone_holds_every_variant(offline):  # noqa: F811
+    """Without clamd's own MIME parser (scan_whole_message off), each variant is still held: clamd finds
+    the virus in the file of another reading, or the readings disagree (malformed)."""
+    pipeline = offline(whole=False)
+    missed = []
+    for variant in VARIANTS:
+        inspection = await pipeline.inspect(OUTSIDE, variant.raw, direction=Direction.INBOUND)
+        findings = inspection.verdict.findings
+        assert all(f.part != WHOLE for f in findings)
+        viruses = [f for f in findings if f.kind == "virus"]
+        if inspection.verdict.action.value != "quarantine" or not viruses:
+            missed.append((variant.name, inspection.verdict.rule, sorted({f.kind for f in findings})))
+    assert missed == [], "\n".join(map(str, missed))
+
+
+@pytest.mark.parametrize(("name", "kind"), [("qp.space_after_soft_break", "malformed.ambiguous_encoding"),
+                                            ("base64.junk_blank_line_then_data", "malformed.ambiguous_encoding"),
+                                            ("boundary.plain_decoy_rfc2231_real", "malformed.ambiguous_mime"),
+                                            ("multipart.space_before_slash", "malformed.ambiguous_mime")])
+async def test_disagreement_is_held_as_malformed_with_the_virus_on_the_other_reading(offline, name, kind):  # noqa: F811
+    [variant] = [v for v in VARIANTS if v.name == name]
+    inspection = await offline(whole=False).inspect(OUTSIDE, variant.raw, direction=Direction.INBOUND)
+    assert inspection.verdict.action.value == "quarantine"
+    [finding] = [f for f in inspection.verdict.findings if f.kind == kind]
+    assert finding.detector == "mime" and "every reading was checked" in finding.detail
+    viruses = [f for f in inspection.verdict.findings if f.kind == "virus"]
+    assert viruses and all("(another reading)" in f.part for f in viruses), viruses
 
 
 AGREE = {"base64.cr_line_ends"}       # read alike by every client, and by us
