@@ -75,7 +75,7 @@ _TRAILING_SPACE = re.compile(rb"[ \t]+(?=\r\n|\n|\r|\Z)")
 # followed by blanks taken as a soft line break wherever it is.
 _QP_MODES = ("literal", "drop_equals", "drop_escape", "blank_break")
 _LINE_END = re.compile(rb"\r\n|\n|\r")
-_MAX_BLOCKS_READ = 8
+_MAX_BLOCKS_READ = 4
 
 
 def encoding_readings(body: bytes, encoding: str) -> list[bytes]:
@@ -110,29 +110,38 @@ def _qp(body: bytes, mode: str) -> bytes:
     return _QP_TOKEN.sub(token, body)
 
 
-def _regular_base64(text: bytes) -> bool:
+def _regular_base64(body: bytes) -> bool:
     """Lines of one length, a multiple of 4, with one kind of line end, and a shorter last line: what
-    every encoder writes and every client reads alike. Checked with slices, not a loop over lines."""
-    first = _LINE_END.search(text)
+    every encoder writes and every client reads alike. Checked with slices and counts over the body
+    (no copy of it, no loop over its lines)."""
+    start, end = 0, len(body)
+    while start < end and body[start] in _B64_SPACE:
+        start += 1
+    while end > start and body[end - 1] in _B64_SPACE:
+        end -= 1
+    first = _LINE_END.search(body, start, end)
     if first is None:
         return True
-    width, sep = first.start(), first.group()
+    width, sep = first.start() - start, first.group()
     if width == 0 or width % 4:
         return False
     step = width + len(sep)
-    full = len(text) // step
-    if any(text[width + i::step][:full] != sep[i:i + 1] * full for i in range(len(sep))):
-        return False
-    return text.count(b"\n") + text.count(b"\r") == full * len(sep) and len(text) - full * step <= width
+    full = (end - start) // step
+    for i in range(len(sep)):
+        if body[start + width + i:start + full * step:step] != sep[i:i + 1] * full:
+            return False
+    # No other line end inside the lines (a stray CR within a line is whitespace to every decoder).
+    return body.count(sep[-1:], start, end) == full and end - start - full * step <= width
 
 
 def base64_readings(body: bytes) -> list[bytes]:
     """Base64 laid out oddly: lines that are not multiples of 4 (decoded line by line by some clients),
     or blocks separated by blank lines (junk, a blank line, then data: some clients read one block)."""
-    text = body.strip(_B64_SPACE)
-    if _regular_base64(text):
+    if _regular_base64(body):
         return []
-    lines = [line.strip(_B64_SPACE) for line in _LINE_END.split(text)]
+    text = body.strip(_B64_SPACE)
+    # Lines end at LF ("\r\r\n" is one line end, as clients read it); at CR only where there is no LF.
+    lines = [line.strip(_B64_SPACE) for line in text.split(b"\n" if b"\n" in text else b"\r")]
     readings = [b"".join(_b64_line(line) for line in lines)]
     blocks: list[list[bytes]] = [[]]
     for line in lines:
@@ -142,9 +151,8 @@ def base64_readings(body: bytes) -> list[bytes]:
             blocks.append([])
     blocks = [b for b in blocks if b]
     if len(blocks) > 1:
-        for block in blocks[:_MAX_BLOCKS_READ]:
+        for block in blocks[:_MAX_BLOCKS_READ - 1] + blocks[-1:]:
             readings.append(decode_base64(b"".join(block))[0])
-            readings.append(b"".join(_b64_line(line) for line in block))
     return readings
 
 
