@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import quopri
+import random
 
 import pytest
 
-from gateway import mime
+from gateway import encodings, mime
 from gateway.model import Direction
 from tests import files
 from tests.hostile import CRLF, TEXT_PART, Variant, head, mixed, standard, zip_part
@@ -260,3 +262,28 @@ def test_normal_mail_takes_no_second_reading():
         assert not {"ambiguous_encoding", "ambiguous_mime"} & set(parsed.defects), name
         assert all(p.reading == "" for p in parsed.parts), name
 
+
+
+def test_what_encoders_write_takes_no_second_reading():
+    """Base64 as encoders lay it out (any width a multiple of 4, CRLF, LF or CR, a trailing line end or
+    none) and quoted-printable as encoders write it, of random content: no other reading is taken."""
+    rng = random.Random(16)
+    for _ in range(200):
+        data = rng.randbytes(rng.randrange(0, 3000))
+        width = 4 * rng.randrange(1, 30)
+        end = rng.choice((b"\r\n", b"\n", b"\r"))
+        body = b64_lines(data, end, width) + rng.choice((b"", end, end * 2))
+        assert encodings.base64_readings(body) == [], (width, end)
+        assert encodings.decode_base64(body) == (data, True)
+        qp = quopri.encodestring(data).replace(b"\n", end)
+        assert encodings.qp_readings(qp) == [] and encodings.qp_readings(qp_encode(data)) == []
+
+
+def test_odd_layouts_are_noticed():
+    data = bytes(range(256)) * 3
+    regular = b64_lines(data)
+    for irregular in (regular[:40] + CRLF + regular[40:], regular.replace(CRLF, b"\r\r\n")):
+        readings = encodings.base64_readings(irregular)      # noticed, and every reading agrees
+        assert readings and all(r == data for r in readings)
+    assert data in encodings.base64_readings(b64_per_line(data))
+    assert data in encodings.base64_readings(b"abc\r\n\r\n" + regular)
