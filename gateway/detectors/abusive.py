@@ -1,6 +1,6 @@
 """abusive: profanity, obscenity, harassment, threats, hate and discriminatory remarks.
 
-Policy, Provisions for Retrieving and Transmitting Information: "Internet users will keep their
+Policy, Provisions for Publishing and Posting: "Internet users will keep their
 language within proper decorum. Profanity, obscenities, hate mail, harassment, discriminatory remarks,
 and other inappropriate language are prohibited."
 

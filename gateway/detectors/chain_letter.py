@@ -2,7 +2,7 @@
 joke", money chains and pyramids, hoaxes that ask for mass forwarding, deep forward chains, and
 near-duplicates of letters already seen.
 
-Policy, Provisions for Retrieving and Transmitting Information: "Internet users must not use the
+Policy, Provisions for Publishing and Posting: "Internet users must not use the
 Internet for advertising, commercial ventures, political purposes, chain letters, or other
 inappropriate purposes."
 

@@ -1,6 +1,6 @@
 """commercial: advertising, solicitation and commercial ventures.
 
-Policy, Provisions for Retrieving and Transmitting Information: "Internet users must not use the
+Policy, Provisions for Publishing and Posting: "Internet users must not use the
 Internet for advertising, commercial ventures, political purposes, chain letters, or other
 inappropriate purposes."
 

@@ -1,8 +1,8 @@
 """external_email (outbound): department mail forwarded to personal web-mail services, by a forwarding
 rule or by hand to the sender's own mailbox.
 
-Policy, E-mail: "The department provides an internal e-mail system for staff use. Use of other e-mail
-and similar services is prohibited. This prohibition includes "Web-based" e-mail services".
+Policy, the section headed "Policy": "The department provides an internal e-mail system for staff
+use. Use of other e-mail and similar services is prohibited. This prohibition includes "Web-based" e-mail services".
 
 A recipient in a domain of policies/webmail_domains.txt is required; then the score adds:
 - automatic forwarding headers (Auto-Submitted: auto-forwarded, X-Forwarded-To/For, Resent-*, the

@@ -1,7 +1,7 @@
 """political: campaign and election advocacy, fundraising and donation requests, endorsements,
 "paid for by" disclaimers and petition drives.
 
-Policy, Provisions for Retrieving and Transmitting Information: "Internet users must not use the
+Policy, Provisions for Publishing and Posting: "Internet users must not use the
 Internet for advertising, commercial ventures, political purposes, chain letters, or other
 inappropriate purposes."
 

@@ -2,7 +2,7 @@
 sign-up confirmations, logins, password resets, new followers. They show that the address is used as
 a login name, which the policy prohibits.
 
-Policy, Social Networking: "Employees are prohibited from representing the department by using a
+Policy, the section headed "Policy": "Employees are prohibited from representing the department by using a
 department email address as their login name, user handle, in their personal profiles, or when
 posting, blogging, or tweeting."
 
