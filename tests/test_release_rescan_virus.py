@@ -1,0 +1,229 @@
+"""A held message whose virus only the release's re-scan finds (clamd was down when it arrived): asking
+again never releases it. The re-scan's findings are recorded on the item and shown on the page, in the
+API and by `quarantine show`; from then on only an admin may release it, naming the virus."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import pytest
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+from gateway import cli, policy
+from gateway.actions import Actions
+from gateway.pipeline import Pipeline
+from gateway.quarantine import Query, User
+from gateway.release import Refused, ReleaseService
+from gateway.review.app import create_app
+from tests import files
+from tests.clamav import FOUND
+from tests.conftest import make_settings
+from tests.quarantine_fixtures import held_item, opened, store_url
+from tests.release_fixtures import make_release_site
+from tests.review_fixtures import ThreadSink, csrf_of, login
+
+REVIEWER = User("rita", "reviewer")
+ADMIN = User("ada", "admin")
+
+
+def eicar_message(subject: str = "Invoice") -> bytes:
+    return files.message_with([("invoice.com", files.eicar(), "application/octet-stream")], subject=subject)
+
+
+@pytest.fixture
+def sink():
+    s = ThreadSink().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def site(tmp_path, sink):
+    site = make_release_site(tmp_path, sink)
+    yield site
+    site.scanner.stop()
+
+
+@pytest.fixture
+def held(site):
+    """The EICAR message, held while clamd was down; clamd is up again afterwards."""
+    item = site.receive(eicar_message())
+    assert item.rule == "inbound/unscanned" and "unscanned.scanner_unavailable" in item.kinds
+    assert "virus" not in item.kinds
+    site.scanner.start()
+    return item
+
+
+def bearer(site, name):
+    return {"Authorization": f"Bearer {site.tokens[name]}"}
+
+
+def virus_findings(findings: list[dict]) -> list[dict]:
+    return [f for f in findings if f["kind"] == "virus"]
+
+
+def test_api_release_twice_never_delivers_the_virus(site, held, sink):
+    with TestClient(create_app(site.settings), follow_redirects=True) as client:
+        url = f"/api/held/{held.id}/release"
+        first = client.post(url, json={"reason": "the scanner was down"}, headers=bearer(site, "rita"))
+        assert first.status_code == 409 and "virus" in first.json()["rescan"]["added"]
+        second = client.post(url, json={"reason": "the scanner was down"}, headers=bearer(site, "rita"))
+        assert second.status_code == 403, second.json()
+        assert "admin" in second.json()["error"]
+        assert sink.messages == []
+
+        shown = client.get(f"/api/held/{held.id}", headers=bearer(site, "rita")).json()
+        [virus] = virus_findings(shown["rescan_findings"])
+        assert virus["evidence"] == [FOUND] and virus["detector"] == "antivirus"
+        assert shown["release_role"] == "admin" and "virus" in shown["kinds"]
+        listed = client.get("/api/held", params={"category": "virus"}, headers=bearer(site, "rita")).json()
+        assert [i["id"] for i in listed["items"]] == [held.id]
+
+        # an admin must name the virus: missing or wrong is refused
+        missing = client.post(url, json={"reason": "AV vendor sample"}, headers=bearer(site, "ada"))
+        assert missing.status_code == 422 and FOUND not in missing.json()["error"]
+        assert "confirm" in missing.json()["error"]
+        wrong = client.post(url, json={"reason": "AV vendor sample", "confirm": "Eicar-Test-Signature"},
+                            headers=bearer(site, "ada"))
+        assert wrong.status_code == 422
+        not_text = client.post(url, json={"reason": "AV vendor sample", "confirm": 1}, headers=bearer(site, "ada"))
+        assert not_text.status_code in (400, 422)
+        assert sink.messages == []
+        right = client.post(url, json={"reason": "AV vendor sample", "confirm": FOUND}, headers=bearer(site, "ada"))
+        assert right.status_code == 200 and right.json()["status"] == "released"
+    [got] = sink.messages
+    assert got.rcpt_tos == ["staff@example.gov"]
+    actions = [e.action for e in site.run(lambda s: s.audit_log(held_id=held.id))]
+    assert actions.count("release-stopped") == 1 and actions.count("release-denied") >= 3
+    assert actions[0] == "release"
+
+
+def test_page_shows_the_recorded_virus_and_asks_the_admin_to_name_it(site, held, sink):
+    app = create_app(site.settings)
+    with TestClient(app, follow_redirects=True) as client:
+        assert login(client, "rita").status_code == 200
+        page = client.get(f"/held/{held.id}")
+        for _ in range(2):
+            r = client.post(f"/held/{held.id}/release", data={"csrf": csrf_of(page.text), "reason": "scanner down"})
+            assert r.status_code == 200
+        assert sink.messages == []
+        assert "only an admin" in r.text or "needs the admin role" in r.text
+        page = client.get(f"/held/{held.id}")
+        assert FOUND in page.text and "Releasing this message needs the admin role" in page.text
+        assert "new findings: none" not in page.text.lower()
+        assert 'id="release-form"' not in page.text          # a reviewer is not offered the release
+    with TestClient(app, follow_redirects=True) as client:
+        assert login(client, "ada").status_code == 200
+        page = client.get(f"/held/{held.id}")
+        assert 'name="confirm"' in page.text
+        bulk = client.post("/bulk", data={"csrf": csrf_of(page.text), "action": "release", "ids": [held.id],
+                                          "reason": "all fine"})
+        assert "0 released" in bulk.text and "confirm" in bulk.text
+        r = client.post(f"/held/{held.id}/release", data={"csrf": csrf_of(page.text), "reason": "vendor sample",
+                                                          "confirm": "virus"})
+        assert "confirm" in r.text and sink.messages == []
+        r = client.post(f"/held/{held.id}/release", data={"csrf": csrf_of(page.text), "reason": "vendor sample",
+                                                          "confirm": FOUND})
+        assert "Released to staff@example.gov" in r.text
+    assert len(sink.messages) == 1
+
+
+def test_cli_release_twice_never_delivers_the_virus(site, held, sink, capsys):
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = cli.main([*argv, "--config", site.config])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    for _ in range(2):
+        code, out, err = run("quarantine", "release", held.id, "--by", "rita", "--reason", "scanner was down")
+        assert code == 1
+    assert sink.messages == []
+    code, _, err = run("quarantine", "release", held.id, "--by", "mallory", "--reason", "x")
+    assert code != 0 and "mallory" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = run("quarantine", "show", held.id, "--json")
+    import json
+    shown = json.loads(out)
+    assert [f["evidence"] for f in virus_findings(shown["rescan_findings"])] == [[FOUND]]
+    code, out, _ = run("quarantine", "show", held.id)
+    assert FOUND in out
+    code, _, err = run("quarantine", "release", held.id, "--by", "ada", "--reason", "vendor sample")
+    assert code == 1 and "--confirm-virus" in err
+    code, _, err = run("quarantine", "release", held.id, "--by", "ada", "--reason", "vendor sample",
+                       "--confirm-virus", "EICAR")
+    assert code == 1 and sink.messages == []
+    code, out, _ = run("quarantine", "release", held.id, "--by", "ada", "--reason", "vendor sample",
+                       "--confirm-virus", FOUND)
+    assert code == 0 and "released" in out
+    assert len(sink.messages) == 1
+    actors = {e.actor for e in site.run(lambda s: s.audit_log(held_id=held.id))}
+    assert "mallory (cli)" not in actors
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def service(request, tmp_path, sink):
+    async with contextlib.AsyncExitStack() as stack:
+        url = await store_url(request.param, tmp_path, stack)
+        settings = make_settings(tmp_path, sink.port, quarantine={"url": url})
+        store = await opened(url)
+        stack.push_async_callback(store.close)
+        pipeline = Pipeline(settings, policy.load(settings))
+        yield ReleaseService(settings, store, pipeline, Actions(settings, store))
+
+
+async def test_any_rescan_records_its_findings_on_both_backends(service, sink):
+    """A re-scan from the page (not a release) records the virus too: the reviewer can no longer release."""
+    item = held_item(kinds=("unscanned.scanner_unavailable",), rule="inbound/unscanned", direction="inbound",
+                     raw=eicar_message(), sender="x@outside.test", rcpts=("staff@example.gov",))
+    await service.store.hold(item)
+    rescan = await service.rescan(item)
+    assert "virus" in rescan.added
+    stored = await service.store.get(item.id, with_raw=False)
+    assert [f.evidence for f in stored.rescan_findings if f.kind == "virus"] == [(FOUND,)]
+    assert stored.release_role == "admin" and "virus" in stored.categories
+    assert [i.id for i in (await service.store.query(Query(category="virus"))).items] == [item.id]
+    with pytest.raises(Refused) as e:
+        await service.release(item.id, REVIEWER, "scanner was down")
+    assert e.value.status == 403
+    with pytest.raises(Refused) as e:
+        await service.release(item.id, ADMIN, "vendor sample", confirm=f" {FOUND.lower()} ")
+    assert e.value.status == 422
+    assert sink.messages == []
+    outcome = await service.release(item.id, ADMIN, "vendor sample", confirm=FOUND)
+    assert outcome.status == "released" and len(sink.messages) == 1
+
+
+async def test_a_virus_found_at_hold_needs_the_admin_to_name_it(service, sink):
+    item = held_item(kinds=(), rule="inbound/malware", direction="inbound", raw=eicar_message(),
+                     sender="x@outside.test", rcpts=("staff@example.gov",))
+    from dataclasses import replace
+
+    from gateway.model import Finding
+    item = replace(item, findings=(Finding(kind="virus", detector="antivirus", detail=f"Virus {FOUND} found",
+                                           part="part 2: invoice.com", evidence=(FOUND,)),))
+    await service.store.hold(item)
+    with pytest.raises(Refused) as e:
+        await service.release(item.id, ADMIN, "vendor sample")
+    assert e.value.status == 422 and "confirm" in str(e.value)
+    assert (await service.release(item.id, ADMIN, "vendor sample", confirm=FOUND)).status == "released"
+
+
+async def test_an_admin_naming_one_virus_does_not_release_another(service, sink):
+    """The admin confirmed the virus found at hold; the re-scan finds a different one: stopped."""
+    from dataclasses import replace
+
+    from gateway.model import Finding
+    item = held_item(kinds=(), rule="inbound/malware", direction="inbound", raw=eicar_message(),
+                     sender="x@outside.test", rcpts=("staff@example.gov",))
+    item = replace(item, findings=(Finding(kind="virus", detector="antivirus", detail="Virus Old.Sig found",
+                                           evidence=("Old.Sig",)),))
+    await service.store.hold(item)
+    outcome = await service.release(item.id, ADMIN, "vendor sample", confirm="Old.Sig")
+    assert outcome.status == "failed" and FOUND in outcome.message and sink.messages == []
+    with pytest.raises(Refused):
+        await service.release(item.id, ADMIN, "vendor sample", confirm="Old.Sig")
+    outcome = await service.release(item.id, ADMIN, "vendor sample", confirm=f"Old.Sig, {FOUND}")
+    assert outcome.status == "released" and len(sink.messages) == 1
