@@ -137,7 +137,8 @@ async def form_of(request: Request, auth: Auth) -> dict | None:
         return None
     return {"reason": str(form.get("reason", ""))[:4000], "ids": [str(v) for v in form.getlist("ids")][:MAX_FORM_IDS],
             "rcpt": [str(v) for v in form.getlist("rcpt")][:1000], "action": str(form.get("action", "")),
-            "on": str(form.get("on", "")), "text": str(form.get("text", ""))[:4000]}
+            "on": str(form.get("on", "")), "text": str(form.get("text", ""))[:4000],
+            "confirm": str(form.get("confirm", ""))[:1000]}
 
 
 def csrf_failed(request: Request, auth: Auth) -> Response:
@@ -354,7 +355,8 @@ async def act(request: Request) -> Response:
     url = f"/held/{item_id}"
     try:
         if action == "release":
-            outcome = await service.release(item_id, auth.user, form["reason"], form["rcpt"] or None)
+            outcome = await service.release(item_id, auth.user, form["reason"], form["rcpt"] or None,
+                                            confirm=form["confirm"])
             return back(request, url, outcome.status != "failed", outcome.message)
         if action == "delete":
             outcome = await service.delete(item_id, auth.user, form["reason"])
