@@ -20,7 +20,7 @@ from gateway.actions import Actions
 from gateway.model import Direction
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Query, User
-from gateway.release import Refused, ReleaseService
+from gateway.release import Refused, ReleaseService, may
 from gateway.review.app import create_app
 from tests import files
 from tests.clamav import FOUND
@@ -234,3 +234,52 @@ async def test_an_admin_naming_one_virus_does_not_release_another(service, sink)
     assert e.value.status == 422
     outcome = await service.release(item.id, ADMIN, "vendor sample", confirm=f"Old.Sig, {FOUND}")
     assert outcome.status == "released" and len(sink.messages) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_items_re_scanned_before_migration_5_get_their_findings_recorded(backend, tmp_path):
+    """A store of schema 3 whose item a release's re-scan once stopped for a virus: once migrated, the
+    virus is recorded and a reviewer can no longer release it."""
+    import sqlite3
+
+    import asyncpg
+
+    from gateway.model import Finding
+    from gateway.quarantine import schema
+    from gateway.quarantine.postgres import numbered
+    from gateway.quarantine.sql import COLUMNS, _values
+
+    virus = Finding(kind="virus", detector="antivirus", detail=f"Virus {FOUND} found in invoice.com",
+                    part="part 2: invoice.com", evidence=(FOUND,))
+    item = held_item(kinds=("unscanned.scanner_unavailable",), rule="inbound/unscanned", direction="inbound")
+    item = replace(item, extra={**item.extra, "acknowledged_kinds": ["virus"],
+                                "rescan": {"rule": "inbound/malware", "kinds": ["virus"], "added": ["virus"],
+                                           "findings": [virus.as_dict()]}})
+    columns = COLUMNS.split(", ")[:23]        # the held table of schema 3
+    insert = (f"INSERT INTO held ({', '.join(columns)}, raw) VALUES ({', '.join('?' * (len(columns) + 1))})")
+    async with contextlib.AsyncExitStack() as stack:
+        url = await store_url(backend, tmp_path, stack)
+        if backend == "sqlite":
+            with sqlite3.connect(url.removeprefix("sqlite://")) as db:
+                for statement in [s for m in schema.SQLITE[:3] for s in m]:
+                    db.execute(statement)
+                db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                db.executemany("INSERT INTO schema_version VALUES (?)", [(1,), (2,), (3,)])
+                db.execute(insert, (*_values(item)[:23], item.raw))
+        else:
+            conn = await asyncpg.connect(url)
+            try:
+                for statement in [s for m in schema.POSTGRES[:3] for s in m]:
+                    await conn.execute(statement)
+                await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                await conn.execute("INSERT INTO schema_version VALUES (1), (2), (3)")
+                await conn.execute(numbered(insert), *_values(item)[:23], item.raw)
+            finally:
+                await conn.close()
+        store = await opened(url)
+        stack.push_async_callback(store.close)
+        stored = await store.get(item.id, with_raw=False)
+        assert stored.rescan_findings == (virus,) and stored.auth_results == ""
+        assert stored.release_role == "admin" and stored.virus_names == (FOUND,)
+        assert not may(REVIEWER, "release", stored)
+        assert [i.id for i in (await store.query(Query(category="virus"))).items] == [item.id]
