@@ -226,7 +226,7 @@ class ReleaseService:
             if found:
                 message = (f"The re-scan found a virus ({', '.join(found)}): "
                            + ("only an admin can release it" if user.role != "admin" else
-                              "release it only by confirming it by name"))
+                              "review it; an admin releases it only by confirming it by name"))
             elif problem:
                 message = f"Not released: {problem}"
             else:

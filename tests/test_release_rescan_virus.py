@@ -135,6 +135,17 @@ def test_page_shows_the_recorded_virus_and_asks_the_admin_to_name_it(site, held,
     assert len(sink.messages) == 1
 
 
+def test_a_rescan_from_the_page_records_the_virus(site, held, sink):
+    with TestClient(create_app(site.settings), follow_redirects=True) as client:
+        assert login(client, "rita").status_code == 200
+        page = client.get(f"/held/{held.id}", params={"rescan": "1"})
+        assert 'id="rescan-findings"' in page.text and FOUND in page.text
+        assert "Releasing this message needs the admin role" in page.text and 'id="release-form"' not in page.text
+        r = client.post(f"/held/{held.id}/release", data={"csrf": csrf_of(page.text), "reason": "scanner down"})
+        assert "needs the admin role" in r.text
+    assert sink.messages == [] and site.item(held.id).release_role == "admin"
+
+
 def test_cli_release_twice_never_delivers_the_virus(site, held, sink, capsys):
     def run(*argv: str) -> tuple[int, str, str]:
         code = cli.main([*argv, "--config", site.config])

@@ -275,6 +275,7 @@ async def message(request: Request) -> Response:
     if request.query_params.get("rescan") and item.raw is not None:
         try:
             rescan = await c.service.rescan(item)
+            item = await c.store.get(item.id) or item       # with what the re-scan recorded
         except Refused as e:
             rescan = str(e)
     stored_rescan = item.extra.get("rescan")
