@@ -22,6 +22,7 @@ A release:
 A crash between 3 and 6 leaves the item in `releasing`; `recover_stuck` (at start-up and on purge)
 returns it to held after `[quarantine] stuck_release_minutes`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -159,8 +160,9 @@ class ReleaseService:
         names = item.virus_names
         if names and not confirmed(names, confirm):
             if audit:
+                given = "wrong" if (confirm or "").strip() else "missing"
                 await self.store.audit(user.name, "release-denied", item.id, reason,
-                                   {"role": user.role, "confirm": "wrong" if (confirm or "").strip() else "missing"})
+                                       {"role": user.role, "confirm": given})
             raise ConfirmVirus("This message contains a virus: to release it, confirm the virus by its signature "
                                "name (shown with the findings; several: all of them, separated by commas)")
 
