@@ -294,3 +294,26 @@ async def test_items_re_scanned_before_migration_5_get_their_findings_recorded(b
         assert stored.release_role == "admin" and stored.virus_names == (FOUND,)
         assert not may(REVIEWER, "release", stored)
         assert [i.id for i in (await store.query(Query(category="virus"))).items] == [item.id]
+
+
+async def test_a_rule_the_rescan_matches_that_needs_an_admin_counts_from_then_on(tmp_path, sink):
+    """The re-scan's rule says release_role = "admin": a reviewer asking again is refused too."""
+    site = tmp_path / "site.toml"
+    site.write_text('[[outbound.rules]]\nname = "broken"\nmatch = ["malformed.*"]\naction = "quarantine"\n'
+                    'release_role = "admin"\n')
+    settings = make_settings(tmp_path, sink.port, policy={"site": str(site)})
+    store = await opened(settings.quarantine.url)
+    try:
+        service = ReleaseService(settings, store, Pipeline(settings, policy.load(settings)), Actions(settings, store))
+        raw = (b"From: a@example.gov\r\nTo: b@example.org\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+               b"Content-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nhi\r\n")
+        item = held_item(raw=raw, kinds=("pii.ssn",))
+        await store.hold(item)
+        outcome = await service.release(item.id, REVIEWER, "fp")
+        assert outcome.status == "failed" and outcome.rescan.rule == "outbound/broken"
+        with pytest.raises(Refused) as e:
+            await service.release(item.id, REVIEWER, "seen it")
+        assert e.value.status == 403 and sink.messages == []
+        assert (await service.release(item.id, ADMIN, "seen it")).status == "released"
+    finally:
+        await store.close()
