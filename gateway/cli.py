@@ -365,15 +365,17 @@ def _with_gateway(settings: Settings, body: Callable) -> int:
 
 
 async def _cli_user(store, name: str):
-    """`--by` names a review account, which acts with its role (a disabled one may not act), as in the
-    review app: a shell that can read the configuration is no admin role. The audit log records the
-    name with `(cli)`. An unknown name is refused."""
+    """`--by` names a review account, which acts with its role, as in the review app: a shell that can
+    read the configuration is no admin role. An unknown or disabled account is refused. The audit log
+    records the name with `(cli)`."""
     from gateway.quarantine import User
     from gateway.release import Refused
 
     known = await store.get_user(name)
     if known is None:
         raise Refused(f"no account {name!r}: --by must name a review account (gateway users list)", status=403)
+    if known.disabled:
+        raise Refused(f"the account {name!r} is disabled", status=403)
     return User(f"{name} (cli)", known.role, disabled=known.disabled)
 
 

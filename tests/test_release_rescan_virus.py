@@ -317,3 +317,16 @@ async def test_a_rule_the_rescan_matches_that_needs_an_admin_counts_from_then_on
         assert (await service.release(item.id, ADMIN, "seen it")).status == "released"
     finally:
         await store.close()
+
+
+def test_cli_by_must_name_an_enabled_account(site, held, sink, capsys):
+    async def disable(store):
+        async with store._tx() as conn:
+            await conn.execute("UPDATE users SET disabled = 1 WHERE name = 'ada'")
+    site.run(disable)
+    for name, says in (("root", "no account 'root'"), ("ada", "'ada' is disabled")):
+        for action in ("release", "delete"):
+            code = cli.main(["quarantine", action, held.id, "--by", name, "--reason", "x", "--config", site.config])
+            _, err = capsys.readouterr()
+            assert code == 1 and says in err and len(err.strip().splitlines()) == 1
+    assert site.item(held.id).status == "held" and sink.messages == []
