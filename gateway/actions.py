@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gateway import authresults, headers
@@ -91,7 +92,9 @@ class Actions:
         return f"451 4.7.1 {headers.safe_value(verdict.reply or 'Message deferred by policy', 400)}"
 
     async def hold(self, mail: Mail, verdict: Verdict) -> str:
-        item = HeldItem.from_mail(mail, verdict)
+        # kept for the release, which writes it again: the auth checks judge the arrival and do not re-run
+        item = replace(HeldItem.from_mail(mail, verdict),
+                       auth_results=authresults.header_value(mail, self.authserv_id))
         notices = []
         if self.planner is not None:
             try:

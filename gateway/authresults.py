@@ -18,6 +18,7 @@ from gateway.config import Settings
 from gateway.model import Mail, Verdict
 
 NOTE = "auth"
+RECEIVED_NOTE = "auth_received"      # a release: the value written at receipt (the checks are not run again)
 MAX_VALUE = 1900                                             # under headers.safe_value's limit: never truncated there
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~@]+")   # RFC 2045 token chars, plus '@' (RFC 8601 pvalue)
@@ -126,14 +127,23 @@ def remove_claimed(raw: bytes, authserv: str) -> bytes:
     return b"".join(kept) + (sep or b"\r\n") + body
 
 
+def header_value(mail: Mail, authserv: str) -> str:
+    """Our Authentication-Results value for this mail: from the auth detector's results, or on a release
+    the one stored at receipt; '' when there is none."""
+    results = mail.parsed.notes.get(NOTE)
+    if isinstance(results, AuthResults):
+        return results.header_value(authserv)
+    received = mail.parsed.notes.get(RECEIVED_NOTE)
+    return received if isinstance(received, str) else ""
+
+
 def extra_headers(settings: Settings):
-    """The actions' hook: our Authentication-Results header, when the auth detector ran on this mail."""
+    """The actions' hook: our Authentication-Results header, when the auth detector ran on this mail
+    (or, on a release, ran when it arrived)."""
     authserv = authserv_id(settings)
 
     def hook(mail: Mail, verdict: Verdict) -> list[tuple[str, str]]:
-        results = mail.parsed.notes.get(NOTE)
-        if not isinstance(results, AuthResults):
-            return []
-        return [("Authentication-Results", results.header_value(authserv))]
+        value = header_value(mail, authserv)
+        return [("Authentication-Results", value)] if value else []
 
     return hook

@@ -65,8 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     qshow.add_argument("--json", action="store_true")
     qrelease = command("release", cmd_quarantine_release, "re-scan and release a held message to the next hop", qsub)
     qrelease.add_argument("id")
-    qrelease.add_argument("--by", required=True, metavar="NAME", help="who releases (recorded in the audit log)")
+    qrelease.add_argument("--by", required=True, metavar="NAME",
+                          help="the review account that releases: its role applies (recorded in the audit log)")
     qrelease.add_argument("--reason", required=True, metavar="TEXT")
+    qrelease.add_argument("--confirm-virus", default="", metavar="NAME",
+                          help="an admin releasing a virus names it: the signature name `quarantine show` lists")
     qrelease.add_argument("--rcpt", action="append", default=[], metavar="ADDR",
                           help="release to this recipient only (repeatable; default: all not yet released)")
     qdelete = command("delete", cmd_quarantine_delete, "delete a held message (it will not be delivered)", qsub)
@@ -324,7 +327,9 @@ def cmd_quarantine_show(args: argparse.Namespace, settings: Settings) -> int:
             print(f"gateway: no held message {args.id!r}", file=sys.stderr)
             return 1
         data = {**item.summary(), "client_address": item.client_address, "helo": item.helo, "sha256": item.sha256,
-                "findings": [f.as_dict() for f in item.findings], "notice": item.extra.get("notice", ""),
+                "findings": [f.as_dict() for f in item.findings],
+                "rescan_findings": [f.as_dict() for f in item.rescan_findings], "virus_names": list(item.virus_names),
+                "release_role": item.release_role, "notice": item.extra.get("notice", ""),
                 "error": item.error, "released_to": list(item.released_to), "decided_by": item.decided_by}
         if args.json:
             print(json.dumps(data))
@@ -360,18 +365,32 @@ def _with_gateway(settings: Settings, body: Callable) -> int:
 
 
 async def _cli_user(store, name: str):
-    """The operator at the shell already holds the database: a known user acts with their role, any
-    other name as an admin; the audit log records the name with `(cli)`."""
+    """`--by` names a review account, which acts with its role, as in the review app: a shell that can
+    read the configuration is no admin role. An unknown or disabled account is refused. The audit log
+    records the name with `(cli)`."""
     from gateway.quarantine import User
+    from gateway.release import Refused
 
     known = await store.get_user(name)
-    return User(f"{name} (cli)", known.role if known else "admin")
+    if known is None:
+        raise Refused(f"no account {name!r}: --by must name a review account (gateway users list)", status=403)
+    if known.disabled:
+        raise Refused(f"the account {name!r} is disabled", status=403)
+    return User(f"{name} (cli)", known.role, disabled=known.disabled)
 
 
 def cmd_quarantine_release(args: argparse.Namespace, settings: Settings) -> int:
     async def body(gateway) -> int:
+        from gateway.release import ConfirmVirus
+
         user = await _cli_user(gateway.store, args.by)
-        outcome = await gateway.release_service().release(args.id, user, args.reason, args.rcpt or None)
+        try:
+            outcome = await gateway.release_service().release(args.id, user, args.reason, args.rcpt or None,
+                                                              confirm=args.confirm_virus)
+        except ConfirmVirus:
+            print("gateway: this message contains a virus: an admin releases it with --confirm-virus NAME, the "
+                  f"signature name that `gateway quarantine show {args.id}` lists", file=sys.stderr)
+            return 1
         if outcome.rescan and outcome.rescan.changed:
             print(f"re-scan: rule {outcome.rescan.rule}; new: {', '.join(outcome.rescan.added) or '-'}; "
                   f"gone: {', '.join(outcome.rescan.removed) or '-'}")

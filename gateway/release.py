@@ -2,17 +2,21 @@
 app and the API, so every path checks the same roles and writes the same audit rows.
 
 A release:
-  1. checks the role (anything with a virus, or a rule with release_role = "admin", needs an admin)
-     and that there is a reason;
+  1. checks the role against every finding the item has had, at hold or by any re-scan (a virus, or
+     a rule with release_role = "admin", needs an admin), and that there is a reason; an admin
+     releasing a virus confirms it by its signature name (`confirm`), or is refused;
   2. records the approval; a rule with `approvals = 2` needs two different reviewers, and the
      second approval performs the release;
   3. claims the item atomically (held -> releasing): a concurrent release, from this node or
      another, finds it claimed and stops, so the message is delivered once;
-  4. re-scans the stored message with the current detectors and policy; findings the item did not
-     have before stop the release (back to held, the change shown to the reviewer, who may then
-     release it knowingly);
+  4. re-scans the stored message with the current detectors and policy and records its findings on
+     the item (every re-scan does, also one from the review page); if step 1 would now refuse, or
+     the re-scan found kinds the item did not have, the release stops (back to held, the findings
+     shown to the reviewer): asking again runs step 1 on them, so a virus found now needs an admin
+     who names it, however often a reviewer asks;
   5. delivers the original message with the original envelope through the live delivery path
-     (Actions.relayable: our headers and finishers such as DKIM signing; relay.deliver);
+     (Actions.relayable: our headers, with the Authentication-Results of its receipt and the
+     re-scan's X-Gateway-Scanned, and finishers such as DKIM signing; relay.deliver);
   6. marks it released (or held again for recipients still to go), or puts it back to held with
      the next hop's error.
 A crash between 3 and 6 leaves the item in `releasing`; `recover_stuck` (at start-up and on purge)
@@ -22,13 +26,14 @@ returns it to held after `[quarantine] stuck_release_minutes`.
 from __future__ import annotations
 
 import logging
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from gateway import relay
+from gateway import authresults, relay
 from gateway.actions import Actions
 from gateway.config import Settings
-from gateway.model import Action, Direction, Envelope, Verdict
+from gateway.model import Action, Direction, Envelope, Mail, Verdict
 from gateway.pipeline import Pipeline
 from gateway.quarantine import HeldItem, Store, User
 
@@ -41,6 +46,19 @@ class Refused(Exception):
     def __init__(self, message: str, *, status: int = 409) -> None:
         super().__init__(message)
         self.status = status      # 403: the role may not; 404: no such item; 409/422: not now / bad input
+
+
+class ConfirmVirus(Refused):
+    """An admin releasing a virus did not name it (or named another): 422."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=422)
+
+
+def confirmed(names: tuple[str, ...], confirm: str) -> bool:
+    """`confirm` names every virus in `names` (several: separated by commas or spaces), exactly."""
+    given = set(re.split(r"[\s,]+", (confirm or "").strip())) - {""}
+    return bool(names) and all(name in given for name in names)
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,7 @@ class Outcome:
     item: HeldItem | None = None
     rescan: Rescan | None = None
     refused: dict[str, str] = field(default_factory=dict)   # recipient -> next hop's reply
+    stopped: bool = False         # failed because of the re-scan (not the next hop)
 
     def as_dict(self) -> dict[str, object]:
         return {"status": self.status, "message": self.message, "id": self.item.id if self.item else None,
@@ -102,7 +121,12 @@ class ReleaseService:
         return item
 
     async def rescan(self, item: HeldItem) -> Rescan:
-        """The stored message through today's detectors and policy, compared with the held verdict."""
+        """The stored message through today's detectors and policy, compared with what the item had;
+        its findings are recorded on the item (a virus found now needs an admin from now on)."""
+        return (await self._rescan(item))[0]
+
+    async def _rescan(self, item: HeldItem) -> tuple[Rescan, Mail]:
+        """The re-scan and the message as it scanned it (with the scanner's notes, for our headers)."""
         if item.raw is None:
             item = await self.store.get(item.id, with_raw=True) or item
         if item.raw is None:
@@ -111,26 +135,51 @@ class ReleaseService:
                                                  mail_id=item.id, received_at=item.received_at,
                                                  earlier=item.findings)
         verdict = inspection.verdict
-        before = set(item.kinds) | set(item.extra.get("acknowledged_kinds", ()))
-        return Rescan(rule=verdict.rule, action=verdict.action.value, kinds=verdict.kinds,
-                      added=tuple(k for k in verdict.kinds if k not in before),
-                      removed=tuple(k for k in item.kinds if k not in verdict.kinds),
-                      findings=tuple(f.as_dict() for f in verdict.findings))
+        before = set(item.kinds)
+        rescan = Rescan(rule=verdict.rule, action=verdict.action.value, kinds=verdict.kinds,
+                        added=tuple(k for k in verdict.kinds if k not in before),
+                        removed=tuple(k for k in item.kinds if k not in verdict.kinds),
+                        findings=tuple(f.as_dict() for f in verdict.findings))
+        extra: dict[str, object] = {"rescan": rescan.as_dict()}
+        if verdict.options.get("release_role") == "admin":
+            extra["rescan_release_role"] = "admin"
+        await self.store.record_rescan(item.id, verdict.findings, extra)
+        return rescan, inspection.mail
+
+    async def _check_role(self, item: HeldItem, user: User, reason: str, audit: bool = True) -> None:
+        """Step 1's role check, on every finding recorded so far: raises Refused (audited)."""
+        if not may(user, "release", item):
+            if audit:
+                await self.store.audit(user.name, "release-denied", item.id, reason, {"role": user.role})
+            raise Refused(f"Releasing this message needs the {item.release_role} role"
+                          f"{' (it contains a virus)' if 'virus' in item.categories else ''}", status=403)
+
+    async def _check_confirm(self, item: HeldItem, user: User, reason: str, confirm: str,
+                             audit: bool = True) -> None:
+        """A virus found at hold or by any re-scan is released only when named: raises ConfirmVirus (audited)."""
+        names = item.virus_names
+        if names and not confirmed(names, confirm):
+            if audit:
+                given = "wrong" if (confirm or "").strip() else "missing"
+                await self.store.audit(user.name, "release-denied", item.id, reason,
+                                       {"role": user.role, "confirm": given})
+            raise ConfirmVirus("This message contains a virus: to release it, confirm the virus by its signature "
+                               "name (shown with the findings; several: all of them, separated by commas)")
 
     @staticmethod
     def _envelope(item: HeldItem, rcpts: tuple[str, ...] | None = None) -> Envelope:
         return Envelope(mail_from=item.mail_from, rcpt_tos=rcpts or item.rcpt_tos,
                         client_address=item.client_address, helo=item.helo)
 
-    async def release(self, item_id: str, user: User, reason: str, rcpts: list[str] | None = None) -> Outcome:
+    async def release(self, item_id: str, user: User, reason: str, rcpts: list[str] | None = None, *,
+                      confirm: str = "") -> Outcome:
+        """`confirm`: the signature name of the virus, when the item has one (an admin's release)."""
         reason = (reason or "").strip()
         item = await self._item(item_id)
-        if not may(user, "release", item):
-            await self.store.audit(user.name, "release-denied", item_id, reason, {"role": user.role})
-            raise Refused(f"Releasing this message needs the {item.release_role} role"
-                          f"{' (it contains a virus)' if 'virus' in item.categories else ''}", status=403)
+        await self._check_role(item, user, reason)
         if not reason:
             raise Refused("A reason is required to release a message", status=422)
+        await self._check_confirm(item, user, reason, confirm)
         if item.status != "held":
             raise Refused(f"The message is {item.status}, not held: nothing to release")
         wanted = tuple(rcpts) if rcpts else item.pending_rcpts
@@ -153,33 +202,47 @@ class ReleaseService:
             raise Refused(f"The message is {current.status if current else 'gone'}: "
                           "someone else released or deleted it just now")
         try:
-            return await self._deliver(claimed, user, reason, wanted, approvers)
+            return await self._deliver(claimed, user, reason, wanted, approvers, confirm)
         except BaseException as e:
             # anything unexpected (including cancellation): back to held, never stuck in releasing
             await self.store.unclaim(item_id, f"Release failed: {type(e).__name__}")
             raise
 
     async def _deliver(self, item: HeldItem, user: User, reason: str, rcpts: tuple[str, ...],
-                       approvers: list[str]) -> Outcome:
+                       approvers: list[str], confirm: str) -> Outcome:
         try:
-            rescan = await self.rescan(item)
+            rescan, scanned = await self._rescan(item)
+            recorded = await self.store.get(item.id, with_raw=False)
+            assert recorded is not None
+            try:
+                await self._check_role(recorded, user, reason, audit=False)      # audited as release-stopped
+                await self._check_confirm(recorded, user, reason, confirm, audit=False)
+                problem = ""
+            except Refused as e:
+                problem = str(e)
         except Refused as e:
             await self.store.unclaim(item.id, str(e))
             raise
-        if rescan.added:
-            await self.store.unclaim(item.id, f"The re-scan found new findings: {', '.join(rescan.added)}")
-            acknowledged = sorted({*item.extra.get("acknowledged_kinds", ()), *rescan.added})
-            await self.store.update_extra(item.id, {"rescan": rescan.as_dict(), "acknowledged_kinds": acknowledged})
-            await self.store.audit(user.name, "release-stopped", item.id, reason, {"rescan": rescan.as_dict()})
-            if "virus" in (k.split(".", 1)[0] for k in rescan.added) and user.role != "admin":
-                message = "The re-scan now finds a virus: only an admin can release it"
+        if problem or rescan.added:
+            found = tuple(n for n in recorded.virus_names if n not in item.virus_names)
+            if found:
+                message = (f"The re-scan found a virus ({', '.join(found)}): "
+                           + ("only an admin can release it" if user.role != "admin" else
+                              "review it; an admin releases it only by confirming it by name"))
+            elif problem:
+                message = f"Not released: {problem}"
             else:
                 message = "Not released: the re-scan found new findings; review them, then release again"
-            return Outcome("failed", message, await self.store.get(item.id, with_raw=False), rescan)
+            await self.store.unclaim(item.id, message)
+            await self.store.audit(user.name, "release-stopped", item.id, reason, {"rescan": rescan.as_dict()})
+            return Outcome("failed", message, await self.store.get(item.id, with_raw=False), rescan, stopped=True)
 
         assert item.raw is not None
-        mail = self.pipeline.mail(self._envelope(item, rcpts), item.raw, direction=Direction(item.direction),
-                                  mail_id=item.id, received_at=item.received_at)
+        # the message as the re-scan read it (its scanner notes give X-Gateway-Scanned), for these recipients,
+        # with the Authentication-Results of its receipt (the auth checks judge the arrival: not run again)
+        mail = replace(scanned, envelope=replace(scanned.envelope, rcpt_tos=rcpts))
+        if item.auth_results:
+            mail.parsed.notes[authresults.RECEIVED_NOTE] = item.auth_results
         verdict = Verdict(Action.DELIVER, item.rule, item.findings)
         message = await self.actions.relayable(mail, verdict)
         delivery = await relay.deliver(self.settings.relay, item.mail_from, rcpts, message)
@@ -192,7 +255,6 @@ class ReleaseService:
             await self.store.audit(user.name, "release-failed", item.id, reason, detail)
             return Outcome("failed", error, await self.store.get(item.id, with_raw=False), rescan, refused)
         done = await self.store.finish_release(item.id, user.name, delivery.accepted)
-        await self.store.update_extra(item.id, {"rescan": rescan.as_dict()})
         await self.store.audit(user.name, "release", item.id, reason, {**detail, "accepted": delivery.accepted})
         log.info("released %s to %s by %s", item.id, ", ".join(delivery.accepted), user.name)
         if done.status == "released":

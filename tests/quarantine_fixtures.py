@@ -14,6 +14,8 @@ from gateway.quarantine import HeldItem, open_store
 from tests.peers import make_message
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+VIRUS = "Eicar-Test-Signature"       # the signature name of held_item's virus findings (an admin confirms it)
+EVIDENCE = {"pii": ("SSN ***-**-6789",), "virus": (VIRUS,)}
 
 
 class PgDatabase:
@@ -56,7 +58,7 @@ def held_item(*, subject: str = "Quarterly numbers", kinds: tuple[str, ...] = ("
               approvals: int = 1, direction: str = "outbound", raw: bytes | None = None) -> HeldItem:
     raw = raw if raw is not None else make_message(subject=subject, body=body, sender=sender, to=rcpts[0])
     findings = tuple(Finding(kind=k, detector=k.split(".")[0], detail=f"{k} found in the body", part="part 1",
-                             evidence=("SSN ***-**-6789",) if k.startswith("pii") else ()) for k in kinds)
+                             evidence=EVIDENCE.get(k.split(".")[0], ())) for k in kinds)
     item_id = f"{int(time.time() * 1000):012x}{uuid.uuid4().hex[:8]}"
     return HeldItem(id=item_id, received_at=received_at or time.time(), direction=direction,
                     client_address="127.0.0.1", helo="client.test", mail_from=sender, rcpt_tos=rcpts,

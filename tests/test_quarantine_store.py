@@ -14,7 +14,7 @@ from gateway.pipeline import Pipeline
 from gateway.quarantine import Query, User
 from gateway.release import Refused, ReleaseService
 from tests.conftest import make_settings
-from tests.quarantine_fixtures import held_item, opened, store_url
+from tests.quarantine_fixtures import VIRUS, held_item, opened, store_url
 
 BACKENDS = ["sqlite", "postgres"]
 REVIEWER = User("rita", "reviewer")
@@ -170,7 +170,9 @@ async def test_roles_reason_and_two_person_approval(env, sink):
     assert e.value.status == 403
     with pytest.raises(Refused, match="reason"):
         await env.release(virus.id, ADMIN, "  ")
-    assert (await env.release(virus.id, ADMIN, "sample for the AV vendor")).status == "released"
+    with pytest.raises(Refused, match="confirm"):
+        await env.release(virus.id, ADMIN, "sample for the AV vendor")
+    assert (await env.release(virus.id, ADMIN, "sample for the AV vendor", confirm=VIRUS)).status == "released"
     first = await env.release(pii.id, REVIEWER, "customer asked")
     assert first.status == "approved" and sink.messages[1:] == []
     assert (await env.release(pii.id, REVIEWER, "me again")).status == "approved"   # same reviewer twice: still 1

@@ -15,7 +15,7 @@ with warnings.catch_warnings():
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from gateway.review.app import create_app
-from tests.quarantine_fixtures import held_item
+from tests.quarantine_fixtures import VIRUS, held_item
 from tests.review_fixtures import ThreadSink, csrf_of, login, make_site
 
 XSS_SUBJECT = '<script>alert("subject")</script>'
@@ -157,6 +157,9 @@ def test_reviewer_cannot_do_admin_actions_directly(client, site):
     assert r.status_code == 422
     r = client.post(f"/api/held/{virus.id}/release", json={"reason": "AV false positive, vendor confirmed"},
                     headers=bearer(site, "ada"))
+    assert r.status_code == 422 and "confirm" in r.json()["error"] and site.sink.messages == []
+    r = client.post(f"/api/held/{virus.id}/release", json={"reason": "AV false positive, vendor confirmed",
+                                                          "confirm": VIRUS}, headers=bearer(site, "ada"))
     assert r.status_code == 200 and r.json()["status"] == "released" and len(site.sink.messages) == 1
     client.cookies.clear()
     login(client, "ada")

@@ -53,10 +53,22 @@ class HeldItem:
     decided_at: float | None = None  # released or deleted: when and by whom
     decided_by: str = ""
     purged_at: float | None = None
+    rescan_findings: tuple[Finding, ...] = ()   # what re-scans found since, recorded by each re-scan
+    auth_results: str = ""           # our Authentication-Results value at receipt, written again on release
+
+    @property
+    def recorded_findings(self) -> tuple[Finding, ...]:
+        """Every finding the item ever had: at hold and by any re-scan (each once)."""
+        return tuple(dict.fromkeys((*self.findings, *self.rescan_findings)))
 
     @property
     def categories(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(f.category for f in self.findings))
+        return tuple(dict.fromkeys(f.category for f in self.recorded_findings))
+
+    @property
+    def virus_names(self) -> tuple[str, ...]:
+        """The signature names of every virus found, at hold or by a re-scan: what an admin confirms."""
+        return virus_names(self.recorded_findings)
 
     @property
     def approvals_required(self) -> int:
@@ -67,8 +79,10 @@ class HeldItem:
 
     @property
     def release_role(self) -> str:
-        """The role a release needs: admin for anything with a virus, else what the rule says."""
-        if "virus" in self.categories or self.extra.get("release_role") == "admin":
+        """The role a release needs: admin for anything a virus was ever found in, or when the rule
+        (at hold or at a re-scan) says so; else reviewer."""
+        if "virus" in self.categories or "admin" in (self.extra.get("release_role"),
+                                                    self.extra.get("rescan_release_role")):
             return "admin"
         return "reviewer"
 
@@ -78,7 +92,7 @@ class HeldItem:
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(f.kind for f in self.findings))
+        return tuple(dict.fromkeys(f.kind for f in self.recorded_findings))
 
     def summary(self) -> dict[str, object]:
         """The fields of `gateway quarantine list --json` and GET /api/held."""
@@ -97,6 +111,13 @@ class HeldItem:
             action=verdict.action.value, findings=verdict.findings, raw=mail.raw,
             extra={"tags": list(verdict.tags), "notify": sorted(verdict.notify), "notice": verdict.notice,
                    "tag_rules": list(verdict.tag_rules), **verdict.options})
+
+
+def virus_names(findings: tuple[Finding, ...]) -> tuple[str, ...]:
+    """Signature names of the virus findings (the antivirus detector's evidence), in order, each once;
+    a virus finding without one counts as "virus"."""
+    return tuple(dict.fromkeys((f.evidence[0] if f.evidence else "virus") for f in findings
+                               if f.category == "virus"))
 
 
 def findings_json(findings: tuple[Finding, ...]) -> str:
@@ -265,6 +286,7 @@ class Store(Protocol):
     async def delete(self, item_id: str, by: str) -> bool: ...
     async def set_legal_hold(self, item_id: str, on: bool) -> bool: ...
     async def update_extra(self, item_id: str, values: dict) -> None: ...
+    async def record_rescan(self, item_id: str, findings: Sequence[Finding], extra: dict | None = None) -> None: ...
     async def approve(self, item_id: str, reviewer: str, reason: str) -> list[str]: ...
     async def approvals(self, item_id: str) -> list[tuple[str, float, str]]: ...
     async def clear_approvals(self, item_id: str) -> None: ...

@@ -78,6 +78,15 @@ def _v3(real: str, serial: str) -> list[str]:
     ]
 
 
+def _v5(real: str, serial: str) -> list[str]:
+    return [
+        # what re-scans found (every one, deduplicated): the role a release needs counts them too
+        "ALTER TABLE held ADD COLUMN rescan_findings TEXT NOT NULL DEFAULT '[]'",
+        # our Authentication-Results value at receipt: written again on release (the checks do not re-run)
+        "ALTER TABLE held ADD COLUMN auth_results TEXT NOT NULL DEFAULT ''",
+    ]
+
+
 SQLITE: list[list[str]] = [
     [_HELD_V1.format(real="REAL", blob="BLOB"),
      "CREATE INDEX held_status_received ON held (status, received_at)"],
@@ -87,6 +96,7 @@ SQLITE: list[list[str]] = [
      "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN "
      "SELECT RAISE(ABORT, 'the audit log is append-only'); END"],
     _v3("REAL", "INTEGER"),
+    _v5("REAL", "INTEGER"),
 ]
 
 POSTGRES: list[list[str]] = [
@@ -98,4 +108,5 @@ POSTGRES: list[list[str]] = [
      "CREATE TRIGGER audit_no_update_delete BEFORE UPDATE OR DELETE OR TRUNCATE ON audit "
      "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()"],
     _v3("DOUBLE PRECISION", "BIGSERIAL"),
+    _v5("DOUBLE PRECISION", "BIGSERIAL"),
 ]

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+from gateway.model import Finding
 from gateway.quarantine import (
     SORTS,
     AuditEntry,
@@ -34,7 +35,7 @@ from gateway.quarantine import (
 
 COLUMNS = ("id, received_at, direction, client_address, helo, mail_from, rcpt_tos, subject, size, sha256, "
            "rule, action, findings, status, legal_hold, extra, error, released_to, claimed_at, claimed_by, "
-           "decided_at, decided_by, purged_at")
+           "decided_at, decided_by, purged_at, rescan_findings, auth_results")
 _N_COLUMNS = len(COLUMNS.split(","))
 
 
@@ -234,6 +235,26 @@ class SqlStore:
             if rows:
                 extra = {**json.loads(rows[0][0] or "{}"), **values}
                 await conn.execute("UPDATE held SET extra = ? WHERE id = ?", json.dumps(extra), item_id)
+
+    async def record_rescan(self, item_id: str, findings: Sequence[Finding], extra: dict | None = None) -> None:
+        """Add what a re-scan found to the item's recorded findings (and its categories), with `extra`."""
+        async with self._tx() as conn:
+            await _record_findings(conn, item_id, findings)
+            if extra:
+                rows = await conn.fetch("SELECT extra FROM held WHERE id = ?", item_id)
+                if rows:
+                    await conn.execute("UPDATE held SET extra = ? WHERE id = ?",
+                                       json.dumps({**json.loads(rows[0][0] or "{}"), **extra}), item_id)
+
+    async def _backfill_rescans(self, conn: Conn) -> None:
+        """Items re-scanned before the re-scan's findings were recorded get those of their last re-scan."""
+        for held_id, extra in await conn.fetch("SELECT id, extra FROM held WHERE extra LIKE ?", '%"rescan"%'):
+            try:
+                found = json.loads(extra or "{}").get("rescan", {}).get("findings", [])
+                findings = [Finding.from_dict(d) for d in found]
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue
+            await _record_findings(conn, held_id, findings)
 
     async def approve(self, item_id: str, reviewer: str, reason: str) -> list[str]:
         """Record one reviewer's approval (once per reviewer); returns every approver so far."""
@@ -440,6 +461,20 @@ class SqlStore:
         return bool(rows)
 
 
+async def _record_findings(conn: Conn, item_id: str, findings: Sequence[Finding]) -> None:
+    rows = await conn.fetch("SELECT findings, rescan_findings FROM held WHERE id = ?", item_id)
+    if not rows or not findings:
+        return
+    held, recorded = findings_from_json(rows[0][0]), findings_from_json(rows[0][1])
+    merged = tuple(dict.fromkeys((*recorded, *findings)))
+    if merged != recorded:
+        await conn.execute("UPDATE held SET rescan_findings = ? WHERE id = ?", findings_json(merged), item_id)
+    known = {f.category for f in (*held, *recorded)}
+    for category in dict.fromkeys(f.category for f in findings if f.category not in known):
+        await conn.execute("INSERT INTO held_category (held_id, category) VALUES (?, ?) "
+                           "ON CONFLICT (held_id, category) DO NOTHING", item_id, category)
+
+
 OUTBOX_COLUMNS = ("id, held_id, recipient, role, template, digest, context, created_at, due_at, status, attempts, "
                   "error, sent_at")
 
@@ -464,7 +499,7 @@ def _values(item: HeldItem) -> tuple:
             json.dumps(list(item.rcpt_tos)), item.subject, item.size, item.sha256, item.rule, item.action,
             findings_json(item.findings), item.status, int(item.legal_hold), json.dumps(item.extra), item.error,
             json.dumps(list(item.released_to)), item.claimed_at, item.claimed_by or None, item.decided_at,
-            item.decided_by, item.purged_at)
+            item.decided_by, item.purged_at, findings_json(item.rescan_findings), item.auth_results)
 
 
 def _item(row: Any, with_raw: bool) -> HeldItem:
@@ -476,6 +511,7 @@ def _item(row: Any, with_raw: bool) -> HeldItem:
         legal_hold=bool(row[14]), extra=json.loads(row[15] or "{}"), error=row[16] or "",
         released_to=tuple(json.loads(row[17] or "[]")), claimed_at=row[18], claimed_by=row[19] or "",
         decided_at=row[20], decided_by=row[21] or "", purged_at=row[22],
+        rescan_findings=findings_from_json(row[23]), auth_results=row[24] or "",
         raw=bytes(raw) if raw is not None else None)
 
 

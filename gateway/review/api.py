@@ -37,7 +37,9 @@ async def authenticate(request: Request) -> Auth | JSONResponse:
 def detail(item: HeldItem) -> dict[str, object]:
     """The fields of `gateway quarantine show --json`, plus the release state."""
     return {**item.summary(), "client_address": item.client_address, "helo": item.helo, "sha256": item.sha256,
-            "findings": [f.as_dict() for f in item.findings], "notice": item.extra.get("notice", ""),
+            "findings": [f.as_dict() for f in item.findings],
+            "rescan_findings": [f.as_dict() for f in item.rescan_findings], "virus_names": list(item.virus_names),
+            "notice": item.extra.get("notice", ""),
             "error": item.error, "released_to": list(item.released_to), "decided_by": item.decided_by,
             "approvals_required": item.approvals_required, "release_role": item.release_role}
 
@@ -91,20 +93,23 @@ async def held_action(request: Request) -> JSONResponse:
         return error(400, "the body must be JSON: {\"reason\": \"...\"}")
     if not isinstance(data, dict) or not isinstance(data.get("reason", ""), str):
         return error(400, "the body must be a JSON object with a string reason")
+    if not isinstance(data.get("confirm", ""), str):
+        return error(422, "confirm must be a string: the virus's signature name")
     rcpts = data.get("rcpts")
     if rcpts is not None and (not isinstance(rcpts, list) or not all(isinstance(r, str) for r in rcpts)):
         return error(400, "rcpts must be a list of addresses")
     item_id = request.path_params["id"][:64]
     try:
         if action == "release":
-            outcome = await c.service.release(item_id, auth.user, data.get("reason", ""), rcpts or None)
+            outcome = await c.service.release(item_id, auth.user, data.get("reason", ""), rcpts or None,
+                                              confirm=data.get("confirm", ""))
         else:
             outcome = await c.service.delete(item_id, auth.user, data.get("reason", ""))
     except Refused as e:
         return error(e.status, str(e))
     status = 200
     if outcome.status == "failed":     # stopped by the re-scan: 409; the next hop refused: 502
-        status = 409 if outcome.rescan and outcome.rescan.added else 502
+        status = 409 if outcome.stopped else 502
     return JSONResponse(outcome.as_dict(), status_code=status)
 
 

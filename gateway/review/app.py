@@ -137,7 +137,8 @@ async def form_of(request: Request, auth: Auth) -> dict | None:
         return None
     return {"reason": str(form.get("reason", ""))[:4000], "ids": [str(v) for v in form.getlist("ids")][:MAX_FORM_IDS],
             "rcpt": [str(v) for v in form.getlist("rcpt")][:1000], "action": str(form.get("action", "")),
-            "on": str(form.get("on", "")), "text": str(form.get("text", ""))[:4000]}
+            "on": str(form.get("on", "")), "text": str(form.get("text", ""))[:4000],
+            "confirm": str(form.get("confirm", ""))[:1000]}
 
 
 def csrf_failed(request: Request, auth: Auth) -> Response:
@@ -274,6 +275,7 @@ async def message(request: Request) -> Response:
     if request.query_params.get("rescan") and item.raw is not None:
         try:
             rescan = await c.service.rescan(item)
+            item = await c.store.get(item.id) or item       # with what the re-scan recorded
         except Refused as e:
             rescan = str(e)
     stored_rescan = item.extra.get("rescan")
@@ -354,7 +356,8 @@ async def act(request: Request) -> Response:
     url = f"/held/{item_id}"
     try:
         if action == "release":
-            outcome = await service.release(item_id, auth.user, form["reason"], form["rcpt"] or None)
+            outcome = await service.release(item_id, auth.user, form["reason"], form["rcpt"] or None,
+                                            confirm=form["confirm"])
             return back(request, url, outcome.status != "failed", outcome.message)
         if action == "delete":
             outcome = await service.delete(item_id, auth.user, form["reason"])
