@@ -10,14 +10,11 @@ leaves part of a number in the clear and the recognisers see the keywords near a
 
 from __future__ import annotations
 
-import re
-
 LIMIT = 80
 """An excerpt of message text is at most this many characters, ellipses included."""
 CONTEXT = 200
 """Characters on each side of the match that are masked before the excerpt is cut from them: more than
 the widest keyword window a recogniser needs to accept a value next to the excerpt."""
-_WORD = re.compile(r"\S+")
 
 
 def redactions(text: str) -> list[tuple[int, int, str]]:
@@ -56,23 +53,12 @@ def excerpt(text: str, start: int, end: int, limit: int = LIMIT) -> str:
 
 
 def _flatten(window: str, start: int, end: int) -> tuple[str, int, int]:
-    """Blank runs as one space, with the match's new offsets."""
-    out: list[str] = []
-    n, s, e = 0, -1, -1
-    for m in _WORD.finditer(window):
-        a, b = m.span()
-        if out:
-            out.append(" ")
-            n += 1
-        if s < 0 and b > start:
-            s = n + max(0, start - a)
-        if a < end:
-            e = n + min(b, end) - a
-        out.append(m.group(0))
-        n += b - a
-    if s < 0:
-        s = n
-    return "".join(out), s, max(s, e)
+    """Blank runs as one space, with the match's new offsets (str.split: C speed)."""
+    left = " ".join(window[:start].split())
+    if left and window[start - 1].isspace():
+        left += " "
+    s = len(left)
+    return " ".join(window.split()), s, s + len(" ".join(window[start:end].split()))
 
 
 def _apply(text: str, spans: list[tuple[int, int, str]], start: int, end: int) -> tuple[str, int, int]:
