@@ -23,6 +23,7 @@ with warnings.catch_warnings():
 
 from gateway import accounts, cli, logs
 from gateway.config import LogSettings
+from gateway.detectors import REGISTRY
 from gateway.model import Direction, Finding
 from gateway.notify.notifier import Notifier
 from gateway.review.app import create_app
@@ -186,15 +187,34 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [*CASES, "social_login"])
 async def test_each_text_detector_quotes_only_masked_short_excerpts(name):
-    subject, body = CASES[name]
-    findings = await contentkit.run(contentkit.detector(name), subject=subject, body=salted(body),
-                                    sender="alice@example.gov", to="bob@example.org",
-                                    direction=Direction.OUTBOUND)
+    if name == "social_login":
+        findings = await contentkit.run(contentkit.detector(name), subject="Reset your password",
+                                        body=salted("We received a request to reset your password. Enter the "
+                                                    "code to reset your password now."),
+                                        sender="security@facebookmail.com", to="alice@example.gov")
+    else:
+        subject, body = CASES[name]
+        findings = await contentkit.run(contentkit.detector(name), subject=subject, body=salted(body),
+                                        sender="alice@example.gov", to="bob@example.org",
+                                        direction=Direction.OUTBOUND)
     assert [f for f in findings if f.evidence], name
     for f in findings:
         shown = " | ".join(f.evidence) + " | " + f.detail
         no_raw(shown, f"{name} evidence")
         assert "Hunter2" not in shown and "a1B2c3D4e5" not in shown, shown
     assert all(len(e) <= 80 for e in excerpts(findings)), excerpts(findings)
+
+
+@pytest.mark.parametrize("name", sorted(set(REGISTRY) - {"antivirus", "ocr", "adult_content"}))
+async def test_no_detector_shows_a_recognised_value(name):
+    """Every detector (those needing clamd, OCR or a model aside) on the salted message: whatever it
+    reports quotes no value in the clear."""
+    raw = message(salted("CONFIDENTIAL. Please keep this confidential. Buy now and save 50%. Forward this to "
+                         "10 people or bad luck will follow."), subject=f"FW: Records{SECRETS}")
+    for f in await contentkit.run(contentkit.detector(name), raw=raw, sender="alice@example.gov",
+                                  to="bob@example.org", direction=Direction.OUTBOUND):
+        shown = " | ".join(f.evidence) + " | " + f.detail
+        no_raw(shown, f"{name}: {f.kind}")
+        assert "Hunter2" not in shown and "a1B2c3D4e5" not in shown, shown
