@@ -173,4 +173,5 @@ def _excerpt(text: str, norm: str, hit: lexicon.Hit) -> str:
         for i, m in enumerate(pattern.finditer(text)):
             if i == before:
                 return evidence.excerpt(text, m.start(), m.end())
-    return evidence.excerpt(norm, hit.start, hit.end)
+    # the normalised text split values the recognisers would know ("ghp_..." -> "ghp ..."): the hit alone
+    return evidence.excerpt(norm, hit.start, hit.end, min(evidence.LIMIT, hit.end - hit.start + 2))
