@@ -228,3 +228,12 @@ async def test_a_hit_in_rewritten_text_is_quoted_without_the_rewritten_context()
     shown = " | ".join(f.evidence)
     assert "idiot" in shown and "i will kill you" in shown
     assert "secretox" not in shown.lower() and "S3cr3t0x" not in shown and "jroe" not in shown
+
+
+async def test_a_sensitivity_label_is_quoted_masked_and_short():
+    label = "Confidential - " + "Personnel " * 6 + "SSN 536-22-8471"
+    [f] = await contentkit.run(contentkit.detector("confidential"), subject="Hello", body="See attached.",
+                               extra_headers=f"Sensitivity: {label}\r\n", direction=Direction.OUTBOUND)
+    assert f.kind == "confidential.label"
+    no_raw(f.detail + " | ".join(f.evidence), "the label")
+    assert all(len(e.split(": ", 1)[1]) <= 80 for e in f.evidence), f.evidence

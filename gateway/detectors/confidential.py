@@ -72,10 +72,11 @@ class Confidential:
         for header in self.label_headers:
             for value in mail.parsed.header_all(header)[:10]:
                 found = _LABEL_NAME.findall(value) if "MSIP_Label" in value else [value]
-                names += [(f"the {header} header", n.strip()[:100]) for n in found if n.strip()]
+                names += [(f"the {header} header", _name(n)) for n in found if n.strip()]
         for segment in text.zone("metadata"):
-            names += [(segment.source, n.strip()[:100]) for n in _PROPERTY_LABEL.findall(segment.text)]
-        hits = [(where, n) for where, n in names if self._is_confidential_label(n)]
+            names += [(segment.source, _name(n)) for n in _PROPERTY_LABEL.findall(segment.text)]
+        # a label name is quoted like an excerpt: masked, at most evidence.LIMIT characters
+        hits = [(where, evidence.excerpt(n, 0, len(n))) for where, n in names if self._is_confidential_label(n)]
         if not hits:
             return []
         return [Finding(kind="confidential.label", detector=self.name, score=self.threshold,
@@ -124,6 +125,12 @@ class Confidential:
             detail=f"Confidentiality marker{'s' if len(ranked) > 1 else ''} {listed}{more} "
                    f"(score {total:g}, threshold {self.threshold:g})",
             evidence=tuple(f"{src}: {_excerpt(*where)}" for _, (_, _, src, where) in ranked[:5]))
+
+
+def _name(value: str) -> str:
+    """A label name, at most 100 characters; a word cut there is dropped (it may be part of a number)."""
+    value = value.strip()
+    return value if len(value) < 100 else value[:100].rsplit(" ", 1)[0]
 
 
 def _outermost(hits: list[lexicon.Hit]) -> list[lexicon.Hit]:
