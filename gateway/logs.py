@@ -54,6 +54,8 @@ def setup(settings: LogSettings, stream=None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())
     logging.getLogger("mail.log").setLevel(logging.WARNING)     # aiosmtpd's per-command chatter
+    # aiosqlite logs every statement with its parameters at debug level: held mail and its findings
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def message(**fields: object) -> None:

@@ -1,6 +1,7 @@
 """The gateway's vocabulary: frozen values that pass between front end, pipeline, policy and actions.
 
-No logic lives here beyond trivial derived properties, so every module can import it freely.
+No logic lives here beyond trivial derived properties and the masking of a finding's evidence
+(gateway/evidence.py, imported when first used), so every module can import it freely.
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ class Finding:
     part: str | None = None   # "attachment 2: report.pdf"
     score: float | None = None
     evidence: tuple[str, ...] = ()   # short excerpts, sensitive values masked: "SSN ***-**-6789"
+
+    def __post_init__(self) -> None:
+        # The one masking step every finding passes, whoever made it and when it was stored: what
+        # people see must not show a value the pii or credentials detectors recognise (gateway/evidence.py).
+        from gateway.evidence import mask
+
+        object.__setattr__(self, "detail", mask(self.detail))
+        if self.evidence:
+            object.__setattr__(self, "evidence", tuple(mask(e) for e in self.evidence))
 
     @property
     def category(self) -> str:

@@ -25,7 +25,7 @@ async def test_privileged_subject_is_reported_as_legal():
     assert f.kind == "confidential.legal"
     assert f.detail.startswith("Confidentiality marker 'attorney client privilege*' in subject")
     assert f.part is None and f.score >= 1
-    assert f.evidence == ("subject: Case strategy Attorney Client Privileged",)
+    assert f.evidence == ("subject: Case strategy - Attorney-Client Privileged",)      # as written
 
 
 @pytest.mark.parametrize(("body", "kind"), [
@@ -110,7 +110,7 @@ async def test_markers_in_attachments_and_document_properties():
     [f] = await findings(cm.message("Numbers.", attachments=(("q.pdf", "application/pdf", pdf),)))
     assert f.kind == "confidential.marker"
     assert f.part == "part 2: q.pdf (properties)"
-    assert f.evidence == ("part 2: q.pdf (properties): Title Quarterly statistics Keywords Confidential",)
+    assert f.evidence == ("part 2: q.pdf (properties): Title: Quarterly statistics Keywords: Confidential",)
 
 
 async def test_sensitivity_label_headers_and_document_labels():

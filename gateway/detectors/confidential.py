@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from gateway import lexicon
+from gateway import evidence, lexicon
 from gateway.config import Settings
 from gateway.detectors import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
@@ -72,10 +72,11 @@ class Confidential:
         for header in self.label_headers:
             for value in mail.parsed.header_all(header)[:10]:
                 found = _LABEL_NAME.findall(value) if "MSIP_Label" in value else [value]
-                names += [(f"the {header} header", n.strip()[:100]) for n in found if n.strip()]
+                names += [(f"the {header} header", _name(n)) for n in found if n.strip()]
         for segment in text.zone("metadata"):
-            names += [(segment.source, n.strip()[:100]) for n in _PROPERTY_LABEL.findall(segment.text)]
-        hits = [(where, n) for where, n in names if self._is_confidential_label(n)]
+            names += [(segment.source, _name(n)) for n in _PROPERTY_LABEL.findall(segment.text)]
+        # a label name is quoted like an excerpt: masked, at most evidence.LIMIT characters
+        hits = [(where, evidence.excerpt(n, 0, len(n))) for where, n in names if self._is_confidential_label(n)]
         if not hits:
             return []
         return [Finding(kind="confidential.label", detector=self.name, score=self.threshold,
@@ -92,7 +93,8 @@ class Confidential:
 
     def score(self, text: MessageText) -> Finding | None:
         """The best contribution of each distinct phrase, summed; a Finding when it reaches the threshold."""
-        best: dict[str, tuple[float, str, str, str]] = {}     # phrase -> (points, group, source, excerpt)
+        best: dict[str, tuple[float, str, str, tuple[str, str, lexicon.Hit]]] = {}
+        # phrase -> (points, group, source, (text, normalised text, hit) for the excerpt)
         for segment in text.segments:
             zone_weight = self.zones.get(segment.zone, 0.0)
             if not zone_weight or not segment.text:
@@ -109,7 +111,7 @@ class Confidential:
                 # a weak word counts once however it is qualified ("confidential", "strictly confidential")
                 key = hit.entry.phrase.lower() if hit.entry.weight >= 1 else hit.entry.phrase.lower().split()[-1]
                 if points > best.get(key, (0.0,))[0]:
-                    best[key] = (points, hit.entry.group, segment.source, _excerpt(norm, hit))
+                    best[key] = (points, hit.entry.group, segment.source, (segment.text, norm, hit))
         total = sum(p for p, *_ in best.values())
         if total < self.threshold or not best:
             return None
@@ -122,7 +124,13 @@ class Confidential:
             score=round(total, 2),
             detail=f"Confidentiality marker{'s' if len(ranked) > 1 else ''} {listed}{more} "
                    f"(score {total:g}, threshold {self.threshold:g})",
-            evidence=tuple(f"{src}: {excerpt}" for _, (_, _, src, excerpt) in ranked[:5]))
+            evidence=tuple(f"{src}: {_excerpt(*where)}" for _, (_, _, src, where) in ranked[:5]))
+
+
+def _name(value: str) -> str:
+    """A label name, at most 100 characters; a word cut there is dropped (it may be part of a number)."""
+    value = value.strip()
+    return value if len(value) < 100 else value[:100].rsplit(" ", 1)[0]
 
 
 def _outermost(hits: list[lexicon.Hit]) -> list[lexicon.Hit]:
@@ -162,7 +170,15 @@ def _label_use(norm: str, hit: lexicon.Hit, subject: bool) -> bool:
     return not subject and " " in phrase and 0 < len(line) <= 40 and len(phrase) >= 0.6 * len(line)
 
 
-def _excerpt(norm: str, hit: lexicon.Hit, width: int = 40) -> str:
-    start, end = max(0, hit.start - width), min(len(norm), hit.end + width)
-    text = " ".join(norm[start:end].split())
-    return ("..." if start else "") + text + ("..." if end < len(norm) else "")
+def _excerpt(text: str, norm: str, hit: lexicon.Hit) -> str:
+    """The masked excerpt around a hit, from the text as written (where the pii and credentials
+    recognisers read what their detectors read); from the normalised text if the hit is not found there."""
+    words = norm[hit.start:hit.end].split()
+    if words:
+        pattern = re.compile(r"[\W_]+".join(re.escape(w) for w in words), re.IGNORECASE)
+        before = sum(1 for _ in pattern.finditer(norm, 0, hit.start))     # the same occurrence in the text
+        for i, m in enumerate(pattern.finditer(text)):
+            if i == before:
+                return evidence.excerpt(text, m.start(), m.end())
+    # the normalised text split values the recognisers would know ("ghp_..." -> "ghp ..."): the hit alone
+    return evidence.excerpt(norm, hit.start, hit.end, min(evidence.LIMIT, hit.end - hit.start + 2))

@@ -14,7 +14,7 @@ import functools
 import re
 
 from gateway import offload
-from gateway.detectors.lexicon import Hit, Lexicon, compile_trie, gate
+from gateway.detectors.lexicon import Hit, Lexicon, Normalised, compile_trie, gate
 from gateway.model import Mail
 from gateway.prefilter import Prefilter
 
@@ -69,7 +69,7 @@ class ScanGroup:
 
     async def hits(self, mail: Mail, name: str, max_chars: int = 200_000) -> tuple[list[Hit], str]:
         """(this member's hits in the message, the text they point into: the message text, or the
-        normalised text when normalising moved offsets)."""
+        normalised text (a `Normalised`) when normalising moved offsets)."""
         notes = mail.parsed.notes
         task = notes.get(self.key)
         if task is None:
@@ -92,7 +92,7 @@ class ScanGroup:
             starts = [a for a, _ in quoted]
             # Same offsets: show what the message really says ("b1tch", "Order now"); otherwise (letters
             # were joined) the normalised text.
-            shown = text if len(norm) == len(text) else norm
+            shown = text if len(norm) == len(text) else Normalised(norm)
 
             def remake(h: Hit) -> Hit:
                 i = bisect.bisect_right(starts, h.start) - 1

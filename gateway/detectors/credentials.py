@@ -147,6 +147,15 @@ class Credentials:
     def scan(self, text: str) -> list[tuple[str, int, str]]:
         """[(kind, confidence level, masked evidence)] for one piece of text."""
         out: list[tuple[str, int, str]] = []
+        for kind, level, evidence, _ in self.hits(text):
+            if (kind, level, evidence) not in out:
+                out.append((kind, level, evidence))
+        return out
+
+    def hits(self, text: str) -> list[tuple[str, int, str, tuple[tuple[int, int, str], ...]]]:
+        """[(kind, level, masked evidence, spans)]: spans are (start, end, mask) of the secret (and the
+        user name next to a password) in `text`, for masking evidence (gateway/evidence.py)."""
+        out: list[tuple[str, int, str, tuple[tuple[int, int, str], ...]]] = []
         kinds, prefilter = _anchors()
         for kind in (kinds[i] for i in sorted(prefilter.candidates(text))):   # caseless there: a superset
             if not any(a in text for a in ANCHORS[kind]):
@@ -156,32 +165,40 @@ class Credentials:
                     continue
                 value = m.group(0)
                 if kind == "private_key":
-                    out.append(("private_key", 2, f"{value.strip('- :')} block"))
+                    # the key material follows the header, up to the END line (or all that is left)
+                    end = text.find("-----END", m.end())
+                    close = text.find("-----", end + 8) if end >= 0 else -1
+                    end = close + 5 if close >= 0 else len(text)
+                    out.append(("private_key", 2, f"{value.strip('- :')} block",
+                                ((m.end(), end, " [private key] "),)))
                 elif not _PLACEHOLDER.search(value) and len(set(value)) > 6:
-                    out.append(("token", 2, f"{LABELS[kind]} {_mask_token(value)}"))
+                    out.append(("token", 2, f"{LABELS[kind]} {_mask_token(value)}",
+                                ((m.start(), m.end(), _mask_token(value)),)))
         lowered = text.lower()
         if "aws" in lowered and "secret" in lowered:
             for m in _AWS_SECRET.finditer(text):
                 if not _PLACEHOLDER.search(m.group(1)):
-                    out.append(("token", 2, f"{LABELS['aws_secret_key']} {_mask_token(m.group(1))}"))
+                    out.append(("token", 2, f"{LABELS['aws_secret_key']} {_mask_token(m.group(1))}",
+                                ((m.start(1), m.end(1), _mask_token(m.group(1))),)))
         if "://" in text and "@" in text:
             for m in _URL_PASSWORD.finditer(text):
                 user, secret = m.group(1), m.group(2)
                 if not _PLACEHOLDER.search(secret) and not secret.isdigit():
                     out.append(("password", 2, f"password {'*' * 8} ({len(secret)} characters) in a URL "
-                                               f"for user {_mask_user(user)}"))
+                                               f"for user {_mask_user(user)}",
+                                ((m.start(1), m.end(1), _mask_user(user)), (m.start(2), m.end(2), "*" * 8))))
         for anchor in _PASSWORD_ANCHORS:
             pos = lowered.find(anchor)
             while pos >= 0:
                 if pos == 0 or not lowered[pos - 1].isalnum():
                     m = _PASSWORD.match(text, pos)
                     found = self._password(text, m) if m else None
-                    if found and found not in out:
+                    if found:
                         out.append(found)
                 pos = lowered.find(anchor, pos + 1)
         return out
 
-    def _password(self, text: str, m: re.Match) -> tuple[str, int, str] | None:
+    def _password(self, text: str, m: re.Match) -> tuple[str, int, str, tuple[tuple[int, int, str], ...]] | None:
         secret = m.group("pwvalue").rstrip(".,;:!?)")
         quoted = bool(m.group("pwq"))
         if len(secret) < 4 or secret.lower() in _NOT_A_PASSWORD or _PLACEHOLDER.search(secret):
@@ -191,16 +208,29 @@ class Credentials:
         if not (shaped or quoted):
             return None
         start, end = m.start(), m.end()
+        spans = [(m.start("pwvalue"), m.start("pwvalue") + len(secret), "*" * 8)]
         user = None
         for u in _USER.finditer(text, max(0, start - self.window), min(len(text), end + self.window)):
             name = u.group("user")
             if name.lower() not in _NOT_A_PASSWORD and not re.match(rf"(?i){_PASSWORD_WORD}$", name):
                 user = name
+                spans.append((u.start("user"), u.end("user"), _mask_user(name)))
                 break
         # a numbers-only code with no user name is usually a meeting or voicemail passcode
         level = 2 if user else (0 if secret.isdigit() else 1)
         who = f" for user {_mask_user(user)}" if user else ""
-        return ("password", level, f"password {'*' * 8} ({len(secret)} characters){who}")
+        return ("password", level, f"password {'*' * 8} ({len(secret)} characters){who}", tuple(spans))
+
+
+@functools.cache
+def _masker() -> Credentials:
+    return Credentials(Settings(), {"min_confidence": "low"})
+
+
+def redactions(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, mask) of every secret this detector recognises in `text`, at any confidence: what
+    evidence must not show (gateway/evidence.py)."""
+    return [span for *_, spans in _masker().hits(text) for span in spans]
 
 
 def _mask_token(value: str) -> str:

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import evidence
+
 _LINE = re.compile(r"^\s*(-?[0-9.]+)\t+([a-z0-9_]+)\t+(.+?)\s*$")
 _GAP = r"[\W_]+"
 _GAP_OPTIONAL = r"[\W_]*"
@@ -307,9 +309,14 @@ def score(hits: Iterable[Hit]) -> float:
     return sum(h.entry.weight for h in distinct(hits))
 
 
+class Normalised(str):
+    """Normalised text whose offsets moved (letters joined, l33t read): what the message says cannot be
+    quoted from it, and the recognisers that mask evidence cannot read it, so `excerpt` quotes only the hit."""
+
+
 def excerpt(text: str, start: int, length: int, width: int = 30) -> str:
-    """A short one-line excerpt around a hit, for evidence."""
-    left = max(0, start - width)
-    right = min(len(text), start + length + width)
-    snippet = " ".join(text[left:right].split())
-    return ("…" if left else "") + snippet + ("…" if right < len(text) else "")
+    """A short one-line masked excerpt around a hit, for evidence: at most `width` characters of
+    context on each side and evidence.LIMIT in all."""
+    if isinstance(text, Normalised):
+        width = 0
+    return evidence.excerpt(text, start, start + length, min(evidence.LIMIT, length + 2 * width + 2))

@@ -25,7 +25,7 @@ import bisect
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import ahocorasick
@@ -98,6 +98,8 @@ class Match:
     masked: str
     keyword: str
     source: str
+    # where the value stands in the scanned text and what replaces it there (gateway/evidence.py)
+    spans: tuple[tuple[int, int, str], ...] = field(default=(), compare=False)
 
 
 def luhn(digits: str) -> bool:
@@ -261,7 +263,8 @@ class Pii:
                     value = m.group(0)
                     if sum(c.isdigit() for c in value) >= 5 and (kind != "passport" or 6 <= len(value) <= 12):
                         level = 2 if m.start() - pos <= 40 else 1
-                        found.append(Match(kind, level, mask(value, 3), word, source))
+                        found.append(Match(kind, level, mask(value, 3), word, source,
+                                           ((m.start(), m.end(), mask(value, 3)),)))
                         break
         candidates = _candidates(text, keywords)
         for pos, group, value in candidates:
@@ -269,31 +272,36 @@ class Pii:
                 digits = re.sub(r"\D", "", value)
                 if luhn(digits) and card_issuer(digits) and len(set(digits)) > 2:
                     kw = near("payment_card", pos)
-                    found.append(Match("payment_card", 2 if kw else 1, mask(value), kw, source))
+                    found.append(Match("payment_card", 2 if kw else 1, mask(value), kw, source,
+                                       _at(pos, value, mask(value))))
                     continue
                 group = "number" if len(digits) <= 17 and value.isdigit() else ""
             if group == "ssn":
                 digits = re.sub(r"\D", "", value)
                 if ssn_valid(digits):
                     kw = near("ssn", pos)
-                    found.append(Match("ssn", 2 if kw else 1, "***-**-" + digits[5:], kw, source))
+                    found.append(Match("ssn", 2 if kw else 1, "***-**-" + digits[5:], kw, source,
+                                       _at(pos, value, "***-**-" + digits[5:])))
             elif group == "iban":
                 if iban_valid(value):
                     kw = near("iban", pos)
-                    found.append(Match("iban", 2 if kw else 1, mask(value.upper()), kw, source))
+                    found.append(Match("iban", 2 if kw else 1, mask(value.upper()), kw, source,
+                                       _at(pos, value, mask(value.upper()))))
             elif group == "date":
                 kw = near("date_of_birth", pos, 40)
                 if kw:
                     window = text[max(0, pos - 150):pos + 150]
                     named = near("name", pos, 150) or (_NAME.search(window) and "a name")
-                    found.append(Match("date_of_birth", 1 if named else 0, _mask_date(value), kw, source))
+                    found.append(Match("date_of_birth", 1 if named else 0, _mask_date(value), kw, source,
+                                       _at(pos, value, _mask_date(value))))
             elif group == "number":
                 found += self._number(value, pos, source, near, accounts, routings)
         for pos, value in routings:
-            if any(abs(p - pos) <= 150 and v != value for p, v in accounts):
-                found.append(Match("bank_account", 2, f"routing {mask(value)}, account "
-                                   f"{mask(next(v for p, v in accounts if abs(p - pos) <= 150 and v != value))}",
-                                   "routing", source))
+            account = next(((p, v) for p, v in accounts if abs(p - pos) <= 150 and v != value), None)
+            if account:
+                found.append(Match("bank_account", 2, f"routing {mask(value)}, account {mask(account[1])}",
+                                   "routing", source,
+                                   _at(pos, value, mask(value)) + _at(account[0], account[1], mask(account[1]))))
         return found
 
     def _keywords(self, text: str) -> dict[str, list[tuple[int, str]]]:
@@ -325,7 +333,7 @@ class Pii:
         out: list[Match] = []
         digits = value.isdigit()
         if digits and len(value) == 9 and ssn_valid(value) and (kw := near("ssn", pos, 80)):
-            out.append(Match("ssn", 1, "***-**-" + value[5:], kw, source))
+            out.append(Match("ssn", 1, "***-**-" + value[5:], kw, source, _at(pos, value, "***-**-" + value[5:])))
         if digits and len(value) == 9 and aba_valid(value) and near("bank_routing", pos, 80):
             routings.append((pos, value))
         if digits and 6 <= len(value) <= 17 and near("bank_account", pos, 60):
@@ -336,7 +344,7 @@ class Pii:
                     continue
                 if kw := near(kind, pos, 80):
                     level = 2 if near(kind, pos, 40) else 1
-                    out.append(Match(kind, level, mask(value, 3), kw, source))
+                    out.append(Match(kind, level, mask(value, 3), kw, source, _at(pos, value, mask(value, 3))))
         return out
 
 
@@ -379,6 +387,23 @@ def _near(positions: list[tuple[int, str]] | None, pos: int, window: int) -> str
     if after and after[0] - pos <= window // 2:
         return after[1]
     return ""
+
+
+def _at(pos: int, value: str, masked: str) -> tuple[tuple[int, int, str]]:
+    return ((pos, pos + len(value), masked),)
+
+
+@functools.cache
+def _masker() -> Pii:
+    return Pii(Settings(), {})
+
+
+def redactions(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, mask) of every value this detector recognises in `text`, at any confidence: what
+    evidence must not show (gateway/evidence.py)."""
+    if text.isascii() and not any(d in text for d in "0123456789"):
+        return []        # every value holds a digit (most details and excerpts: no keyword pass either)
+    return [span for match in _masker().scan(text, "") for span in match.spans]
 
 
 def _mask_date(value: str) -> str:
