@@ -289,7 +289,8 @@ async def test_an_account_made_before_the_upgrade_gets_a_session_epoch(tmp_path,
             m.setattr(sqlite, "MIGRATIONS", schema.SQLITE[:3])
             m.setattr(postgres, "MIGRATIONS", schema.POSTGRES[:3])
             old = await opened(url)
-            await old.add_user("olga", "admin", accounts.hash_password(PASSWORDS["ada"]))
+            await old._fetch("INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) "
+                             "RETURNING name", "olga", "admin", accounts.hash_password(PASSWORDS["ada"]), 0.0)
             await old.close()
         store = await opened(url)
         stack.push_async_callback(store.close)

@@ -78,6 +78,15 @@ def _v3(real: str, serial: str) -> list[str]:
     ]
 
 
+def _v4() -> list[str]:
+    return [
+        # A random value per account, replaced whenever its sessions must end (logout, password change,
+        # disable); a session cookie carries the value it was issued with. Rows made before this get one
+        # in the backfill that runs with this migration.
+        "ALTER TABLE users ADD COLUMN session_epoch TEXT NOT NULL DEFAULT ''",
+    ]
+
+
 SQLITE: list[list[str]] = [
     [_HELD_V1.format(real="REAL", blob="BLOB"),
      "CREATE INDEX held_status_received ON held (status, received_at)"],
@@ -87,6 +96,7 @@ SQLITE: list[list[str]] = [
      "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN "
      "SELECT RAISE(ABORT, 'the audit log is append-only'); END"],
     _v3("REAL", "INTEGER"),
+    _v4(),
 ]
 
 POSTGRES: list[list[str]] = [
@@ -98,4 +108,5 @@ POSTGRES: list[list[str]] = [
      "CREATE TRIGGER audit_no_update_delete BEFORE UPDATE OR DELETE OR TRUNCATE ON audit "
      "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()"],
     _v3("DOUBLE PRECISION", "BIGSERIAL"),
+    _v4(),
 ]

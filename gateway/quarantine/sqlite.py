@@ -77,6 +77,8 @@ class SqliteStore(SqlStore):
                 await conn.execute("INSERT INTO schema_version (version) VALUES (?)", version)
                 if version == 2:
                     await self._backfill_categories(conn)
+                if version == 4:
+                    await self._backfill_session_epochs(conn)
 
     async def close(self) -> None:
         if self.db:
