@@ -3,8 +3,11 @@ trusted reverse proxy the client is the address in `[review] client_ip_header`, 
 
 from __future__ import annotations
 
+import asyncio
+import time
 import warnings
 
+import httpx
 import pytest
 
 with warnings.catch_warnings():
@@ -13,7 +16,7 @@ with warnings.catch_warnings():
 
 from gateway import config
 from gateway.review.app import create_app
-from tests.review_fixtures import ThreadSink, login, make_site
+from tests.review_fixtures import PASSWORDS, ThreadSink, csrf_of, login, make_site
 
 PROXY = ("127.0.0.1", 40000)          # in the default [review] trusted_proxies
 OUTSIDER = ("192.0.2.9", 40000)       # not
@@ -135,3 +138,51 @@ def test_client_ip_header_must_be_a_header_name(value):
 def test_trusted_proxies_must_be_networks():
     with pytest.raises(config.ConfigError, match="trusted_proxies"):
         config.from_dict({"review": {"trusted_proxies": ["not-a-network"]}})
+
+
+# --- over a real socket, served by uvicorn as `gateway run` and `gateway review` serve it ----------------------
+
+class Served:
+    """The review app on uvicorn (proxy_headers off, as in production) in a thread of its own."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        import threading
+
+        from gateway.review.server import server
+
+        self.server = server(create_app(settings), settings)
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
+        self.url = f"http://{settings.review.listen}"
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.02)
+        assert self.server.started
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def http_login(url: str, name: str, password: str | None, forwarded: str) -> int:
+    with httpx.Client(base_url=url, headers={"X-Forwarded-For": forwarded}, timeout=10) as client:
+        form = client.get("/login")
+        r = client.post("/login", data={"csrf": csrf_of(form.text), "name": name, "next": "/",
+                                        "password": PASSWORDS[name] if password is None else password})
+        return r.status_code
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_over_http_the_header_counts_only_from_a_trusted_peer(tmp_path, sink, trusted):
+    site = make_site(tmp_path, sink, {}, client_ip_header="X-Forwarded-For",
+                     trusted_proxies=["127.0.0.1/32"] if trusted else ["192.0.2.0/24"])
+    with Served(site.settings) as served:
+        for n in range(5):
+            assert http_login(served.url, "rita", "wrong password", f"198.51.100.{n}") == 401
+        assert http_login(served.url, "rita", None, "198.51.100.77") == (303 if trusted else 429)
+        assert http_login(served.url, "ada", None, "198.51.100.1") == 303
+    clients = set(login_clients(site))
+    assert clients == ({f"198.51.100.{n}" for n in (0, 1, 2, 3, 4, 77)} if trusted else {"127.0.0.1"})
