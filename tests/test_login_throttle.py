@@ -186,3 +186,18 @@ def test_over_http_the_header_counts_only_from_a_trusted_peer(tmp_path, sink, tr
         assert http_login(served.url, "ada", None, "198.51.100.1") == 303
     clients = set(login_clients(site))
     assert clients == ({f"198.51.100.{n}" for n in (0, 1, 2, 3, 4, 77)} if trusted else {"127.0.0.1"})
+
+
+def test_a_spray_of_names_does_not_push_a_throttled_account_out_of_memory(monkeypatch):
+    from gateway.review import auth
+
+    monkeypatch.setattr(auth, "MAX_KEYS", 200)
+    throttle = auth.Throttle(5, 300)
+    for _ in range(5):
+        throttle.fail("198.51.100.7", "rita")
+    for n in range(1000):                              # one failure each for many made-up names
+        throttle.fail(f"203.0.113.{n % 250}", f"nobody{n}")
+    assert len(throttle.failures) <= 200
+    assert throttle.blocked("198.51.100.7", "rita") and not throttle.blocked("198.51.100.8", "rita")
+    throttle.succeeded("198.51.100.7", "rita")
+    assert not throttle.blocked("198.51.100.7", "rita")

@@ -60,27 +60,30 @@ class Throttle:
         account = name.strip().lower()
         return f"client:{client}|user:{account}", f"user:{account}"
 
-    def _recent(self, key: str) -> deque[float]:
-        q = self.failures[key]
+    def _recent(self, key: str) -> int:
+        """The failures of `key` within the window (older ones are dropped; no entry is made)."""
+        q = self.failures.get(key)
         cutoff = time.monotonic() - self.window
         while q and q[0] < cutoff:
             q.popleft()
-        return q
+        return len(q) if q else 0
 
     def blocked(self, client: str, name: str) -> bool:
         pair, account = self.keys(client, name)
-        return len(self._recent(pair)) >= self.attempts or \
-            len(self._recent(account)) >= self.attempts * ACCOUNT_FACTOR
+        return self._recent(pair) >= self.attempts or self._recent(account) >= self.attempts * ACCOUNT_FACTOR
 
     def fail(self, client: str, name: str) -> None:
         for key in self.keys(client, name):
-            self._recent(key).append(time.monotonic())
+            self._recent(key)
+            self.failures[key].append(time.monotonic())
         if len(self.failures) > MAX_KEYS:          # bounded memory under a spray of names and addresses
             for key in list(self.failures):
                 if not self._recent(key):
                     del self.failures[key]
-            while len(self.failures) > MAX_KEYS // 2:
-                del self.failures[next(iter(self.failures))]       # the oldest keys first
+            if len(self.failures) > MAX_KEYS // 2:       # keep the keys closest to their limit
+                keep = sorted(self.failures, key=lambda k: (len(self.failures[k]), self.failures[k][-1]))
+                for key in keep[:len(keep) - MAX_KEYS // 2]:
+                    del self.failures[key]
 
     def succeeded(self, client: str, name: str) -> None:
         """The right password from this client: its failures for this account are forgotten (not the
