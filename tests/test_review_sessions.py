@@ -307,3 +307,21 @@ def test_a_cookie_from_before_the_upgrade_has_no_epoch_and_is_refused(app, site)
         {"u": "rita", "c": "csrf-token-of-old", "t": 0})
     assert_session_dead(app, site, {"cookie": legacy, "csrf": "csrf-token-of-old"})
 
+
+
+# --- an approval given before the account was disabled or removed no longer counts ------------------------
+
+@pytest.mark.parametrize("action", ["disable", "remove"])
+def test_a_pending_approval_of_a_disabled_or_removed_account_no_longer_counts(app, site, capsys, action):
+    item = held_item(subject="Two person", kinds=("pii.card",), approvals=2)
+    site.run(lambda s: s.hold(item))
+    rita, rolf = ({"Authorization": f"Bearer {site.tokens[n]}"} for n in ("rita", "rolf"))
+    r = app.post(f"/api/held/{item.id}/release", json={"reason": "fine"}, headers=rita)
+    assert r.status_code == 200 and r.json()["status"] == "approved"
+    code, _, _ = run_cli(capsys, site, "users", action, "rita")
+    assert code == 0
+    assert site.run(lambda s: s.approvals(item.id)) == []
+    r = app.post(f"/api/held/{item.id}/release", json={"reason": "fine"}, headers=rolf)
+    assert r.status_code == 200 and r.json()["status"] == "approved"          # 1 of 2 again, not released
+    assert site.sink.messages == []
+    assert "approve" in [e.action for e in site.run(lambda s: s.audit_log(held_id=item.id))]   # history stays

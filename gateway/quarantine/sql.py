@@ -304,19 +304,24 @@ class SqlStore:
         return bool(rows)
 
     async def set_disabled(self, name: str, disabled: bool) -> bool:
-        """Disable (its sessions end too; its tokens are refused while disabled) or enable an account."""
-        if disabled:
-            rows = await self._fetch("UPDATE users SET disabled = 1, session_epoch = ? WHERE name = ? RETURNING name",
-                                     _epoch(), name)
-        else:
-            rows = await self._fetch("UPDATE users SET disabled = 0 WHERE name = ? RETURNING name", name)
+        """Disable (its sessions end, its tokens are refused while disabled, its pending approvals of
+        two-person releases are withdrawn) or enable an account."""
+        async with self._tx() as conn:
+            if not disabled:
+                return bool(await conn.fetch("UPDATE users SET disabled = 0 WHERE name = ? RETURNING name", name))
+            rows = await conn.fetch("UPDATE users SET disabled = 1, session_epoch = ? WHERE name = ? RETURNING name",
+                                    _epoch(), name)
+            if rows:
+                await _withdraw_approvals(conn, name)
         return bool(rows)
 
     async def remove_user(self, name: str) -> bool:
-        """The account and its API tokens; the audit log keeps what it did."""
+        """The account, its API tokens and its pending approvals; the audit log keeps what it did."""
         async with self._tx() as conn:
             await conn.execute("DELETE FROM tokens WHERE user_name = ?", name)
             rows = await conn.fetch("DELETE FROM users WHERE name = ? RETURNING name", name)
+            if rows:
+                await _withdraw_approvals(conn, name)
         return bool(rows)
 
     async def get_user(self, name: str) -> User | None:
@@ -477,6 +482,11 @@ async def _insert_notices(conn: Conn, notices: Sequence[OutboxNotice]) -> None:
         await conn.execute("INSERT INTO outbox (held_id, recipient, role, template, digest, context, created_at, "
                            "due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", n.held_id, n.recipient, n.role, n.template,
                            n.digest, json.dumps(n.context, default=str), now, float(n.due_at or now))
+
+
+async def _withdraw_approvals(conn: Conn, name: str) -> None:
+    """Approvals the account gave (in the app, or as `--by NAME` on the command line) that no release used yet."""
+    await conn.execute("DELETE FROM approval WHERE reviewer = ? OR reviewer = ?", name, f"{name} (cli)")
 
 
 def _outbox_row(row: Any) -> OutboxRow:
