@@ -189,7 +189,7 @@ class Authenticator:
         header = self.settings.client_ip_header
         if not header or not self._trusted(_address(peer)):
             return peer
-        entries = [e for value in request.headers.getlist(header) for e in value.split(",") if e.strip()]
+        entries = [e for value in request.headers.getlist(header) for e in value.split(",") if e.strip()][-32:]
         found = None
         for entry in reversed(entries):
             address = _address(entry)
