@@ -2,6 +2,8 @@
 
 Tokens are 256 random bits, so a fast hash is enough to store them safely (unlike passwords, they
 cannot be guessed from a dictionary); the token's id prefix lets `gateway users revoke` name it.
+A password change and disabling end the account's sessions; a disabled account's tokens are refused
+until it is enabled; removing an account deletes its tokens.
 """
 
 from __future__ import annotations
@@ -37,14 +39,55 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
+def _check_password(password: str) -> None:
+    if len(password) < 10:
+        raise StoreError("the password must have at least 10 characters")
+
+
 async def add_user(store: Store, name: str, role: str, password: str) -> None:
     if not NAME.match(name):
         raise StoreError(f"invalid user name {name!r} (letters, digits, . _ @ -; up to 64)")
     if role not in ROLES:
         raise StoreError(f"role must be one of {', '.join(ROLES)}")
-    if len(password) < 10:
-        raise StoreError("the password must have at least 10 characters")
+    _check_password(password)
+    if await store.get_user(name) is not None:
+        raise StoreError(f"cannot add user {name!r}: it exists (a new password: `gateway users passwd {name}`)")
     await store.add_user(name, role, hash_password(password))
+
+
+async def _existing(store: Store, name: str) -> User:
+    user = await store.get_user(name)
+    if user is None:
+        raise StoreError(f"no user {name!r}")
+    return user
+
+
+async def change_password(store: Store, name: str, password: str) -> None:
+    """A new password; every session of the account ends."""
+    _check_password(password)
+    await _existing(store, name)
+    if not await store.set_password(name, hash_password(password)):
+        raise StoreError(f"no user {name!r}")
+
+
+async def disable(store: Store, name: str) -> bool:
+    """Sessions end and tokens are refused at once; False when it was disabled already."""
+    user = await _existing(store, name)
+    await store.set_disabled(name, True)
+    return not user.disabled
+
+
+async def enable(store: Store, name: str) -> bool:
+    """Logins and the account's unrevoked tokens work again; False when it was enabled already."""
+    user = await _existing(store, name)
+    await store.set_disabled(name, False)
+    return user.disabled
+
+
+async def remove(store: Store, name: str) -> None:
+    """The account and its tokens; a new account of the same name inherits no session or token."""
+    if not await store.remove_user(name):
+        raise StoreError(f"no user {name!r}")
 
 
 async def new_token(store: Store, name: str) -> str:

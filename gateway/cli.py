@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     urevoke = command("revoke", cmd_users_revoke, "revoke an API token (by its id) or all of a user's", usub)
     urevoke.add_argument("token_id", nargs="?", help="the id shown by `users list` (gw_ID_...)")
     urevoke.add_argument("--user", metavar="NAME", help="revoke every token of this user")
+    for name, func, text in (
+            ("passwd", cmd_users_passwd, "set a user's password (from the prompt or the first line of stdin); "
+                                         "ends the user's review sessions"),
+            ("disable", cmd_users_disable, "disable a user: their sessions end and their API tokens are refused "
+                                           "at once, until `users enable`"),
+            ("enable", cmd_users_enable, "enable a disabled user again (their unrevoked API tokens work again)"),
+            ("remove", cmd_users_remove, "remove a user and their API tokens (the audit log keeps their actions)")):
+        command(name, func, text, usub).add_argument("name")
 
     command("review", cmd_review, "serve the review web app and API alone on [review] listen")
 
@@ -491,6 +499,68 @@ def cmd_users_revoke(args: argparse.Namespace, settings: Settings) -> int:
         print(f"revoked {len(revoked)} token(s)")
         return 0 if revoked else 1
     return _with_store(settings, body)
+
+
+def cmd_users_passwd(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway import accounts
+    from gateway.quarantine import StoreError
+
+    try:
+        password = _read_password()
+    except ValueError as e:
+        print(f"gateway: {e}", file=sys.stderr)
+        return 1
+
+    async def body(store) -> int:
+        try:
+            await accounts.change_password(store, args.name, password)
+        except StoreError as e:
+            print(f"gateway: {e}", file=sys.stderr)
+            return 1
+        await store.audit("gateway users (cli)", "user-passwd", None, args.name)
+        print(f"changed the password of {args.name}; their review sessions have ended")
+        return 0
+    return _with_store(settings, body)
+
+
+def _account_change(settings: Settings, name: str, action: str, change: Callable, done: str, already: str) -> int:
+    """Run `change(store)` (True: it changed something), audit it as `user-ACTION`, print the outcome."""
+    from gateway.quarantine import StoreError
+
+    async def body(store) -> int:
+        try:
+            changed = await change(store)
+        except StoreError as e:
+            print(f"gateway: {e}", file=sys.stderr)
+            return 1
+        if changed:
+            await store.audit("gateway users (cli)", f"user-{action}", None, name)
+        print(done if changed else already)
+        return 0
+    return _with_store(settings, body)
+
+
+def cmd_users_disable(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway import accounts
+    return _account_change(settings, args.name, "disable", lambda store: accounts.disable(store, args.name),
+                           f"disabled {args.name}: their review sessions and API tokens no longer work",
+                           f"{args.name} was already disabled")
+
+
+def cmd_users_enable(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway import accounts
+    return _account_change(settings, args.name, "enable", lambda store: accounts.enable(store, args.name),
+                           f"enabled {args.name}: they can log in again", f"{args.name} was already enabled")
+
+
+def cmd_users_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway import accounts
+
+    async def remove(store) -> bool:
+        await accounts.remove(store, args.name)
+        return True
+    return _account_change(settings, args.name, "remove", remove,
+                           f"removed {args.name} and their API tokens; their review sessions no longer work", "")
 
 
 def cmd_review(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -81,10 +82,13 @@ class ReviewSettings:
     secret_key: str = ""                    # cookie signing key; empty: a random key kept in the store
     session_minutes: int = 480              # a session expires this long after login
     secure_cookies: bool = False            # set the Secure flag (on when served over HTTPS)
-    login_attempts: int = 5                 # failed logins per client address and per name ...
-    login_window_seconds: int = 300         # ... within this window before logins are refused
+    login_attempts: int = 5                 # failed logins per account from one client (10x from all) ...
+    login_window_seconds: int = 300         # ... within this window before that account's logins are refused
     trusted_header: str = ""                # e.g. "X-Remote-User" from an SSO reverse proxy; empty: off
-    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")   # who may set trusted_header
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")   # who may set the two headers
+    # e.g. "X-Forwarded-For" or "X-Real-IP": the client's address as a trusted proxy passes it on; empty:
+    # the TCP peer is the client (behind a proxy, then everyone shares the proxy's address)
+    client_ip_header: str = ""
     page_size: int = 50
 
 
@@ -368,6 +372,7 @@ def _validate(settings: Settings) -> None:
             split_host_port(value)
         except ValueError as e:
             raise ConfigError(f"{settings.source}: {key}: {e}") from None
+    _validate_review(settings)
     if settings.relay.starttls not in ("opportunistic", "required", "off"):
         raise ConfigError(f"{settings.source}: [relay] starttls: must be opportunistic, required or off")
     if settings.metrics.listen:
@@ -392,6 +397,24 @@ def _validate(settings: Settings) -> None:
     _validate_auth(settings)
     _validate_milter(settings)
     _validate_notify(settings)
+
+
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def _validate_review(settings: Settings) -> None:
+    review = settings.review
+    for network in review.trusted_proxies:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"{settings.source}: [review] trusted_proxies: {network!r} is not a CIDR") from None
+    for key in ("client_ip_header", "trusted_header"):
+        value = getattr(review, key)
+        if value and not HEADER_NAME.match(value):
+            raise ConfigError(f"{settings.source}: [review] {key}: {value!r} is not a header name")
+    if review.login_attempts < 1 or review.login_window_seconds < 1:
+        raise ConfigError(f"{settings.source}: [review] login_attempts and login_window_seconds must be positive")
 
 
 def _validate_auth(settings: Settings) -> None:

@@ -70,7 +70,9 @@ class PostgresStore(SqlStore):
                 await conn.execute("INSERT INTO schema_version (version) VALUES (?)", version)
                 if version == 2:
                     await self._backfill_categories(conn)
-                if any("rescan_findings" in statement for statement in statements):
+                if version == 4:
+                    await self._backfill_session_epochs(conn)
+                if version == 5:
                     await self._backfill_rescans(conn)
 
     async def close(self) -> None:

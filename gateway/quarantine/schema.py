@@ -78,6 +78,15 @@ def _v3(real: str, serial: str) -> list[str]:
     ]
 
 
+def _v4() -> list[str]:
+    return [
+        # A random value per account, replaced whenever its sessions must end (logout, password change,
+        # disable); a session cookie carries the value it was issued with. Rows made before this get one
+        # in the backfill that runs with this migration.
+        "ALTER TABLE users ADD COLUMN session_epoch TEXT NOT NULL DEFAULT ''",
+    ]
+
+
 def _v5(real: str, serial: str) -> list[str]:
     return [
         # what re-scans found (every one, deduplicated): the role a release needs counts them too
@@ -96,6 +105,7 @@ SQLITE: list[list[str]] = [
      "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN "
      "SELECT RAISE(ABORT, 'the audit log is append-only'); END"],
     _v3("REAL", "INTEGER"),
+    _v4(),
     _v5("REAL", "INTEGER"),
 ]
 
@@ -108,5 +118,6 @@ POSTGRES: list[list[str]] = [
      "CREATE TRIGGER audit_no_update_delete BEFORE UPDATE OR DELETE OR TRUNCATE ON audit "
      "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()"],
     _v3("DOUBLE PRECISION", "BIGSERIAL"),
+    _v4(),
     _v5("DOUBLE PRECISION", "BIGSERIAL"),
 ]

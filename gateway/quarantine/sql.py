@@ -93,6 +93,11 @@ class SqlStore:
             for category in dict.fromkeys(f.category for f in findings_from_json(findings)):
                 await conn.execute("INSERT INTO held_category (held_id, category) VALUES (?, ?)", held_id, category)
 
+    async def _backfill_session_epochs(self, conn: Conn) -> None:
+        """Accounts made before sessions had epochs get one (migration 4)."""
+        for (name,) in await conn.fetch("SELECT name FROM users WHERE session_epoch = ''"):
+            await conn.execute("UPDATE users SET session_epoch = ? WHERE name = ?", _epoch(), name)
+
     # --- held items ---------------------------------------------------------------------------------
 
     async def hold(self, item: HeldItem, notices: Sequence[OutboxNotice] = ()) -> None:
@@ -302,23 +307,50 @@ class SqlStore:
 
     async def add_user(self, name: str, role: str, password_hash: str) -> None:
         try:
-            await self._fetch("INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) "
-                              "RETURNING name", name, role, password_hash, time.time())
+            await self._fetch("INSERT INTO users (name, role, password_hash, created_at, session_epoch) "
+                              "VALUES (?, ?, ?, ?, ?) RETURNING name", name, role, password_hash, time.time(),
+                              _epoch())
         except Exception as e:
             raise StoreError(f"cannot add user {name!r}: {e}") from e
 
     async def set_password(self, name: str, password_hash: str) -> bool:
-        rows = await self._fetch("UPDATE users SET password_hash = ? WHERE name = ? RETURNING name",
-                                 password_hash, name)
+        """A new password hash; the account's sessions end with the old password."""
+        rows = await self._fetch("UPDATE users SET password_hash = ?, session_epoch = ? WHERE name = ? RETURNING name",
+                                 password_hash, _epoch(), name)
+        return bool(rows)
+
+    async def end_sessions(self, name: str) -> bool:
+        """Every session cookie of this account stops working (they carry the epoch they were issued with)."""
+        rows = await self._fetch("UPDATE users SET session_epoch = ? WHERE name = ? RETURNING name", _epoch(), name)
+        return bool(rows)
+
+    async def set_disabled(self, name: str, disabled: bool) -> bool:
+        """Disable (its sessions end, its tokens are refused while disabled, its pending approvals of
+        two-person releases are withdrawn) or enable an account."""
+        async with self._tx() as conn:
+            if not disabled:
+                return bool(await conn.fetch("UPDATE users SET disabled = 0 WHERE name = ? RETURNING name", name))
+            rows = await conn.fetch("UPDATE users SET disabled = 1, session_epoch = ? WHERE name = ? RETURNING name",
+                                    _epoch(), name)
+            if rows:
+                await _withdraw_approvals(conn, name)
+        return bool(rows)
+
+    async def remove_user(self, name: str) -> bool:
+        """The account, its API tokens and its pending approvals; the audit log keeps what it did."""
+        async with self._tx() as conn:
+            await conn.execute("DELETE FROM tokens WHERE user_name = ?", name)
+            rows = await conn.fetch("DELETE FROM users WHERE name = ? RETURNING name", name)
+            if rows:
+                await _withdraw_approvals(conn, name)
         return bool(rows)
 
     async def get_user(self, name: str) -> User | None:
-        rows = await self._fetch("SELECT name, role, password_hash, created_at, disabled FROM users WHERE name = ?",
-                                 name)
+        rows = await self._fetch(f"SELECT {USER_COLUMNS} FROM users WHERE name = ?", name)
         return _user(rows[0]) if rows else None
 
     async def users(self) -> list[User]:
-        rows = await self._fetch("SELECT name, role, password_hash, created_at, disabled FROM users ORDER BY name")
+        rows = await self._fetch(f"SELECT {USER_COLUMNS} FROM users ORDER BY name")
         return [_user(r) for r in rows]
 
     async def add_token(self, token_id: str, user_name: str, token_hash: str) -> None:
@@ -327,7 +359,7 @@ class SqlStore:
 
     async def user_for_token(self, token_hash: str) -> User | None:
         rows = await self._fetch(
-            "SELECT u.name, u.role, u.password_hash, u.created_at, u.disabled FROM tokens t "
+            "SELECT u.name, u.role, u.password_hash, u.created_at, u.disabled, u.session_epoch FROM tokens t "
             "JOIN users u ON u.name = t.user_name WHERE t.token_hash = ? AND t.revoked_at IS NULL", token_hash)
         return _user(rows[0]) if rows else None
 
@@ -487,6 +519,11 @@ async def _insert_notices(conn: Conn, notices: Sequence[OutboxNotice]) -> None:
                            n.digest, json.dumps(n.context, default=str), now, float(n.due_at or now))
 
 
+async def _withdraw_approvals(conn: Conn, name: str) -> None:
+    """Approvals the account gave (in the app, or as `--by NAME` on the command line) that no release used yet."""
+    await conn.execute("DELETE FROM approval WHERE reviewer = ? OR reviewer = ?", name, f"{name} (cli)")
+
+
 def _outbox_row(row: Any) -> OutboxRow:
     return OutboxRow(id=int(row[0]), held_id=row[1], recipient=row[2], role=row[3], template=row[4], digest=row[5],
                      context=json.loads(row[6] or "{}"), created_at=float(row[7]), due_at=float(row[8]),
@@ -515,5 +552,13 @@ def _item(row: Any, with_raw: bool) -> HeldItem:
         raw=bytes(raw) if raw is not None else None)
 
 
+USER_COLUMNS = "name, role, password_hash, created_at, disabled, session_epoch"
+
+
+def _epoch() -> str:
+    return secrets.token_hex(16)
+
+
 def _user(row: Any) -> User:
-    return User(name=row[0], role=row[1], password_hash=row[2], created_at=float(row[3]), disabled=bool(row[4]))
+    return User(name=row[0], role=row[1], password_hash=row[2], created_at=float(row[3]), disabled=bool(row[4]),
+                session_epoch=row[5] or "")

@@ -28,7 +28,7 @@ from gateway.config import Settings
 from gateway.quarantine import SORTS, STATUSES, Query
 from gateway.release import Refused, ReleaseService, may
 from gateway.review import charts, render
-from gateway.review.auth import FLASH_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, Auth, Authenticator
+from gateway.review.auth import FLASH_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, Auth, Authenticator, client_bucket
 from gateway.review.request import request_page
 
 HERE = Path(__file__).parent
@@ -115,14 +115,15 @@ async def user_of(request: Request) -> Auth | None:
         return None
     if session and session.user.name == proxied.name:
         return session
-    value, csrf = c.auth.session_value(proxied.name)
+    value, csrf = c.auth.session_value(proxied)
     request.state.new_session = value
     await c.store.audit(proxied.name, "login", None, "", {"via": "proxy", "client": _client(request)})
     return Auth(proxied, csrf, "proxy")
 
 
 def _client(request: Request) -> str:
-    return request.client.host if request.client else ""
+    """The client's address (behind a trusted proxy, as `[review] client_ip_header` gives it)."""
+    return ctx(request).auth.client_address(request)
 
 
 def login_needed(request: Request) -> Response:
@@ -159,22 +160,23 @@ async def login(request: Request) -> Response:
         name = str(form.get("name", ""))[:64]
         nxt = safe_next(str(form.get("next", "/")))
         client = _client(request)
-        keys = (f"ip:{client}", f"user:{name.lower()}")
+        bucket = client_bucket(client)
         if not c.auth.login_form_ok(request, form.get("csrf")):
             error, status = "The login form expired; please try again.", 403
-        elif c.auth.throttle.blocked(*keys):
+        elif c.auth.throttle.blocked(bucket, name):
             await c.store.audit(name or "-", "login-throttled", None, "", {"client": client})
             error, status = "Too many failed logins; wait a few minutes and try again.", 429
         else:
             user = await c.store.get_user(name) if accounts.NAME.match(name) else None
             if await asyncio.to_thread(accounts.verify_password, user, str(form.get("password", ""))[:1024]):
-                c.auth.throttle.clear(f"user:{name.lower()}")
+                assert user is not None
+                c.auth.throttle.succeeded(bucket, name)
                 await c.store.audit(name, "login", None, "", {"client": client})
                 response = RedirectResponse(nxt, status_code=303)
-                c.auth.login(response, name)
+                c.auth.login(response, user)
                 response.delete_cookie(LOGIN_COOKIE, path="/")
                 return response
-            c.auth.throttle.fail(*keys)
+            c.auth.throttle.fail(bucket, name)
             await c.store.audit(name or "-", "login-failed", None, "", {"client": client})
             error, status = "Wrong name or password.", 401
     response = c.templates.TemplateResponse(request, "login.html", {
@@ -191,9 +193,9 @@ async def logout(request: Request) -> Response:
     form = await form_of(request, auth)
     if form is None:
         return csrf_failed(request, auth)
-    await ctx(request).store.audit(auth.user.name, "logout")
+    await ctx(request).store.audit(auth.user.name, "logout", None, "", {"client": _client(request)})
     response = RedirectResponse("/login", status_code=303)
-    ctx(request).auth.logout(response)
+    await ctx(request).auth.logout(response, auth.user)
     return response
 
 

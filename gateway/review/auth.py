@@ -1,10 +1,16 @@
-"""Who is asking: signed session cookies, CSRF tokens, bearer tokens, login throttling, and the
-optional trusted reverse-proxy header for single sign-on.
+"""Who is asking: signed session cookies, CSRF tokens, bearer tokens, login throttling, the client
+address behind a reverse proxy, and the optional trusted proxy header for single sign-on.
 
-The session cookie is signed (itsdangerous) and carries the user name, a CSRF token and the login
-time; it is HttpOnly, SameSite=Strict, Secure when configured, and expires after
-`[review] session_minutes`. Every request re-reads the user, so a removed or disabled account stops
-at once. Logins are throttled per client address and per name.
+The session cookie is signed (itsdangerous) and carries the user name, the account's session epoch,
+a CSRF token and the login time; it is HttpOnly, SameSite=Strict, Secure when configured, and
+expires after `[review] session_minutes`. Every request re-reads the user and compares the epoch, so
+a removed or disabled account stops at once, and logout or a password change (which replace the
+epoch) end every session of that account. A per-account epoch rather than a table of sessions: the
+user row is read on every request anyway, so the check costs nothing, there is nothing to expire or
+clean up, and every node sharing the store sees the change at once.
+
+Logins are throttled per (client, account) and per account across all clients, never per client
+alone: failures on one account never block another, however many people share an address.
 """
 
 from __future__ import annotations
@@ -36,33 +42,78 @@ class Auth:
     via: str                     # session | token | proxy
 
 
+# Guessing one account from many addresses: the account's own budget is this many times the per-address one.
+ACCOUNT_FACTOR = 10
+MAX_KEYS = 20000
+
+
 class Throttle:
-    """At most `attempts` failures per key within `window` seconds."""
+    """Login failures per (client, account) and per account within `window` seconds: at most `attempts`
+    from one client for one account, and ACCOUNT_FACTOR times that for the account from all clients."""
 
     def __init__(self, attempts: int, window: float) -> None:
         self.attempts, self.window = attempts, window
         self.failures: dict[str, deque[float]] = defaultdict(deque)
 
-    def _recent(self, key: str) -> deque[float]:
-        q = self.failures[key]
+    @staticmethod
+    def keys(client: str, name: str) -> tuple[str, str]:
+        account = name.strip().lower()
+        return f"client:{client}|user:{account}", f"user:{account}"
+
+    def _recent(self, key: str) -> int:
+        """The failures of `key` within the window (older ones are dropped; no entry is made)."""
+        q = self.failures.get(key)
         cutoff = time.monotonic() - self.window
         while q and q[0] < cutoff:
             q.popleft()
-        return q
+        return len(q) if q else 0
 
-    def blocked(self, *keys: str) -> bool:
-        return any(len(self._recent(k)) >= self.attempts for k in keys)
+    def blocked(self, client: str, name: str) -> bool:
+        pair, account = self.keys(client, name)
+        return self._recent(pair) >= self.attempts or self._recent(account) >= self.attempts * ACCOUNT_FACTOR
 
-    def fail(self, *keys: str) -> None:
-        for k in keys:
-            self._recent(k).append(time.monotonic())
-        if len(self.failures) > 10000:          # bounded memory under a spray of names
-            for k in [k for k, q in self.failures.items() if not q][:5000]:
-                del self.failures[k]
+    def fail(self, client: str, name: str) -> None:
+        for key in self.keys(client, name):
+            self._recent(key)
+            self.failures[key].append(time.monotonic())
+        if len(self.failures) > MAX_KEYS:          # bounded memory under a spray of names and addresses
+            for key in list(self.failures):
+                if not self._recent(key):
+                    del self.failures[key]
+            if len(self.failures) > MAX_KEYS // 2:       # keep the keys closest to their limit
+                keep = sorted(self.failures, key=lambda k: (len(self.failures[k]), self.failures[k][-1]))
+                for key in keep[:len(keep) - MAX_KEYS // 2]:
+                    del self.failures[key]
 
-    def clear(self, *keys: str) -> None:
-        for k in keys:
-            self.failures.pop(k, None)
+    def succeeded(self, client: str, name: str) -> None:
+        """The right password from this client: its failures for this account are forgotten (not the
+        account's total, which a guesser elsewhere would otherwise see reset)."""
+        self.failures.pop(self.keys(client, name)[0], None)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """'192.0.2.1', '192.0.2.1:5000', '2001:db8::1' or '[2001:db8::1]:5000' -> the address; else None."""
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def client_bucket(client: str) -> str:
+    """The throttle's name for a client: the address, or its /64 for IPv6 (one host holds a whole /64)."""
+    address = _address(client)
+    if address is None:
+        return client
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 class Authenticator:
@@ -77,19 +128,21 @@ class Authenticator:
 
     # --- sessions ---
 
-    def session_value(self, name: str) -> tuple[str, str]:
+    def session_value(self, user: User) -> tuple[str, str]:
         csrf = secrets.token_urlsafe(32)
-        return self.sessions.dumps({"u": name, "c": csrf, "t": time.time()}), csrf
+        return self.sessions.dumps({"u": user.name, "e": user.session_epoch, "c": csrf, "t": time.time()}), csrf
 
     def set_cookie(self, response: Response, key: str, value: str, max_age: int | None = None) -> None:
         response.set_cookie(key, value, max_age=max_age, httponly=True, samesite="strict",
                             secure=self.settings.secure_cookies, path="/")
 
-    def login(self, response: Response, name: str) -> None:
-        value, _ = self.session_value(name)
+    def login(self, response: Response, user: User) -> None:
+        value, _ = self.session_value(user)
         self.set_cookie(response, SESSION_COOKIE, value, self.settings.session_minutes * 60)
 
-    def logout(self, response: Response) -> None:
+    async def logout(self, response: Response, user: User) -> None:
+        """End every session of the account (not only this browser's cookie, which the browser may keep)."""
+        await self.store.end_sessions(user.name)
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
 
     async def from_session(self, request: Request) -> Auth | None:
@@ -100,8 +153,12 @@ class Authenticator:
             data = self.sessions.loads(value, max_age=self.settings.session_minutes * 60)
         except BadSignature:
             return None
+        if not isinstance(data, dict):
+            return None
         user = await self.store.get_user(str(data.get("u", "")))
-        if user is None or user.disabled:
+        epoch = str(data.get("e", ""))
+        if user is None or user.disabled or not user.session_epoch or \
+                not hmac.compare_digest(epoch.encode(), user.session_epoch.encode()):
             return None
         return Auth(user, str(data.get("c", "")), "session")
 
@@ -116,14 +173,32 @@ class Authenticator:
         user = await accounts.user_for_token(self.store, token.strip())
         return Auth(user, "", "token") if user else False
 
+    def _trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        return address is not None and any(address in n for n in self.proxies)
+
     def trusted_proxy(self, request: Request) -> bool:
         if not self.settings.trusted_header or request.client is None:
             return False
-        try:
-            address = ipaddress.ip_address(request.client.host)
-        except ValueError:
-            return False
-        return any(address in n for n in self.proxies)
+        return self._trusted(_address(request.client.host))
+
+    def client_address(self, request: Request) -> str:
+        """Who is at the other end: the TCP peer, or, when the peer is a trusted proxy and
+        `[review] client_ip_header` is set, the right-most address in that header that is not itself a
+        trusted proxy (the proxy appends what it saw; what the client wrote is further left)."""
+        peer = request.client.host if request.client else ""
+        header = self.settings.client_ip_header
+        if not header or not self._trusted(_address(peer)):
+            return peer
+        entries = [e for value in request.headers.getlist(header) for e in value.split(",") if e.strip()][-32:]
+        found = None
+        for entry in reversed(entries):
+            address = _address(entry)
+            if address is None:
+                break                       # past garbage nothing can be trusted
+            found = address
+            if not self._trusted(address):
+                break
+        return str(found) if found is not None else peer
 
     async def from_proxy(self, request: Request) -> User | None:
         if not self.trusted_proxy(request):
