@@ -40,7 +40,8 @@ def header_sources(*sources: HeaderSource) -> HeaderSource:
 
 
 def findings_summary(verdict: Verdict) -> str:
-    """'kind (detail), ...': the same explanation the review page, the notice and the log use."""
+    """'kind (detail; part), ...' for the X-Gateway-Findings header. The review page and the notice show
+    the same fields of each finding in their own layout; the log line carries only the kinds."""
     return ", ".join(f"{f.kind} ({f.detail}{'; ' + f.part if f.part else ''})" for f in verdict.findings)
 
 

@@ -1,8 +1,8 @@
 """The text of a message, extracted once and shared by every content detector.
 
-Detectors run concurrently; the first to ask starts the extraction (in a worker thread, off the event
-loop) and the others await the same task, so the text is built once per message however many
-detectors read it.
+The first detector to ask starts the extraction (in a worker thread, off the event loop) and any
+other that asks, before or after it finished, awaits the same task, so the text is built once per
+message however many detectors read it.
 
 The text is a tuple of `Segment`s, each with a source label ("subject", "body", "part 2: a.pdf") and a
 zone that tells detectors how to weigh it:

@@ -248,7 +248,7 @@ def test_trusted_proxy_header_is_off_by_default_and_only_from_trusted_addresses(
 
 
 def test_a_picture_finding_is_shown_only_on_request_blurred_and_audited(tmp_path, sink):
-    """Issue 11: the reviewer sees which image a finding came from, and the image only after a click,
+    """The reviewer sees which image a finding came from, and the image only after a click,
     blurred (never the original pixels); each view is audited."""
     import dataclasses
     import io
