@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 
 from gateway import mime, offload
 from gateway.config import Settings
-from gateway.detectors import REGISTRY, Detector, OptionError
+from gateway.detectors import REGISTRY
+from gateway.detectors.base import Detector, OptionError
 from gateway.model import Direction, Envelope, Finding, Mail, Verdict
 from gateway.policy import Policy, PolicyError
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
+from gateway.detectors.base import options_with_defaults
 from gateway.detectors.contentscan import CONTENT, normalise
 from gateway.detectors.lexicon import Entry, Hit, Lexicon, distinct, excerpt, parse_entries
 from gateway.model import Finding, Mail

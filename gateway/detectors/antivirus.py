@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from gateway import archives, clamd
 from gateway.config import AntivirusSettings, Settings
-from gateway.detectors import options_with_defaults
+from gateway.detectors.base import options_with_defaults
 from gateway.headers import safe_value
 from gateway.model import Finding, Mail, Verdict
 

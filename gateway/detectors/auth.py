@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from gateway import dmarc
 from gateway.authresults import NOTE, AuthResults, DkimResult
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
+from gateway.detectors.base import options_with_defaults
 from gateway.dns import DnsTempError, Resolver, ThreadBridge, make_resolver
 from gateway.model import Direction, Finding, Mail
 

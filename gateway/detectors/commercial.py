@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from gateway import offload
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
+from gateway.detectors.base import options_with_defaults
 from gateway.detectors.contentscan import CONTENT
 from gateway.detectors.lexicon import Hit, Lexicon, distinct, excerpt
 from gateway.detectors.linear import LinearModel, sigmoid

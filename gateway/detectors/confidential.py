@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from gateway import lexicon
 from gateway.config import Settings
-from gateway.detectors import OptionError, options_with_defaults
+from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
 from gateway.text import MessageText, limits_finding, message_text, off_loop_if_large
 

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import ahocorasick
 
 from gateway.config import Settings
-from gateway.detectors import OptionError, options_with_defaults
+from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.keywords import WholeWords
 from gateway.model import Finding, Mail
 from gateway.text import limits_finding, message_text, off_loop_if_large

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
+from gateway.detectors.base import options_with_defaults
 from gateway.detectors.contentscan import CONTENT
 from gateway.detectors.lexicon import Lexicon, distinct, excerpt
 from gateway.model import Finding, Mail
