@@ -33,7 +33,7 @@ from gateway import images, poppler
 from gateway.config import OcrSettings, Settings
 from gateway.images import ImageError, Picture
 from gateway.model import Mail
-from gateway.text import Segment
+from gateway.plaintext import Segment
 
 log = logging.getLogger("gateway.ocr")
 

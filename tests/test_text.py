@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import TextSettings
-from gateway.text import extract, html_text, message_text, split_body
+from gateway.plaintext import html_text
+from gateway.quoting import split_body
+from gateway.text import extract, message_text
 from tests import contentmail as cm
 
 

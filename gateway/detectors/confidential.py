@@ -19,7 +19,8 @@ from gateway import lexicon
 from gateway.config import Settings
 from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
-from gateway.text import MessageText, limits_finding, message_text, off_loop_if_large
+from gateway.plaintext import MessageText, limits_finding, off_loop_if_large
+from gateway.text import message_text
 
 DEFAULTS: dict[str, Any] = {
     "lexicon": "confidential.toml",     # relative to [policy] dir, or an absolute path

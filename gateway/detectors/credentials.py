@@ -23,8 +23,9 @@ from typing import Any, ClassVar
 from gateway.config import Settings
 from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
+from gateway.plaintext import MessageText, limits_finding, off_loop_if_large
 from gateway.prefilter import Prefilter
-from gateway.text import MessageText, limits_finding, message_text, off_loop_if_large
+from gateway.text import message_text
 
 LEVELS = {"low": 0, "medium": 1, "high": 2}
 DEFAULTS: dict[str, Any] = {

@@ -34,7 +34,8 @@ from gateway.config import Settings
 from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.keywords import WholeWords
 from gateway.model import Finding, Mail
-from gateway.text import limits_finding, message_text, off_loop_if_large
+from gateway.plaintext import limits_finding, off_loop_if_large
+from gateway.text import message_text
 
 LEVELS = {"low": 0, "medium": 1, "high": 2}
 DEFAULTS: dict[str, Any] = {
