@@ -31,6 +31,7 @@ from gateway.actions import Actions, header_sources
 from gateway.config import Settings, split_host_port
 from gateway.dataread import ByteBudget
 from gateway.detectors.antivirus import scanned_header
+from gateway.handling import Handling
 from gateway.milter.session import MilterServer
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Store, open_store
@@ -72,6 +73,10 @@ class Gateway:
         from gateway.release import ReleaseService
         return ReleaseService(self.settings, self.store, self.pipeline, self.actions)
 
+    def handling(self) -> Handling:
+        """The one message path both front ends hand their messages to (gateway/handling.py)."""
+        return Handling(self.pipeline, self.actions)
+
     def tls_context(self) -> ssl.SSLContext | None:
         smtp = self.settings.smtp
         if not smtp.tls_cert:
@@ -85,7 +90,7 @@ class Gateway:
         smtp = self.settings.smtp
         self.limiter = ConnectionLimiter(smtp.max_connections, smtp.max_connections_per_client)
         budget = ByteBudget(smtp.memory_budget)
-        handler = Handler(self.settings, self.pipeline, self.actions)
+        handler = Handler(self.settings, self.handling())
         tls = self.tls_context()
         hostname = smtp.hostname or socket.gethostname()
 
@@ -107,7 +112,7 @@ class Gateway:
         log.info("SMTP listening on %s, relaying to %s", smtp.listen, self.settings.relay.next_hop)
 
     async def start_milter(self, sock: socket.socket | None = None) -> MilterServer:
-        self.milter = MilterServer(self.settings, self.pipeline, self.actions)
+        self.milter = MilterServer(self.settings, self.handling())
         await self.milter.start(sock)
         return self.milter
 

@@ -12,7 +12,8 @@ A release:
      have before stop the release (back to held, the change shown to the reviewer, who may then
      release it knowingly);
   5. delivers the original message with the original envelope through the live delivery path
-     (Actions.relayable: our headers and finishers such as DKIM signing; relay.deliver);
+     (Actions.relayable: our headers and finishers such as DKIM signing; relay.deliver), with the
+     same log line and metrics as received mail (gateway/handling.py, front "release");
   6. marks it released (or held again for recipients still to go), or puts it back to held with
      the next hop's error.
 A crash between 3 and 6 leaves the item in `releasing`; `recover_stuck` (at start-up and on purge)
@@ -25,7 +26,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from gateway import relay
+from gateway import handling, relay
 from gateway.actions import Actions
 from gateway.config import Settings
 from gateway.model import Action, Direction, Envelope, Verdict
@@ -178,11 +179,14 @@ class ReleaseService:
             return Outcome("failed", message, await self.store.get(item.id, with_raw=False), rescan)
 
         assert item.raw is not None
+        started = time.perf_counter()
         mail = self.pipeline.mail(self._envelope(item, rcpts), item.raw, direction=Direction(item.direction),
                                   mail_id=item.id, received_at=item.received_at)
         verdict = Verdict(Action.DELIVER, item.rule, item.findings)
         message = await self.actions.relayable(mail, verdict)
         delivery = await relay.deliver(self.settings.relay, item.mail_from, rcpts, message)
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        handling.record("release", mail, verdict, str(delivery.reply), {"action": elapsed, "total": elapsed})
         refused = {r: str(reply) for r, reply in delivery.recipients.items() if not reply.ok}
         detail = {"rcpts": list(rcpts), "approvers": approvers, "rescan": rescan.as_dict(),
                   "reply": str(delivery.reply), "refused": refused}
