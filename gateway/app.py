@@ -13,6 +13,7 @@ SIGINT passes SIGTERM to every worker and waits for them to drain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -22,6 +23,7 @@ import socket
 import ssl
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from gateway.handling import Handling
 from gateway.milter.session import MilterServer
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Store, open_store
+from gateway.release import ReleaseService
 from gateway.smtp import ConnectionLimiter, GatewaySMTP, Handler
 
 log = logging.getLogger("gateway.app")
@@ -68,9 +71,8 @@ class Gateway:
             log.warning("interrupted releases back to held: %s", ", ".join(recovered))
         return gateway
 
-    def release_service(self):
+    def release_service(self) -> ReleaseService:
         """Release/delete/note/legal hold for the CLI, the review app and the API (gateway/release.py)."""
-        from gateway.release import ReleaseService
         return ReleaseService(self.settings, self.store, self.pipeline, self.actions)
 
     def handling(self) -> Handling:
@@ -143,6 +145,25 @@ class Gateway:
             await self.milter.close()
         await self.pipeline.close()
         await self.store.close()
+
+
+@contextlib.asynccontextmanager
+async def release_service_for(settings: Settings) -> AsyncIterator[ReleaseService]:
+    """A gateway's release service without its listeners, closed after (`gateway review` alone, the
+    review app in tests): gateway/review/app.py is handed this instead of building a gateway."""
+    gateway = await Gateway.create(settings)
+    try:
+        yield gateway.release_service()
+    finally:
+        await gateway.close()
+
+
+async def review_alone(settings: Settings) -> None:
+    """`gateway review`: the review app and API alone on [review] listen."""
+    from gateway.review.server import run_alone
+
+    async with release_service_for(settings) as service:
+        await run_alone(settings, service)
 
 
 def worker_count(settings: Settings) -> int:
@@ -221,7 +242,7 @@ async def serve(settings: Settings, *, smtp: bool = True, services: bool = True,
         await notifier.start()
     if services and settings.review.enabled:   # the ITSD review app and API on [review] listen (gateway/review/)
         from gateway.review.server import start as start_review
-        review = await start_review(gateway)
+        review = await start_review(settings, gateway.release_service())
     if services and settings.metrics.listen:
         metrics = await start_metrics(observability.Observer(settings, gateway.store, gateway.pipeline.detectors),
                                       settings.metrics.listen)

@@ -475,8 +475,8 @@ def cmd_users_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.review.server import run_alone
-    asyncio.run(run_alone(settings))
+    from gateway.app import review_alone
+    asyncio.run(review_alone(settings))
     return 0
 
 
