@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from gateway.context import Context
+
 if TYPE_CHECKING:
     from gateway.mime import ParsedMessage
 
@@ -69,6 +71,7 @@ class Mail:
     parsed: ParsedMessage
     direction: Direction
     received_at: float
+    context: Context = field(default_factory=Context, compare=False, repr=False)   # per-message, mutable
 
     @property
     def size(self) -> int:

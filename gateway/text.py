@@ -30,7 +30,7 @@ import time
 from dataclasses import replace
 
 from gateway import documents, offload
-from gateway.config import TextSettings
+from gateway.config import Settings, TextSettings
 from gateway.mime import Part
 from gateway.model import Mail
 from gateway.ocr import message_ocr
@@ -130,11 +130,13 @@ def _attachment_segments(part: Part, budget: _Budget) -> list[Segment]:
     return out
 
 
-async def message_text(mail: Mail, limits: TextSettings | None = None) -> MessageText:
+async def message_text(mail: Mail, settings: Settings) -> MessageText:
     """The shared extraction for this message (computed on first use; in a worker thread when the message
-    is large or has attachments, gateway/offload.py)."""
-    text = await offload.once(mail, "text", len(mail.raw), lambda: extract(mail, limits))
+    is large or has attachments, gateway/offload.py). Its limits are the pipeline's (the message's
+    context), else the caller's settings: the same for every detector, whichever asks first."""
+    settings = mail.context.settings or settings
+    text = await offload.once(mail, "text", len(mail.raw), lambda: extract(mail, settings.text))
     # Text read from images and scanned PDF pages (gateway/ocr.py, computed once per message too;
     # what OCR could not read within its limits is the `ocr` detector's unscanned.ocr_limits).
-    found = await message_ocr(mail)
+    found = await message_ocr(mail, settings)
     return replace(text, segments=text.segments + found.segments) if found.segments else text

@@ -60,7 +60,7 @@ class Confidential:
         self.labels = tuple(lexicon.normalise(x).strip().lower() for x in opts["sensitivity_labels"])
 
     async def check(self, mail: Mail) -> list[Finding]:
-        text = await message_text(mail, self.settings.text)
+        text = await message_text(mail, self.settings)
         findings = self._labels(mail, text)
         found = await off_loop_if_large(text, lambda: self.score(text))
         if found:

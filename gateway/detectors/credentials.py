@@ -119,7 +119,7 @@ class Credentials:
         _anchors()
 
     async def check(self, mail: Mail) -> list[Finding]:
-        text = await message_text(mail, self.settings.text)
+        text = await message_text(mail, self.settings)
         return await off_loop_if_large(text, lambda: self.collect(text)) + limits_finding(text, self.name)
 
     def collect(self, text: MessageText) -> list[Finding]:

@@ -213,7 +213,7 @@ class Pii:
         _keyword_finder()
 
     async def check(self, mail: Mail) -> list[Finding]:
-        text = await message_text(mail, self.settings.text)
+        text = await message_text(mail, self.settings)
 
         def scan_all() -> list[Finding]:
             matches: list[Match] = []
