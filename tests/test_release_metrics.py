@@ -35,6 +35,6 @@ async def test_a_release_is_logged_and_counted_as_a_release(gw, sink, caplog):
                  rule="outbound/malformed") == 0
     assert delta("gateway_data_replies_total", front="release", code="2xx") == 1
     assert delta("gateway_message_bytes_count") == 0                 # counted once, when it arrived
-    [line] = [r.fields for r in caplog.records if r.name == "gateway.message"]
-    assert line["front"] == "release" and line["id"] == item.id and line["reply"] == "250"
+    [line] = [r.fields for r in caplog.records if r.name == "gateway.message" and r.fields["front"] == "release"]
+    assert line["id"] == item.id and line["reply"] == "250"
     assert line["rcpt_tos"] == ["bob@example.org"] and line["rule"] == "outbound/malformed"
