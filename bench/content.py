@@ -26,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway import mime, policy
 from gateway.config import Settings
+from gateway.context import Context
 from gateway.detectors import REGISTRY
+from gateway.detectors.contentscan import ScanGroup
 from gateway.model import Direction, Envelope, Mail
 from gateway.text import extract, message_text
 
@@ -78,9 +80,14 @@ def corpus_messages(folder: Path, limit: int = 40) -> list[bytes]:
     return out
 
 
+LEXICONS = ScanGroup("content-lexicons")       # as a pipeline's: the content lexicons scanned together
+SETTINGS = Settings()
+
+
 def new_mail(raw: bytes) -> Mail:
     return Mail(id="bench", envelope=Envelope("alice@example.gov", ("bob@example.org",), "127.0.0.1"), raw=raw,
-                parsed=mime.parse(raw), direction=Direction.OUTBOUND, received_at=time.time())
+                parsed=mime.parse(raw), direction=Direction.OUTBOUND, received_at=time.time(),
+                context=Context(SETTINGS, LEXICONS))
 
 
 async def bench(name: str, messages: list[bytes], detectors: list, rounds: int) -> None:
@@ -95,9 +102,9 @@ async def bench(name: str, messages: list[bytes], detectors: list, rounds: int) 
             cpu.append((time.process_time() - start_cpu) * 1000)
             fresh = new_mail(raw)
             start = time.perf_counter()
-            extract(fresh)
+            extract(fresh, SETTINGS.text)
             extracts.append((time.perf_counter() - start) * 1000)
-            await message_text(mail)
+            await message_text(mail, SETTINGS)
             for d in detectors:
                 start = time.perf_counter()
                 await d.check(mail)
@@ -127,10 +134,13 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--corpus", type=Path)
     args = parser.parse_args()
-    settings = Settings()
+    settings = SETTINGS
     loaded = policy.load(settings)
     names = [n for n in CONTENT if n in REGISTRY]
     detectors = [REGISTRY[n](settings, loaded.detector_options.get(n, {})) for n in names]
+    for d in detectors:
+        if getattr(d, "shared_lexicon", None) is not None:
+            LEXICONS.add(d.name, d.shared_lexicon)
     print(f"content detectors: {', '.join(names)}; {args.rounds} rounds\n")
     await bench("plain text reply with quote and signature", [plain_20k()], detectors, args.rounds)
     await bench("HTML bulletin", [html_20k()], detectors, args.rounds)

@@ -1,7 +1,8 @@
 """Carry out a verdict: deliver / tag via the next hop, quarantine, reject or tempfail.
 
-Returns the SMTP reply for the client, and the promise holds here: 250 only after the next hop
-accepted the message or the quarantine committed it; our own failures answer 4xx.
+Returns the SMTP reply for the client, whichever front end received the message (every reply text
+is written here), and the promise holds here: 250 only after the next hop accepted the message or
+the quarantine committed it; our own failures answer 4xx.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from gateway import authresults, headers
 from gateway.config import Settings
 from gateway.model import Action, Direction, Mail, Verdict
 from gateway.quarantine import HeldItem, Store, StoreError
-from gateway.relay import NextHop, Reply
+from gateway.relay import Reply
 
 if TYPE_CHECKING:
+    from gateway.handling import Handoff
     from gateway.notify.plan import Planner
 
 log = logging.getLogger("gateway.actions")
@@ -41,7 +43,8 @@ def header_sources(*sources: HeaderSource) -> HeaderSource:
 
 
 def findings_summary(verdict: Verdict) -> str:
-    """'kind (detail), ...': the same explanation the review page, the notice and the log use."""
+    """'kind (detail; part), ...' for the X-Gateway-Findings header. The review page and the notice show
+    the same fields of each finding in their own layout; the log line carries only the kinds."""
     return ", ".join(f"{f.kind} ({f.detail}{'; ' + f.part if f.part else ''})" for f in verdict.findings)
 
 
@@ -79,17 +82,15 @@ class Actions:
             message = await finish(mail, verdict, message)
         return message
 
-    async def apply(self, mail: Mail, verdict: Verdict, hop: NextHop) -> str:
+    async def apply(self, mail: Mail, verdict: Verdict, handoff: Handoff) -> str:
+        """Carry out the verdict; the SMTP reply for the client, whichever front end it reached."""
         action = verdict.action
-        if action in (Action.DELIVER, Action.TAG):
-            reply = await hop.data(await self.relayable(mail, verdict))
-            return client_reply(reply, mail.id)
-        await hop.reset()
+        if action in (Action.DELIVER, Action.TAG) or (action is Action.QUARANTINE and handoff.holds):
+            return await handoff.pass_on(mail, verdict, await self.relayable(mail, verdict))
+        await handoff.drop()
         if action is Action.QUARANTINE:
             return await self.hold(mail, verdict)
-        if action is Action.REJECT:
-            return f"550 5.7.1 {headers.safe_value(verdict.reply or 'Message refused by policy', 400)}"
-        return f"451 4.7.1 {headers.safe_value(verdict.reply or 'Message deferred by policy', 400)}"
+        return refusal(verdict)
 
     async def hold(self, mail: Mail, verdict: Verdict) -> str:
         # kept for the release, which writes it again: the auth checks judge the arrival and do not re-run
@@ -107,6 +108,13 @@ class Actions:
             log.exception("quarantine write failed for %s", mail.id)
             return TEMPFAIL_INTERNAL
         return f"250 2.0.0 Ok: queued as {mail.id}"
+
+
+def refusal(verdict: Verdict) -> str:
+    """The reply to a reject or tempfail verdict: the rule's own text, or ours."""
+    if verdict.action is Action.REJECT:
+        return f"550 5.7.1 {headers.safe_value(verdict.reply or 'Message refused by policy', 400)}"
+    return f"451 4.7.1 {headers.safe_value(verdict.reply or 'Message deferred by policy', 400)}"
 
 
 def client_reply(reply: Reply, mail_id: str) -> str:

@@ -13,6 +13,7 @@ SIGINT passes SIGTERM to every worker and waits for them to drain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -22,6 +23,7 @@ import socket
 import ssl
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +33,11 @@ from gateway.actions import Actions, header_sources
 from gateway.config import Settings, split_host_port
 from gateway.dataread import ByteBudget
 from gateway.detectors.antivirus import scanned_header
+from gateway.handling import Handling
 from gateway.milter.session import MilterServer
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Store, open_store
+from gateway.release import ReleaseService
 from gateway.smtp import ConnectionLimiter, GatewaySMTP, Handler
 
 log = logging.getLogger("gateway.app")
@@ -67,10 +71,13 @@ class Gateway:
             log.warning("interrupted releases back to held: %s", ", ".join(recovered))
         return gateway
 
-    def release_service(self):
+    def release_service(self) -> ReleaseService:
         """Release/delete/note/legal hold for the CLI, the review app and the API (gateway/release.py)."""
-        from gateway.release import ReleaseService
         return ReleaseService(self.settings, self.store, self.pipeline, self.actions)
+
+    def handling(self) -> Handling:
+        """The one message path both front ends hand their messages to (gateway/handling.py)."""
+        return Handling(self.pipeline, self.actions)
 
     def tls_context(self) -> ssl.SSLContext | None:
         smtp = self.settings.smtp
@@ -85,7 +92,7 @@ class Gateway:
         smtp = self.settings.smtp
         self.limiter = ConnectionLimiter(smtp.max_connections, smtp.max_connections_per_client)
         budget = ByteBudget(smtp.memory_budget)
-        handler = Handler(self.settings, self.pipeline, self.actions)
+        handler = Handler(self.settings, self.handling())
         tls = self.tls_context()
         hostname = smtp.hostname or socket.gethostname()
 
@@ -107,7 +114,7 @@ class Gateway:
         log.info("SMTP listening on %s, relaying to %s", smtp.listen, self.settings.relay.next_hop)
 
     async def start_milter(self, sock: socket.socket | None = None) -> MilterServer:
-        self.milter = MilterServer(self.settings, self.pipeline, self.actions)
+        self.milter = MilterServer(self.settings, self.handling())
         await self.milter.start(sock)
         return self.milter
 
@@ -138,6 +145,25 @@ class Gateway:
             await self.milter.close()
         await self.pipeline.close()
         await self.store.close()
+
+
+@contextlib.asynccontextmanager
+async def release_service_for(settings: Settings) -> AsyncIterator[ReleaseService]:
+    """A gateway's release service without its listeners, closed after (`gateway review` alone, the
+    review app in tests): gateway/review/app.py is handed this instead of building a gateway."""
+    gateway = await Gateway.create(settings)
+    try:
+        yield gateway.release_service()
+    finally:
+        await gateway.close()
+
+
+async def review_alone(settings: Settings) -> None:
+    """`gateway review`: the review app and API alone on [review] listen."""
+    from gateway.review.server import run_alone
+
+    async with release_service_for(settings) as service:
+        await run_alone(settings, service)
 
 
 def worker_count(settings: Settings) -> int:
@@ -216,7 +242,7 @@ async def serve(settings: Settings, *, smtp: bool = True, services: bool = True,
         await notifier.start()
     if services and settings.review.enabled:   # the ITSD review app and API on [review] listen (gateway/review/)
         from gateway.review.server import start as start_review
-        review = await start_review(gateway)
+        review = await start_review(settings, gateway.release_service())
     if services and settings.metrics.listen:
         metrics = await start_metrics(observability.Observer(settings, gateway.store, gateway.pipeline.detectors),
                                       settings.metrics.listen)

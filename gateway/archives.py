@@ -7,7 +7,7 @@ filetype detectors check; what could not be opened becomes a `Problem` ("encrypt
 Every read is bounded: a member count, a total expanded size per attachment, an expansion ratio
 and a depth. Declared sizes are checked before anything is expanded, and actual reads stop at the
 budget even when the headers lie. The expansion of a message is done once, in a thread, and
-shared by the detectors through the parsed message's notes (like gateway.text).
+shared by the detectors through the message's context (gateway/context.py, like the text).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Sender authentication results: what the `auth` detector found, and the RFC 8601 header saying so.
 
-The detector stores one `AuthResults` per message in `mail.parsed.notes["auth"]` (the per-mail
-scratch space every detector shares); the actions' `extra_headers` hook (`extra_headers` below)
+The detector stores one `AuthResults` per message in `mail.context.auth` (gateway/context.py, a side
+output of the inspection); the actions' `extra_headers` hook (`extra_headers` below)
 turns it into ONE `Authentication-Results` header with our authserv-id. Before that, `prepare`
 removes every arriving Authentication-Results header that claims our authserv-id
 (`remove_claimed`, RFC 8601 section 5), so a sender cannot forge our verdict.
@@ -17,8 +17,6 @@ from gateway import headers
 from gateway.config import Settings
 from gateway.model import Mail, Verdict
 
-NOTE = "auth"
-RECEIVED_NOTE = "auth_received"      # a release: the value written at receipt (the checks are not run again)
 MAX_VALUE = 1900                                             # under headers.safe_value's limit: never truncated there
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~@]+")   # RFC 2045 token chars, plus '@' (RFC 8601 pvalue)
@@ -130,11 +128,10 @@ def remove_claimed(raw: bytes, authserv: str) -> bytes:
 def header_value(mail: Mail, authserv: str) -> str:
     """Our Authentication-Results value for this mail: from the auth detector's results, or on a release
     the one stored at receipt; '' when there is none."""
-    results = mail.parsed.notes.get(NOTE)
-    if isinstance(results, AuthResults):
+    results = mail.context.auth
+    if results is not None:
         return results.header_value(authserv)
-    received = mail.parsed.notes.get(RECEIVED_NOTE)
-    return received if isinstance(received, str) else ""
+    return mail.context.received_auth
 
 
 def extra_headers(settings: Settings):

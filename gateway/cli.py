@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     qlist = command("list", cmd_quarantine_list, "list held messages", qsub)
     qlist.add_argument("--json", action="store_true", help="JSON Lines")
     qlist.add_argument("--status", default=None, help="only items with this status")
-    # issue 5: the same filters as the review queue and GET /api/held
+    # the same filters as the review queue and GET /api/held
     for name in ("direction", "category", "rule", "sender", "recipient", "subject"):
         qlist.add_argument(f"--{name}", default=None, help=f"only items whose {name} matches")
     qlist.add_argument("--since", metavar="DATE", help="received on or after (ISO date or date-time, UTC)")
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mistakes", action="store_true", help="also list the misclassified messages")
     evaluate.add_argument("dir", metavar="DIR")
 
-    # issue 6: the notifier's outbox (docs/notifications.md)
+    # the notifier's outbox (docs/notifications.md)
     notices = _common(sub.add_parser("notices", help="the notifier's outbox"))
     nsub = notices.add_subparsers(dest="notices_command", required=True, metavar="ACTION")
     nstatus = command("status", cmd_notices_status, "outbox counts and the notices that raise the alert "
@@ -348,7 +348,7 @@ def cmd_quarantine_show(args: argparse.Namespace, settings: Settings) -> int:
     return _with_store(settings, body)
 
 
-# --- issue 5: release, delete, purge, users, review ----------------------------------------------------
+# --- release, delete, purge, users, review -----------------------------------------------------------
 
 def _with_gateway(settings: Settings, body: Callable) -> int:
     """Run `body(gateway)` with the store, pipeline and actions of a gateway that does not listen."""
@@ -564,13 +564,13 @@ def cmd_users_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.review.server import run_alone
-    asyncio.run(run_alone(settings))
+    from gateway.app import review_alone
+    asyncio.run(review_alone(settings))
     return 0
 
 
 
-# --- issue 6: the notifier's outbox ------------------------------------------------------------------------
+# --- the notifier's outbox -------------------------------------------------------------------------------
 
 def cmd_notices_status(args: argparse.Namespace, settings: Settings) -> int:
     async def body(store) -> int:

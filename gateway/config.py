@@ -126,7 +126,7 @@ class AntivirusSettings:
 
 @dataclass(frozen=True)
 class TextSettings:
-    """Limits of the shared text extraction for content detectors (gateway/text.py, issue 4)."""
+    """Limits of the shared text extraction for content detectors (gateway/text.py)."""
 
     max_attachment_bytes: int = 20 * 1024 * 1024   # larger attachments are not read: unscanned.text_limits
     max_body_chars: int = 2_000_000                  # one body part
@@ -244,7 +244,7 @@ class Settings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     log: LogSettings = field(default_factory=LogSettings)
     review: ReviewSettings = field(default_factory=ReviewSettings)
-    notify: NotifySettings = field(default_factory=NotifySettings)     # issue 6 (docs/notifications.md)
+    notify: NotifySettings = field(default_factory=NotifySettings)     # docs/notifications.md
     auth: AuthSettings = field(default_factory=AuthSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     milter: MilterSettings = field(default_factory=MilterSettings)

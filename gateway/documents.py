@@ -17,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 
 from gateway.config import TextSettings
+from gateway.plaintext import html_text
 
 _TEXT_NAMES = (".txt", ".csv", ".tsv", ".log", ".md", ".text", ".json", ".xml", ".ics", ".vcf")
 _OOXML = {"word/document.xml": "docx", "xl/workbook.xml": "xlsx", "ppt/presentation.xml": "pptx"}
@@ -70,7 +71,6 @@ def extract(kind: str, data: bytes, charset: str | None, limits: TextSettings, d
         return _ole_strings(data)
     text = decode(data, charset)
     if kind == "html":
-        from gateway.text import html_text
         visible, hidden = html_text(text)
         return Document("\n".join(t for t in (visible, hidden) if t))
     return Document(text)

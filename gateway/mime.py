@@ -17,7 +17,7 @@ import email.parser
 import email.policy
 import email.utils
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.encodings import IDENTITY, decode_body, embedded_blocks, encoding_readings, transfer_encoding, uuencoded
 
@@ -92,7 +92,6 @@ class ParsedMessage:
     header_bytes: int = 0
     decoded_bytes: int = 0
     limit_exceeded: str = ""            # which hard limit stopped the walk, if any
-    notes: dict[str, object] = field(default_factory=dict)
 
     @property
     def text_parts(self) -> tuple[Part, ...]:

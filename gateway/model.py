@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from gateway.context import Context
+
 if TYPE_CHECKING:
     from gateway.mime import ParsedMessage
 
@@ -79,6 +81,7 @@ class Mail:
     parsed: ParsedMessage
     direction: Direction
     received_at: float
+    context: Context = field(default_factory=Context, compare=False, repr=False)   # per-message, mutable
 
     @property
     def size(self) -> int:

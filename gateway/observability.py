@@ -4,7 +4,8 @@ Served on `[metrics] listen` (default 127.0.0.1:9025). `routes(observer)` is a p
 the review app can mount the same endpoints when both land (docs/performance.md).
 
 Recording is a few module-level hooks that any code may call (cheap, never raise):
-  message(...)            one per message, from the SMTP front end
+  message(...)            one per message handled, from gateway/handling.py (label `front`: smtp,
+                          milter, or release for a delivery from the quarantine)
   next_hop_error(stage)   relay.py, at connect / MAIL / RCPT / DATA failures
   clamd_health(up)        the clamd client, whenever it learns whether clamd answers
   clamd_scan_error(reason) the clamd client, when a scan could not be done
@@ -46,13 +47,14 @@ class _Metrics:
     def __init__(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
-        self.messages = Counter("gateway_messages", "Messages handled, by direction, verdict (action) and rule",
-                                ["direction", "verdict", "rule"])
-        self.categories = Counter("gateway_message_categories",
-                                  "Messages with at least one finding of a category", ["direction", "category"])
-        self.replies = Counter("gateway_data_replies", "Replies to DATA by class (2xx, 4xx, 5xx)", ["code"])
+        self.messages = Counter("gateway_messages", "Messages handled, by front end (smtp, milter; release for "
+                                "a delivery from the quarantine), direction, verdict (action) and rule",
+                                ["front", "direction", "verdict", "rule"])
+        self.categories = Counter("gateway_message_categories", "Messages with at least one finding of a category",
+                                  ["front", "direction", "category"])
+        self.replies = Counter("gateway_data_replies", "Replies to DATA by class (2xx, 4xx, 5xx)", ["front", "code"])
         self.stage = Histogram("gateway_stage_seconds", "Time per pipeline stage (parse, detectors, policy, "
-                               "action, total)", ["stage"], buckets=BUCKETS)
+                               "action, total)", ["front", "stage"], buckets=BUCKETS)
         self.detector = Histogram("gateway_detector_seconds", "Time per detector", ["detector"], buckets=BUCKETS)
         self.detector_errors = Counter("gateway_detector_errors", "Detector failures and timeouts (error.NAME "
                                        "findings)", ["detector"])
@@ -98,28 +100,36 @@ def _safe(func: Callable[..., None]) -> Callable[..., None]:
 
 @_safe
 def message(direction: str, verdict: str, rule: str, kinds: tuple[str, ...] | list[str],
-            timings_ms: dict[str, float], size: int, reply: str) -> None:
-    """One message handled: counters by direction/verdict/rule/category and the stage timings."""
+            timings_ms: dict[str, float], size: int, reply: str, front: str = "smtp") -> None:
+    """One message handled: counters by front/direction/verdict/rule/category and the stage timings.
+
+    A release (front "release") counts under its own label and does not add to the size or detector
+    error figures, which the message's receipt already counted."""
     m = metrics()
-    m.child(m.messages, direction, verdict, rule).inc()
+    m.child(m.messages, front, direction, verdict, rule).inc()
     for category in dict.fromkeys(k.split(".", 1)[0] for k in kinds):
-        m.child(m.categories, direction, category).inc()
-    for kind in kinds:
-        if kind.startswith("error."):
-            m.child(m.detector_errors, kind.removeprefix("error.")).inc()
-    m.child(m.replies, f"{reply[:1]}xx" if reply[:1].isdigit() else "other").inc()
-    m.size.observe(size)
+        m.child(m.categories, front, direction, category).inc()
+    if front != "release":
+        for kind in kinds:
+            if kind.startswith("error."):
+                m.child(m.detector_errors, kind.removeprefix("error.")).inc()
+        m.size.observe(size)
+    m.child(m.replies, front, _reply_class(reply)).inc()
     for name, ms in timings_ms.items():
         if name.startswith("detector."):
             m.child(m.detector, name.removeprefix("detector.")).observe(ms / 1000)
         else:
-            m.child(m.stage, name).observe(ms / 1000)
+            m.child(m.stage, front, name).observe(ms / 1000)
 
 
 @_safe
-def reply_only(reply: str) -> None:
+def reply_only(reply: str, front: str = "smtp") -> None:
     """A DATA reply without a pipeline run (internal error)."""
-    metrics().replies.labels(f"{reply[:1]}xx" if reply[:1].isdigit() else "other").inc()
+    metrics().replies.labels(front, _reply_class(reply)).inc()
+
+
+def _reply_class(reply: str) -> str:
+    return f"{reply[:1]}xx" if reply[:1].isdigit() else "other"
 
 
 @_safe

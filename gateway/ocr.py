@@ -33,7 +33,7 @@ from gateway import images, poppler
 from gateway.config import OcrSettings, Settings
 from gateway.images import ImageError, Picture
 from gateway.model import Mail
-from gateway.text import Segment
+from gateway.plaintext import Segment
 
 log = logging.getLogger("gateway.ocr")
 
@@ -43,7 +43,6 @@ os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 MIN_PAGE_TEXT = 16          # a PDF page with fewer non-blank characters in its text layer is read by OCR
 MAX_FRAMES = 100            # frames looked at in a multi-page TIFF
 MAX_TEXT = 100_000          # characters kept per page
-_NOTES_KEY = "ocr"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,18 +133,19 @@ async def ocr_segments(mail: Mail, settings: Settings) -> tuple[list[Segment], l
     return list(result.segments), [f"{label}: {why}" for label, why in result.skipped]
 
 
-async def message_ocr(mail: Mail, settings: Settings | None = None) -> OcrResult:
-    """The OCR of this message, computed once and shared (text extraction and the `ocr` detector)."""
-    notes = mail.parsed.notes
-    task = notes.get(_NOTES_KEY)
+async def message_ocr(mail: Mail, settings: Settings) -> OcrResult:
+    """The OCR of this message, computed once and shared (text extraction and the `ocr` detector), with
+    the pipeline's settings (the message's context) or else the caller's."""
+    context = mail.context
+    task = context.ocr
     if task is None:
-        settings = settings or notes.get("settings") or Settings()
+        settings = context.settings or settings
         if settings.ocr.enabled and images.may_hold_pictures(mail.parsed):
             task = asyncio.ensure_future(read_message(mail, settings.ocr))
         else:                   # most mail: nothing to read, and no task to make for it
             task = asyncio.get_running_loop().create_future()
             task.set_result(OcrResult())
-        notes[_NOTES_KEY] = task
+        context.ocr = task
     # shielded: one reader timing out must not cancel the reading the others are waiting for
     return await asyncio.shield(task)
 

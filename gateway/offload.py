@@ -36,8 +36,8 @@ def once(mail: Mail, key: str, size: int, work: Callable[[], T]) -> asyncio.Futu
     """work() on a message, done once and shared by every detector that asks for `key` (the first to
     ask starts it): in a worker thread when the message has attachments to open or `size` is large,
     else right away, with no task (a task and the wake-ups of those waiting on it cost more)."""
-    notes = mail.parsed.notes
-    future = notes.get(key)
+    context = mail.context
+    future = context.shared(key)
     if future is None:
         if mail.parsed.attachments or size >= INLINE_BYTES:
             future = asyncio.ensure_future(asyncio.to_thread(work))
@@ -47,5 +47,5 @@ def once(mail: Mail, key: str, size: int, work: Callable[[], T]) -> asyncio.Futu
                 future.set_result(work())
             except Exception as e:          # for every detector that asks: each reports error.<name>
                 future.set_exception(e)
-        notes[key] = future
+        context.share(key, future)
     return future

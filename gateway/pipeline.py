@@ -14,8 +14,12 @@ import uuid
 from dataclasses import dataclass, replace
 
 from gateway import mime, offload
+from gateway.authresults import AuthResults
 from gateway.config import Settings
-from gateway.detectors import REGISTRY, Detector, OptionError
+from gateway.context import Context
+from gateway.detectors import REGISTRY
+from gateway.detectors.base import Detector, OptionError
+from gateway.detectors.contentscan import ScanGroup
 from gateway.model import Direction, Envelope, Finding, Mail, Verdict
 from gateway.policy import Policy, PolicyError
 
@@ -46,6 +50,9 @@ class Inspection:
     mail: Mail
     verdict: Verdict
     timings: dict[str, float]          # stage or detector -> milliseconds
+    # side outputs of the detectors, for our headers (also in mail.context, where the actions read them)
+    auth: AuthResults | None = None    # sender authentication, for Authentication-Results
+    scanner_version: str = ""          # clamd's version when it scanned files, for X-Gateway-Scanned
 
 
 class Pipeline:
@@ -63,6 +70,15 @@ class Pipeline:
             except OptionError as e:
                 where = policy.option_sources.get(name, policy.sources[0] if policy.sources else "policy")
                 raise PolicyError(f"{where}: {e}") from None
+        # The content detectors' lexicons, scanned together once per message; owned by this pipeline, so
+        # that a policy reload builds new ones.
+        self.lexicons = ScanGroup("content-lexicons")
+        for detector in self.detectors:
+            lexicon = getattr(detector, "shared_lexicon", None)
+            if lexicon is not None:
+                self.lexicons.add(detector.name, lexicon)
+        if self.lexicons.members:
+            self.lexicons.prepare()
         for detector in self.detectors:
             prepare = getattr(detector, "prepare", None)
             if prepare is not None:
@@ -78,11 +94,13 @@ class Pipeline:
              mail_id: str | None = None, received_at: float | None = None) -> Mail:
         if envelope.mail_from == "<>":      # the null sender (bounces) as aiosmtpd hands it on: "" everywhere
             envelope = replace(envelope, mail_from="")
-        parsed = mime.parse(raw, self.limits)
-        parsed.notes["settings"] = self.settings     # for shared per-message work that needs them (gateway/ocr.py)
-        return Mail(id=mail_id or new_id(), envelope=envelope, raw=raw, parsed=parsed,
+        return Mail(id=mail_id or new_id(), envelope=envelope, raw=raw, parsed=mime.parse(raw, self.limits),
                     direction=direction or direction_of(self.settings, envelope),
-                    received_at=received_at or time.time())
+                    received_at=received_at or time.time(), context=self.context())
+
+    def context(self) -> Context:
+        """A new message's context: this pipeline's settings and content lexicons."""
+        return Context(settings=self.settings, lexicons=self.lexicons if self.lexicons.members else None)
 
     async def inspect(self, envelope: Envelope, raw: bytes, *, direction: Direction | None = None,
                       mail_id: str | None = None, received_at: float | None = None,
@@ -106,14 +124,14 @@ class Pipeline:
             if not holder:             # stuck in the parser: a Mail without a parsed tree, for the reply and logs
                 holder.append(Mail(id=mail_id, envelope=envelope, raw=raw, parsed=mime.parse(b"", self.limits),
                                    direction=direction or direction_of(self.settings, envelope),
-                                   received_at=received_at))
+                                   received_at=received_at, context=self.context()))
             findings = [Finding(kind="error.pipeline", detector="pipeline",
                                 detail=f"The inspection of this message did not finish within {budget:g} s")]
         mail = holder[0]
         start = time.perf_counter()
         verdict = self.policy.decide(mail.direction, findings)
         timings["policy"] = _ms(start)
-        return Inspection(mail, verdict, timings)
+        return Inspection(mail, verdict, timings, mail.context.auth, mail.context.scanner_version)
 
     async def _examine(self, envelope: Envelope, raw: bytes, direction: Direction | None, mail_id: str,
                        received_at: float, earlier: tuple[Finding, ...] | None, timings: dict[str, float],

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config import Settings
+from gateway.detectors import REGISTRY
 from gateway.model import Action, Direction, Finding, Verdict
 
 RULE_KEYS = {
@@ -126,8 +127,6 @@ class Policy:
 
 def load(settings: Settings) -> Policy:
     """The shipped default.toml from [policy] dir, then the site file over it, validated."""
-    from gateway.detectors import REGISTRY
-
     policy_dir = Path(settings.policy.dir)
     default_path = policy_dir / "default.toml"
     files = [default_path] + ([Path(settings.policy.site)] if settings.policy.site else [])

@@ -16,7 +16,8 @@ A release:
      who names it, however often a reviewer asks;
   5. delivers the original message with the original envelope through the live delivery path
      (Actions.relayable: our headers, with the Authentication-Results of its receipt and the
-     re-scan's X-Gateway-Scanned, and finishers such as DKIM signing; relay.deliver);
+     re-scan's X-Gateway-Scanned, and finishers such as DKIM signing; relay.deliver),
+     with the same log line and metrics as received mail (gateway/handling.py, front "release");
   6. marks it released (or held again for recipients still to go), or puts it back to held with
      the next hop's error.
 A crash between 3 and 6 leaves the item in `releasing`; `recover_stuck` (at start-up and on purge)
@@ -30,7 +31,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 
-from gateway import authresults, relay
+from gateway import handling, relay
 from gateway.actions import Actions
 from gateway.config import Settings
 from gateway.model import Action, Direction, Envelope, Mail, Verdict
@@ -242,10 +243,13 @@ class ReleaseService:
         # with the Authentication-Results of its receipt (the auth checks judge the arrival: not run again)
         mail = replace(scanned, envelope=replace(scanned.envelope, rcpt_tos=rcpts))
         if item.auth_results:
-            mail.parsed.notes[authresults.RECEIVED_NOTE] = item.auth_results
+            mail.context.received_auth = item.auth_results
+        started = time.perf_counter()
         verdict = Verdict(Action.DELIVER, item.rule, item.findings)
         message = await self.actions.relayable(mail, verdict)
         delivery = await relay.deliver(self.settings.relay, item.mail_from, rcpts, message)
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        handling.record("release", mail, verdict, str(delivery.reply), {"action": elapsed, "total": elapsed})
         refused = {r: str(reply) for r, reply in delivery.recipients.items() if not reply.ok}
         detail = {"rcpts": list(rcpts), "approvers": approvers, "rescan": rescan.as_dict(),
                   "reply": str(delivery.reply), "refused": refused}

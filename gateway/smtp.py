@@ -1,4 +1,4 @@
-"""The SMTP front end (aiosmtpd): relay rules at RCPT, DATA -> pipeline -> action -> reply.
+"""The SMTP front end (aiosmtpd): relay rules at RCPT, DATA -> the one message path (gateway/handling.py).
 
 The next-hop transaction opens at MAIL and each RCPT is passed through to it, so the client learns
 exactly which recipients the next hop refused. Any internal error answers 451, never 5xx, and
@@ -11,18 +11,17 @@ import asyncio
 import ipaddress
 import logging
 import re
-import time
 from collections import Counter
 
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from gateway import logs, observability
-from gateway.actions import TEMPFAIL_INTERNAL, Actions
+from gateway import observability
+from gateway.actions import TEMPFAIL_INTERNAL, client_reply
 from gateway.config import Settings
 from gateway.dataread import ByteBudget, DataState, Spool, read_data
-from gateway.model import Envelope
-from gateway.pipeline import Pipeline
+from gateway.handling import Handling
+from gateway.model import Envelope, Mail, Verdict
 from gateway.relay import NextHop
 
 log = logging.getLogger("gateway.smtp")
@@ -271,11 +270,33 @@ def parse_xforward(arg: str) -> dict[str, str]:
     return attributes
 
 
+class NextHopHandoff:
+    """The SMTP front end hands a message on to the next hop, in the transaction opened at MAIL."""
+
+    front = "smtp"
+    holds = False
+
+    def __init__(self, hop: NextHop | None) -> None:
+        self.hop = hop
+
+    async def pass_on(self, mail: Mail, verdict: Verdict, message: bytes) -> str:
+        if self.hop is None:
+            raise RuntimeError("no next-hop transaction for this message")
+        return client_reply(await self.hop.data(message), mail.id)
+
+    async def drop(self) -> None:
+        if self.hop is not None:
+            await self.hop.reset()
+
+    async def failed(self) -> None:
+        if self.hop is not None:
+            await self.hop.close()
+
+
 class Handler:
-    def __init__(self, settings: Settings, pipeline: Pipeline, actions: Actions) -> None:
+    def __init__(self, settings: Settings, handling: Handling) -> None:
         self.settings = settings
-        self.pipeline = pipeline
-        self.actions = actions
+        self.handling = handling
 
     async def handle_EHLO(self, server: SMTP, session: GatewaySession, envelope: SmtpEnvelope, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -331,35 +352,14 @@ class Handler:
         return "250 2.0.0 Ok"
 
     async def handle_DATA(self, server: SMTP, session: GatewaySession, envelope: SmtpEnvelope) -> str:
-        started = time.perf_counter()
         forwarded, session.xforward = session.xforward or {}, None       # XFORWARD lasts one transaction
         mail_envelope = Envelope(
             mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos),
             client_address=forwarded.get("ADDR") or (session.peer[0] if session.peer else ""),
             helo=forwarded.get("HELO") or session.host_name or "", smtp_utf8=envelope.smtp_utf8)
-        raw = envelope.original_content or b""
-        try:
-            inspection = await self.pipeline.inspect(mail_envelope, raw)
-            mail, verdict = inspection.mail, inspection.verdict
-            action_start = time.perf_counter()
-            reply = await self.actions.apply(mail, verdict, session.next_hop)
-        except Exception:
-            log.exception("internal error while handling a message from %s", mail_envelope.client_address)
-            if session.next_hop is not None:
-                await session.next_hop.close()
-            observability.reply_only(TEMPFAIL_INTERNAL)
-            return TEMPFAIL_INTERNAL
-        timings = dict(inspection.timings)
-        timings["action"] = round((time.perf_counter() - action_start) * 1000, 3)
-        timings["total"] = round((time.perf_counter() - started) * 1000, 3)
-        logs.message(id=mail.id, client=mail_envelope.client_address, helo=mail_envelope.helo,
-                     direction=mail.direction.value, mail_from=mail_envelope.mail_from,
-                     rcpt_tos=list(mail_envelope.rcpt_tos), size=mail.size, verdict=verdict.action.value,
-                     rule=verdict.rule, kinds=list(verdict.kinds), monitored=list(verdict.monitored),
-                     reply=reply.split(" ", 1)[0], ms=timings)
-        observability.message(mail.direction.value, verdict.action.value, verdict.rule, verdict.kinds, timings,
-                              mail.size, reply)
-        return reply
+        handled = await self.handling.handle(mail_envelope, envelope.original_content or b"",
+                                             NextHopHandoff(session.next_hop))
+        return handled.reply
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("SMTP session error: %r", error)

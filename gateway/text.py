@@ -1,8 +1,8 @@
 """The text of a message, extracted once and shared by every content detector.
 
-Detectors run concurrently; the first to ask starts the extraction (in a worker thread, off the event
-loop) and the others await the same task, so the text is built once per message however many
-detectors read it.
+The first detector to ask starts the extraction (in a worker thread, off the event loop) and any
+other that asks, before or after it finished, awaits the same task, so the text is built once per
+message however many detectors read it.
 
 The text is a tuple of `Segment`s, each with a source label ("subject", "body", "part 2: a.pdf") and a
 zone that tells detectors how to weigh it:
@@ -24,176 +24,20 @@ by the detectors as `unscanned.text_limits`.
 
 from __future__ import annotations
 
-import functools
 import html
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
-
-from selectolax.lexbor import LexborHTMLParser
+from dataclasses import replace
 
 from gateway import documents, offload
-from gateway.config import TextSettings
+from gateway.config import Settings, TextSettings
 from gateway.mime import Part
-from gateway.model import Finding, Mail
+from gateway.model import Mail
+from gateway.ocr import message_ocr
+from gateway.plaintext import MessageText, Segment, html_text, normalise
 from gateway.quoting import FORWARD_SUBJECT, split_body
 
-T = TypeVar("T")
-ZONES = ("new", "quoted", "forwarded", "disclaimer", "hidden", "metadata")
-
-_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u200e\u200f\u2060-\u2064\ufeff\u00ad\u034f\u180e]")
-_BLANKS = "[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]"
-_SPACES = re.compile(f"[\t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]{_BLANKS}*| {_BLANKS}+")   # not lone spaces
-_BLANK_LINES = re.compile(r"\n{3,}")
-_ASCII_ODD = "\x1c\x1d\x1e\x1f"     # ASCII line and blank characters that only splitlines()/strip() know
 _CRUDE_TAGS = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>|<[^>]*>")
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    source: str          # "subject", "body", "part 2: report.pdf", "part 2: report.pdf (properties)"
-    text: str
-    zone: str = "new"    # one of ZONES
-
-    @property
-    def quoted(self) -> bool:
-        """Reply quotation: text the correspondents already had."""
-        return self.zone == "quoted"
-
-    @property
-    def counts(self) -> bool:
-        """Text this message discloses: new, forwarded or attachment properties (not quotes, footers, hidden)."""
-        return self.zone in ("new", "forwarded", "metadata")
-
-
-@dataclass(frozen=True, slots=True)
-class MessageText:
-    segments: tuple[Segment, ...]
-    unscanned: tuple[str, ...] = ()     # "part 2: big.pdf: over the 20971520 byte attachment limit"
-    forward: bool = False               # the subject says this message is a forward
-    elapsed_ms: float = 0.0
-
-    @property
-    def subject(self) -> str:
-        return next((s.text for s in self.segments if s.source == "subject"), "")
-
-    def joined(self, zones: tuple[str, ...] | None = None) -> str:
-        """The text of the segments in `zones` (default: everything a reader sees, quotes included)."""
-        zones = zones or ("new", "quoted", "forwarded", "disclaimer", "metadata")
-        return "\n".join(s.text for s in self.segments if s.zone in zones)
-
-    def zone(self, *zones: str) -> tuple[Segment, ...]:
-        return tuple(s for s in self.segments if s.zone in zones)
-
-
-async def off_loop_if_large(text: MessageText, scan: Callable[[], T]) -> T:
-    """Run a detector's scan inline for typical mail (well under a millisecond), in a thread for big text."""
-    return await offload.run(sum(len(s.text) for s in text.segments), scan)
-
-
-def limits_finding(text: MessageText, detector: str) -> list[Finding]:
-    """`unscanned.text_limits` when some text could not be extracted within the limits, else []."""
-    if not text.unscanned:
-        return []
-    return [Finding(kind="unscanned.text_limits", detector=detector,
-                    detail=f"The {detector} check could not read all of the message's text: "
-                           + "; ".join(text.unscanned[:3]) + (" ..." if len(text.unscanned) > 3 else ""),
-                    evidence=tuple(text.unscanned[:5]))]
-
-
-# --- plain text ---------------------------------------------------------------------------------------
-
-def normalise(text: str) -> str:
-    """Zero-width characters removed, runs of blanks folded, blank-line runs shortened."""
-    if text.isascii() and not any(c in text for c in _ASCII_ODD):
-        # The common case, several times faster (substring tests run at memchr speed, `re` does not):
-        # no zero-width or Unicode blanks can be there, blanks need folding only where two meet or a
-        # tab/CR/FF/VT is, and lines end only at "\n" (after the fold a line begins or ends with at
-        # most one space).
-        text = text.replace("\r\n", "\n")
-        if "  " in text or any(c in text for c in "\t\r\f\v"):
-            text = _SPACES.sub(" ", text)
-        text = text.replace(" \n", "\n").replace("\n ", "\n")
-        if "\n\n\n" in text:
-            text = _BLANK_LINES.sub("\n\n", text)
-        return text.strip()
-    text = _SPACES.sub(" ", _ZERO_WIDTH.sub("", text))
-    text = "\n".join(line.strip() for line in text.splitlines())
-    return _BLANK_LINES.sub("\n\n", text).strip()
-
-
-# --- HTML -----------------------------------------------------------------------------------------------
-
-_DROP = "script, style, head, title, template, object, svg, meta, link"
-_BLOCKS = ("p, div, br, tr, li, ul, ol, table, h1, h2, h3, h4, h5, h6, blockquote, pre, hr, section, article, "
-           "header, footer, dd, dt, address, center, form, fieldset")
-_CELLS = "td, th"
-_HIDDEN_STYLE = re.compile(
-    r"(?i)(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*hidden|mso-hide\s*:\s*all"
-    r"|font-size\s*:\s*(?:0(?:\.\d+)?(?:px|pt|em|rem|%)?|1(?:px|pt|%)|0?\.[0-4]\d*(?:em|rem))\s*(?:!important)?\s*(?:;|$)"
-    r"|opacity\s*:\s*0(?:\.0+)?\s*(?:;|$)|(?:max-)?height\s*:\s*0(?:px)?\s*(?:;|$)[^\"']*overflow\s*:\s*hidden)")
-
-
-def _is_hidden(node) -> bool:
-    attrs = node.attributes
-    if "hidden" in attrs:
-        return True
-    style = attrs.get("style")
-    if not style:
-        return False
-    if len(style) > 300:        # attacker-sized: not worth a cache slot
-        return _HIDDEN_STYLE.search(style) is not None
-    return _hiding(style)
-
-
-@functools.lru_cache(maxsize=4096)
-def _hiding(style: str) -> bool:
-    """Whether a style attribute hides its element; cached, since a newsletter repeats a few styles on
-    every cell (87 look-ups per message of the benchmark's newsletter, 3 distinct styles)."""
-    return _HIDDEN_STYLE.search(style) is not None
-
-
-def _has_ancestor(node, ids: set[int]) -> bool:
-    parent = node.parent
-    while parent is not None:
-        if parent.mem_id in ids:
-            return True
-        parent = parent.parent
-    return False
-
-
-def html_to_text(markup: str) -> str:
-    """Visible text of an HTML body: scripts, styles, comments and hidden elements dropped."""
-    return html_text(markup)[0]
-
-
-def html_text(markup: str) -> tuple[str, str]:
-    """(visible text, hidden text) of an HTML document, entities decoded, blocks on their own lines."""
-    tree = LexborHTMLParser(markup)
-    for node in tree.css(_DROP):
-        node.decompose()
-    candidates = [node for node in tree.css("[style], [hidden]") if _is_hidden(node)]
-    ids = {node.mem_id for node in candidates}
-    hidden: list[str] = []
-    top = [node for node in candidates if not _has_ancestor(node, ids)]
-    for node in top:
-        hidden.append(node.text(separator=" "))
-        node.decompose()
-    for node in tree.css(_BLOCKS):
-        node.insert_after("\n")
-    for node in tree.css(_CELLS):
-        node.insert_after(" ")
-    quotes = tree.css("blockquote")
-    ids = {node.mem_id for node in quotes}
-    for node in quotes:                     # reply quotations: their lines marked as in plain-text mail
-        if not _has_ancestor(node, ids):
-            lines = node.text(separator="").split("\n")
-            node.replace_with("\n" + "\n".join("> " + line for line in lines if line.strip()) + "\n")
-    root = tree.body or tree.root
-    visible = root.text(separator="") if root is not None else ""
-    return normalise(visible), normalise("\n".join(hidden))
 
 
 # --- extraction -----------------------------------------------------------------------------------------
@@ -286,15 +130,13 @@ def _attachment_segments(part: Part, budget: _Budget) -> list[Segment]:
     return out
 
 
-async def message_text(mail: Mail, limits: TextSettings | None = None) -> MessageText:
+async def message_text(mail: Mail, settings: Settings) -> MessageText:
     """The shared extraction for this message (computed on first use; in a worker thread when the message
-    is large or has attachments, gateway/offload.py)."""
-    text = await offload.once(mail, "text", len(mail.raw), lambda: extract(mail, limits))
+    is large or has attachments, gateway/offload.py). Its limits are the pipeline's (the message's
+    context), else the caller's settings: the same for every detector, whichever asks first."""
+    settings = mail.context.settings or settings
+    text = await offload.once(mail, "text", len(mail.raw), lambda: extract(mail, settings.text))
     # Text read from images and scanned PDF pages (gateway/ocr.py, computed once per message too;
     # what OCR could not read within its limits is the `ocr` detector's unscanned.ocr_limits).
-    from dataclasses import replace
-
-    from gateway.ocr import message_ocr
-
-    found = await message_ocr(mail)
+    found = await message_ocr(mail, settings)
     return replace(text, segments=text.segments + found.segments) if found.segments else text

@@ -1,5 +1,5 @@
 """Hostile MIME: messages that hide an attachment from filters with MIME tricks that mail clients still
-decode (issue 10). Built at test time around an EICAR-bearing zip (tests.files.eicar(); the string is
+decode. Built at test time around an EICAR-bearing zip (tests.files.eicar(); the string is
 never committed), plus variants that hide a dangerous file name.
 
 `variants()` returns every `Variant`: a name (the construct), what it hides ("virus": the zip,

@@ -118,7 +118,7 @@ class ThreadedGateway:
         async def go():
             self.gateway = await Gateway.create(self.settings)
             await self.gateway.start_smtp()
-            self.review = await start(self.gateway)
+            self.review = await start(self.settings, self.gateway.release_service())
         self.thread.start()
         self._call(go())
         return self
@@ -143,3 +143,11 @@ class ThreadedGateway:
     @property
     def base_url(self) -> str:
         return f"http://{self.settings.review.listen}"
+
+
+def review_app(settings: config.Settings):
+    """The review app over a release service it opens in its lifespan (for TestClient)."""
+    from gateway.app import release_service_for
+    from gateway.review.app import create_app
+
+    return create_app(settings, release_service_for(settings))

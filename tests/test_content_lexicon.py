@@ -10,11 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.detectors.contentscan import CONTENT, normalise
+from gateway.detectors.contentscan import ScanGroup, normalise
 from gateway.detectors.lexicon import Entry, Lexicon, LexiconError, gate, parse_entries, split_first
+from gateway.model import Envelope
 from gateway.prefilter import Prefilter, widen
 from gateway.text import extract
-from tests.contentkit import detector, mail, run
+from tests.contentkit import SETTINGS, detector, mail, run
 from tests.test_chain_letter import HOAX, LUCK, PYRAMID
 from tests.test_commercial import AD, BUSINESS
 from tests.test_political import FUNDRAISING
@@ -52,17 +53,19 @@ def test_split_first_distributes_leading_alternatives():
 
 
 async def test_shared_scan_gives_each_detector_its_hits_once_per_message():
+    group = ScanGroup("content-lexicons")
     for name in NAMES:
-        detector(name)
+        group.add(name, detector(name).lexicon)
     raw = (b"From: a@example.org\r\nTo: b@example.gov\r\nSubject: offer\r\n\r\n"
            b"Order now and save 50%! Sign the petition. Forward this to 10 people. You idiot, fuck off.\r\n")
     m = mail(raw)
-    results = {name: await CONTENT.hits(m, name) for name in NAMES}
+    m.context.lexicons = group          # as the pipeline's context does
+    results = {name: await group.hits(m, name, SETTINGS) for name in NAMES}
     assert [h.entry.label for h in results["commercial"][0]][:1] == ["call_to_buy"]
     assert {h.entry.label for h in results["political"][0]} == {"petition"}
     assert "forward_request" in {h.entry.label for h in results["chain_letter"][0]}
     assert {"insult", "harassment"} <= {h.entry.label for h in results["abusive"][0]}
-    assert "content-lexicons" in m.parsed.notes       # one scan, shared
+    assert m.context.lexicon_hits is not None and m.context.lexicon_hits.done()     # one scan, shared
 
 
 def test_lexicon_errors_name_the_file_and_line():
@@ -177,10 +180,14 @@ def test_building_a_pipeline_compiles_the_lexicons_so_the_first_message_does_not
     from gateway.pipeline import Pipeline
 
     settings = config.from_dict({})
-    CONTENT.add("commercial", detector("commercial").lexicon)      # adding a member drops the compiled form
-    assert CONTENT._compiled is None
-    Pipeline(settings, policy.load(settings))
-    assert CONTENT._compiled is not None
+    group = ScanGroup("content-lexicons")
+    group.add("commercial", detector("commercial").lexicon)
+    assert group._compiled is None                 # a new member drops the compiled form; compiled on use
+    pipeline = Pipeline(settings, policy.load(settings))
+    assert pipeline.lexicons._compiled is not None
+    assert set(pipeline.lexicons.members) == {"commercial", "political", "abusive", "chain_letter"}
+    assert pipeline.mail(Envelope("a@example.gov", ("b@example.org",)), b"Subject: x\r\n\r\nhi\r\n"
+                         ).context.lexicons is pipeline.lexicons       # each pipeline its own lexicons
 
 
 @settings(max_examples=1500, deadline=None)

@@ -26,10 +26,9 @@ from gateway.config import LogSettings
 from gateway.detectors import REGISTRY
 from gateway.model import Direction, Finding
 from gateway.notify.notifier import Notifier
-from gateway.review.app import create_app
 from tests import contentkit, test_chain_letter, test_commercial, test_political
 from tests.peers import send
-from tests.review_fixtures import login
+from tests.review_fixtures import login, review_app
 
 BODY = "CONFIDENTIAL: Jane Roe SSN 536-22-8471 card 4556 7375 8689 9855"
 RAW_DIGITS = re.compile(r"536\D{0,3}22\D{0,3}8471|4556\D{0,3}7375\D{0,3}8689\D{0,3}9855|7375\D{0,3}8689")
@@ -88,7 +87,7 @@ async def test_confidential_ssn_and_card_are_masked_in_store_notices_page_api_an
 
     await accounts.add_user(gw.store, "rita", "reviewer", "rita-review-password-1")
     token = await accounts.new_token(gw.store, "rita")
-    with TestClient(create_app(gw.settings), follow_redirects=True) as client:
+    with TestClient(review_app(gw.settings), follow_redirects=True) as client:
         api = client.get(f"/api/held/{item_id}", headers={"Authorization": f"Bearer {token}"})
         assert api.status_code == 200
         no_raw(json.dumps(api.json()["findings"]), "the API")

@@ -1,4 +1,4 @@
-"""Hostile MIME (issue 10): every message of tests/hostile.py hides an EICAR zip or an .exe name behind a
+"""Hostile MIME: every message of tests/hostile.py hides an EICAR zip or an .exe name behind a
 MIME trick that mail clients still decode; none may be delivered. Ordinary mail with harmless quirks
 (a control set, and the development corpus's ham and commercial folders) still is: at most 1 % held
 for malformed or unscanned reasons.

@@ -15,8 +15,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from gateway import config
-from gateway.review.app import create_app
-from tests.review_fixtures import PASSWORDS, ThreadSink, csrf_of, login, make_site
+from tests.review_fixtures import PASSWORDS, ThreadSink, csrf_of, login, make_site, review_app
 
 PROXY = ("127.0.0.1", 40000)          # in the default [review] trusted_proxies
 OUTSIDER = ("192.0.2.9", 40000)       # not
@@ -59,7 +58,7 @@ def login_clients(site) -> list[str]:
 
 
 def test_failures_on_one_account_do_not_block_another_from_the_same_address(site):
-    with TestClient(create_app(site.settings), follow_redirects=False) as client:
+    with TestClient(review_app(site.settings), follow_redirects=False) as client:
         fail_five_times(client, "rita")
         assert attempt(client, "ada") == 303
         assert attempt(client, "rolf") == 303
@@ -70,7 +69,7 @@ def test_failures_on_one_account_do_not_block_another_from_the_same_address(site
 
 def test_behind_a_trusted_proxy_each_forwarded_address_has_its_own_budget(proxied_site):
     site = proxied_site
-    with TestClient(create_app(site.settings), client=PROXY, follow_redirects=False) as client:
+    with TestClient(review_app(site.settings), client=PROXY, follow_redirects=False) as client:
         fail_five_times(client, "rita", "198.51.100.7")
         assert attempt(client, "rita", None, "198.51.100.8") == 303         # rita at her own desk
         assert attempt(client, "ada", None, "198.51.100.7") == 303          # another account, same address
@@ -83,7 +82,7 @@ def test_the_proxys_own_entry_counts_not_what_the_client_prepended(proxied_site)
     """X-Forwarded-For grows to the right: the proxy appends the address it saw, so a client who writes its
     own X-Forwarded-For only changes the entries on the left, which are ignored."""
     site = proxied_site
-    with TestClient(create_app(site.settings), client=PROXY, follow_redirects=False) as client:
+    with TestClient(review_app(site.settings), client=PROXY, follow_redirects=False) as client:
         for n in range(5):
             assert attempt(client, "rita", "wrong password", f"10.9.9.{n}, 198.51.100.7") == 401
         assert attempt(client, "rita", None, "10.9.9.99, 198.51.100.7") == 429
@@ -93,7 +92,7 @@ def test_the_proxys_own_entry_counts_not_what_the_client_prepended(proxied_site)
 
 def test_ipv6_clients_are_counted_per_64_network(proxied_site):
     site = proxied_site
-    with TestClient(create_app(site.settings), client=PROXY, follow_redirects=False) as client:
+    with TestClient(review_app(site.settings), client=PROXY, follow_redirects=False) as client:
         for n in range(5):
             assert attempt(client, "rita", "wrong password", f"2001:db8:1:2::{n + 1}") == 401
         assert attempt(client, "rita", None, "2001:db8:1:2:ffff::9") == 429
@@ -102,7 +101,7 @@ def test_ipv6_clients_are_counted_per_64_network(proxied_site):
 
 def test_an_untrusted_peers_header_is_ignored(proxied_site):
     site = proxied_site
-    with TestClient(create_app(site.settings), client=OUTSIDER, follow_redirects=False) as client:
+    with TestClient(review_app(site.settings), client=OUTSIDER, follow_redirects=False) as client:
         for n in range(5):
             assert attempt(client, "rita", "wrong password", f"198.51.100.{n}") == 401
         assert attempt(client, "rita", None, "198.51.100.200") == 429       # the header changes nothing
@@ -111,7 +110,7 @@ def test_an_untrusted_peers_header_is_ignored(proxied_site):
 
 
 def test_without_client_ip_header_a_trusted_proxy_is_the_client(site):
-    with TestClient(create_app(site.settings), client=PROXY, follow_redirects=False) as client:
+    with TestClient(review_app(site.settings), client=PROXY, follow_redirects=False) as client:
         for n in range(5):
             assert attempt(client, "rita", "wrong password", f"198.51.100.{n}") == 401
         assert attempt(client, "rita", None, "198.51.100.200") == 429
@@ -122,7 +121,7 @@ def test_an_account_is_throttled_across_many_addresses(proxied_site):
     """Guessing one account's password from many addresses meets a budget of its own (ten times the
     per-address one); other accounts are not affected."""
     site = proxied_site
-    with TestClient(create_app(site.settings), client=PROXY, follow_redirects=False) as client:
+    with TestClient(review_app(site.settings), client=PROXY, follow_redirects=False) as client:
         for n in range(50):
             assert attempt(client, "rita", "wrong password", f"203.0.113.{n // 5}") == 401
         assert attempt(client, "rita", None, "198.51.100.8") == 429
@@ -150,7 +149,7 @@ class Served:
 
         from gateway.review.server import server
 
-        self.server = server(create_app(settings), settings)
+        self.server = server(review_app(settings), settings)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
         self.url = f"http://{settings.review.listen}"
 

@@ -32,10 +32,9 @@ from gateway.notify.notifier import Notifier
 from gateway.notify.plan import held_context
 from gateway.notify.tokens import make_token, read_token
 from gateway.quarantine import OutboxNotice, StoreError, User
-from gateway.review.app import create_app
 from tests.peers import free_port, send
 from tests.quarantine_fixtures import PgDatabase, held_item, opened
-from tests.review_fixtures import ThreadSink, csrf_of, login, make_site
+from tests.review_fixtures import ThreadSink, csrf_of, login, make_site, review_app
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN = User("ada", "admin")
@@ -348,7 +347,7 @@ def request_csrf(html: str) -> str:
 def test_release_request_with_justification_reaches_the_queue_and_the_decision_the_sender(site):
     item, other = site.items["asked"], site.items["other"]
     url = f"/request/{make_token(REVIEW_SECRET, item.id, 'alice@example.gov')}"
-    with TestClient(create_app(site.settings), follow_redirects=True) as client:
+    with TestClient(review_app(site.settings), follow_redirects=True) as client:
         assert client.get("/request/not-a-token").status_code == 404
         assert client.get(f"/request/{make_token(REVIEW_SECRET, item.id, 'bob@example.org')}").status_code == 404
         assert client.get(f"/request/{make_token('another-key', item.id, 'alice@example.gov')}").status_code == 404
@@ -388,7 +387,7 @@ def test_the_sender_can_withdraw_and_a_reviewer_can_answer(site):
     url = f"/request/{make_token(REVIEW_SECRET, item.id, 'alice@example.gov')}"
     asked = site.items["other"]
     asked_url = f"/request/{make_token(REVIEW_SECRET, asked.id, 'alice@example.gov')}"
-    with TestClient(create_app(site.settings), follow_redirects=True) as client:
+    with TestClient(review_app(site.settings), follow_redirects=True) as client:
         csrf = request_csrf(client.get(url).text)
         done = client.post(url, data={"csrf": csrf, "action": "withdraw"})
         assert "withdrawn" in done.text and 'id="request-form"' not in done.text
@@ -411,7 +410,7 @@ def test_failing_notices_raise_the_alert_on_the_dashboard_and_the_api(site):
         [row] = await store.claim_notices("test", limit=10, lease_seconds=60)
         await store.notices_retry([row.id], "550 5.1.1 No such user here", None)
     site.run(failing)
-    with TestClient(create_app(site.settings), follow_redirects=True) as client:
+    with TestClient(review_app(site.settings), follow_redirects=True) as client:
         assert client.get("/api/notices").status_code == 401
         stats = client.get("/api/notices", headers={"Authorization": f"Bearer {site.tokens['rita']}"}).json()
         assert stats == {"pending": 0, "failing": 0, "failed": 1, "alert": 1}

@@ -254,12 +254,14 @@ async def test_metrics_after_a_few_messages(observed, sink):
     def delta(name: str, **labels: str) -> float:
         return (_sample(after, name, **labels) or 0.0) - (_sample(before, name, **labels) or 0.0)
 
-    assert delta("gateway_messages_total", direction="outbound", verdict="deliver", rule="outbound/default") == 2
-    assert delta("gateway_messages_total", direction="outbound", verdict="quarantine", rule="outbound/malformed") == 1
-    assert delta("gateway_message_categories_total", direction="outbound", category="malformed") == 1
-    assert delta("gateway_data_replies_total", code="2xx") == 3
-    assert delta("gateway_stage_seconds_count", stage="parse") == 3
-    assert delta("gateway_stage_seconds_count", stage="total") == 3
+    assert delta("gateway_messages_total", front="smtp", direction="outbound", verdict="deliver",
+                 rule="outbound/default") == 2
+    assert delta("gateway_messages_total", front="smtp", direction="outbound", verdict="quarantine",
+                 rule="outbound/malformed") == 1
+    assert delta("gateway_message_categories_total", front="smtp", direction="outbound", category="malformed") == 1
+    assert delta("gateway_data_replies_total", front="smtp", code="2xx") == 3
+    assert delta("gateway_stage_seconds_count", front="smtp", stage="parse") == 3
+    assert delta("gateway_stage_seconds_count", front="smtp", stage="total") == 3
     assert delta("gateway_detector_seconds_count", detector="mime") == 3
     assert _sample(after, "gateway_quarantine_items") == 1
     assert 0 <= _sample(after, "gateway_quarantine_oldest_age_seconds") < 60
@@ -394,7 +396,7 @@ async def test_two_workers_accept_and_relay(workers):
     assert len(worker_pids) == 2, worker_pids        # each worker process handled messages
     async with httpx.AsyncClient() as http:
         text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
-    assert _sample(text, "gateway_messages_total", direction="outbound", verdict="deliver",
+    assert _sample(text, "gateway_messages_total", front="smtp", direction="outbound", verdict="deliver",
                    rule="outbound/default") == 30      # the supervisor adds up both workers
     process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(process.wait, 30) == 0

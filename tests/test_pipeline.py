@@ -142,15 +142,15 @@ async def test_small_work_runs_inline_and_large_work_in_a_thread():
     assert await offload.run(100, threading.get_ident, inline_below=50) != here
     # Attachments are opened in a thread whatever their size (unar, pypdf, oletools cost what the file holds).
     plain = cm.mail(cm.message("A short note."))
-    shared = offload.once(plain, "work", 10, threading.get_ident)
+    shared = offload.once(plain, "text", 10, threading.get_ident)
     assert shared.done() and await shared == here          # done at once, no task
-    assert offload.once(plain, "work", 10, lambda: 1 / 0) is shared     # once per message and key
-    assert await offload.once(plain, "big", offload.INLINE_BYTES, threading.get_ident) != here
+    assert offload.once(plain, "text", 10, lambda: 1 / 0) is shared     # once per message and key
+    assert await offload.once(plain, "archives", offload.INLINE_BYTES, threading.get_ident) != here
     empty_zip = b"PK\x05\x06" + bytes(18)
     attached = cm.mail(cm.message("See the file.", attachments=(("a.zip", "application/zip", empty_zip),)))
     assert attached.parsed.attachments
-    assert await offload.once(attached, "work", 10, threading.get_ident) != here
-    failed = offload.once(cm.mail(cm.message("x")), "work", 10, lambda: 1 / 0)     # every asker gets the error
+    assert await offload.once(attached, "text", 10, threading.get_ident) != here
+    failed = offload.once(cm.mail(cm.message("x")), "text", 10, lambda: 1 / 0)     # every asker gets the error
     for _ in range(2):
         with pytest.raises(ZeroDivisionError):
             await failed

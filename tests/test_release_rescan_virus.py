@@ -21,13 +21,12 @@ from gateway.model import Direction
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Query, User
 from gateway.release import Refused, ReleaseService, may
-from gateway.review.app import create_app
 from tests import files
 from tests.clamav import FOUND
 from tests.conftest import make_settings
 from tests.quarantine_fixtures import held_item, opened, store_url
 from tests.release_fixtures import make_release_site
-from tests.review_fixtures import ThreadSink, csrf_of, login
+from tests.review_fixtures import ThreadSink, csrf_of, login, review_app
 
 REVIEWER = User("rita", "reviewer")
 ADMIN = User("ada", "admin")
@@ -70,7 +69,7 @@ def virus_findings(findings: list[dict]) -> list[dict]:
 
 
 def test_api_release_twice_never_delivers_the_virus(site, held, sink):
-    with TestClient(create_app(site.settings), follow_redirects=True) as client:
+    with TestClient(review_app(site.settings), follow_redirects=True) as client:
         url = f"/api/held/{held.id}/release"
         first = client.post(url, json={"reason": "the scanner was down"}, headers=bearer(site, "rita"))
         assert first.status_code == 409 and "virus" in first.json()["rescan"]["added"]
@@ -106,7 +105,7 @@ def test_api_release_twice_never_delivers_the_virus(site, held, sink):
 
 
 def test_page_shows_the_recorded_virus_and_asks_the_admin_to_name_it(site, held, sink):
-    app = create_app(site.settings)
+    app = review_app(site.settings)
     with TestClient(app, follow_redirects=True) as client:
         assert login(client, "rita").status_code == 200
         page = client.get(f"/held/{held.id}")
@@ -136,7 +135,7 @@ def test_page_shows_the_recorded_virus_and_asks_the_admin_to_name_it(site, held,
 
 
 def test_a_rescan_from_the_page_records_the_virus(site, held, sink):
-    with TestClient(create_app(site.settings), follow_redirects=True) as client:
+    with TestClient(review_app(site.settings), follow_redirects=True) as client:
         assert login(client, "rita").status_code == 200
         page = client.get(f"/held/{held.id}", params={"rescan": "1"})
         assert 'id="rescan-findings"' in page.text and FOUND in page.text

@@ -14,9 +14,8 @@ with warnings.catch_warnings():
 
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from gateway.review.app import create_app
 from tests.quarantine_fixtures import VIRUS, held_item
-from tests.review_fixtures import ThreadSink, csrf_of, login, make_site
+from tests.review_fixtures import ThreadSink, csrf_of, login, make_site, review_app
 
 XSS_SUBJECT = '<script>alert("subject")</script>'
 XSS_FILE = '"><img src=x onerror=alert(1)>.pdf'
@@ -53,7 +52,7 @@ def site(tmp_path, sink):
 
 @pytest.fixture
 def client(site):
-    with TestClient(create_app(site.settings), follow_redirects=True) as c:
+    with TestClient(review_app(site.settings), follow_redirects=True) as c:
         yield c
 
 
@@ -239,19 +238,19 @@ def test_dashboard_shows_chart_rules_and_senders(client, site):
 
 def test_trusted_proxy_header_is_off_by_default_and_only_from_trusted_addresses(tmp_path, sink):
     site = make_site(tmp_path, sink, {}, trusted_header="X-Remote-User")
-    with TestClient(create_app(site.settings), client=("127.0.0.1", 5000)) as proxied:
+    with TestClient(review_app(site.settings), client=("127.0.0.1", 5000)) as proxied:
         r = proxied.get("/", headers={"X-Remote-User": "rita"}, follow_redirects=False)
         assert r.status_code == 200 and "rita (reviewer)" in r.text
         assert proxied.get("/", headers={"X-Remote-User": "nobody"}, follow_redirects=False).status_code == 303
-    with TestClient(create_app(site.settings), client=("192.0.2.9", 5000)) as outside:
+    with TestClient(review_app(site.settings), client=("192.0.2.9", 5000)) as outside:
         assert outside.get("/", headers={"X-Remote-User": "rita"}, follow_redirects=False).status_code == 303
     site2 = make_site(tmp_path / "b", sink, {})
-    with TestClient(create_app(site2.settings), client=("127.0.0.1", 5000)) as default:
+    with TestClient(review_app(site2.settings), client=("127.0.0.1", 5000)) as default:
         assert default.get("/", headers={"X-Remote-User": "rita"}, follow_redirects=False).status_code == 303
 
 
 def test_a_picture_finding_is_shown_only_on_request_blurred_and_audited(tmp_path, sink):
-    """Issue 11: the reviewer sees which image a finding came from, and the image only after a click,
+    """The reviewer sees which image a finding came from, and the image only after a click,
     blurred (never the original pixels); each view is audited."""
     import dataclasses
     import io
@@ -278,7 +277,7 @@ def test_a_picture_finding_is_shown_only_on_request_blurred_and_audited(tmp_path
         kind="adult_content.image", detector="adult_content", detail="Image scored 0.93 (threshold 0.80)",
         part="part 2: photo.png", score=0.93),))
     site = make_site(tmp_path, sink, {"photo": item})
-    with TestClient(create_app(site.settings), follow_redirects=True) as client:
+    with TestClient(review_app(site.settings), follow_redirects=True) as client:
         assert client.get(f"/held/{item.id}/picture", params={"part": "part 2: photo.png"}).status_code == 401
         login(client, "rita")
         page = client.get(f"/held/{item.id}")

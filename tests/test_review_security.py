@@ -14,9 +14,8 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from gateway.model import Finding
-from gateway.review.app import create_app
 from tests.quarantine_fixtures import held_item
-from tests.review_fixtures import ThreadSink, csrf_of, login, make_site
+from tests.review_fixtures import ThreadSink, csrf_of, login, make_site, review_app
 
 XSS = '<script>alert(1)</script>'
 ATTR = '"><img src=x onerror=alert(2)>'
@@ -54,7 +53,7 @@ def site(tmp_path, sink):
 
 @pytest.fixture
 def client(site):
-    with TestClient(create_app(site.settings), follow_redirects=False) as c:
+    with TestClient(review_app(site.settings), follow_redirects=False) as c:
         yield c
 
 
@@ -113,7 +112,7 @@ def test_every_state_changing_post_needs_the_right_csrf_token(client, site, toke
 
 
 def test_another_users_csrf_token_does_not_work(client, site):
-    other = TestClient(create_app(site.settings), follow_redirects=False)
+    other = TestClient(review_app(site.settings), follow_redirects=False)
     with other:
         follow_login(other, "rolf")
         rolf_csrf = csrf_of(other.get("/").text)
@@ -127,7 +126,7 @@ def test_another_users_csrf_token_does_not_work(client, site):
 
 def test_a_session_cookie_set_before_login_does_not_survive_login(client, site):
     # An attacker's own valid session, planted in the victim's browser, and a made-up value.
-    attacker = TestClient(create_app(site.settings), follow_redirects=False)
+    attacker = TestClient(review_app(site.settings), follow_redirects=False)
     with attacker:
         follow_login(attacker, "rolf")
         planted = attacker.cookies.get("gw_session")

@@ -17,10 +17,9 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from gateway import accounts, cli, config
-from gateway.review.app import create_app
 from tests.peers import free_port
 from tests.quarantine_fixtures import PgDatabase, held_item, opened, store_url
-from tests.review_fixtures import PASSWORDS, ROLES, Site, ThreadSink, csrf_of, login
+from tests.review_fixtures import PASSWORDS, ROLES, Site, ThreadSink, csrf_of, login, review_app
 
 NEW_PASSWORD = "a-brand-new-password"
 
@@ -62,7 +61,7 @@ def site(request, tmp_path, sink):
 
 @pytest.fixture
 def app(site):
-    with TestClient(create_app(site.settings), follow_redirects=False) as c:
+    with TestClient(review_app(site.settings), follow_redirects=False) as c:
         yield c
 
 
@@ -237,7 +236,7 @@ def test_a_proxy_login_session_ends_when_the_account_is_disabled(tmp_path, sink,
         "review": {"secret_key": "k" * 32, "trusted_header": "X-Remote-User"}}, source="<test>")
     site = Site(settings, url, sink)
     site.run(lambda s: accounts.add_user(s, "rita", "reviewer", PASSWORDS["rita"]))
-    with TestClient(create_app(settings), client=("127.0.0.1", 5000), follow_redirects=False) as c:
+    with TestClient(review_app(settings), client=("127.0.0.1", 5000), follow_redirects=False) as c:
         r = c.get("/", headers={"X-Remote-User": "rita"})
         assert r.status_code == 200
         cookie = c.cookies.get("gw_session")

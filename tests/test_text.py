@@ -8,8 +8,10 @@ import zipfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import TextSettings
-from gateway.text import extract, html_text, message_text, split_body
+from gateway.config import Settings, TextSettings
+from gateway.plaintext import html_text
+from gateway.quoting import split_body
+from gateway.text import extract, message_text
 from tests import contentmail as cm
 
 
@@ -160,8 +162,8 @@ def test_zip_bomb_members_are_not_unpacked():
 
 async def test_text_is_extracted_once_per_message():
     m = cm.mail(cm.message("hello"))
-    first = await message_text(m)
-    second = await message_text(m)
+    first = await message_text(m, Settings())
+    second = await message_text(m, Settings())
     assert first is second
     assert first.subject == "Note"
 

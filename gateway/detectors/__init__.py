@@ -1,90 +1,45 @@
-"""The Detector protocol and the explicit registry: a detector that is not listed here does not exist.
+"""The explicit registry: a detector that is not listed here does not exist.
 
-A detector is built once per policy load with the settings and its own `[detectors.<name>]` options
-from the policy, and then checks many messages. `check` returns [] when clean and raises when it
-could not check; the pipeline turns that into `error.<name>`, never a pass.
+The Detector protocol and option checking are in gateway/detectors/base.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol
+from gateway.detectors.abusive import Abusive
+from gateway.detectors.adult_content import AdultContent
+from gateway.detectors.antivirus import Antivirus
+from gateway.detectors.auth import Auth
+from gateway.detectors.base import Detector, OptionError, options_with_defaults
+from gateway.detectors.chain_letter import ChainLetter
+from gateway.detectors.commercial import Commercial
+from gateway.detectors.confidential import Confidential
+from gateway.detectors.credentials import Credentials
+from gateway.detectors.external_email import ExternalEmail
+from gateway.detectors.filetype import FileType
+from gateway.detectors.mime import MimeStructure
+from gateway.detectors.ocr import Ocr
+from gateway.detectors.pii import Pii
+from gateway.detectors.political import Political
+from gateway.detectors.size import Size
+from gateway.detectors.social_login import SocialLogin
 
-from gateway.config import Settings
-from gateway.model import Finding, Mail
+__all__ = ["REGISTRY", "Detector", "OptionError", "options_with_defaults"]
 
-
-class Detector(Protocol):
-    name: ClassVar[str]
-    kinds: ClassVar[frozenset[str]]     # what it can report, as globs ("malformed.*"); error.<name> is implied
-
-    # Optional: `rescan: ClassVar[bool] = False` for detectors that judge how a message arrived
-    # (sender authentication); a release re-scan keeps their findings from receipt.
-    # Optional: `waits: ClassVar[bool] = True` for detectors that wait on something else (clamd, DNS, a
-    # child process, a worker thread): they run as concurrent tasks, the others in turn (gateway/pipeline.py).
-    # Optional: `prepare()`, one-time work (compiling) that the pipeline runs when it is built, so that
-    # the first message does not wait for it.
-
-    def __init__(self, settings: Settings, options: Mapping[str, Any]) -> None: ...
-
-    async def check(self, mail: Mail) -> list[Finding]: ...
-
-
-class OptionError(ValueError):
-    """A detector option in the policy that is unknown or has the wrong type."""
-
-
-def options_with_defaults(name: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge policy options over a detector's defaults, refusing unknown keys and wrong types."""
-    merged = dict(defaults)
-    for key, value in options.items():
-        if key not in defaults:
-            raise OptionError(f"detector {name!r}: unknown option {key!r} (known: {', '.join(defaults)})")
-        expected = type(defaults[key])
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise OptionError(f"detector {name!r}: option {key!r} must be {expected.__name__}")
-        merged[key] = value
-    return merged
-
-
-def _registry() -> dict[str, type[Detector]]:
-    from gateway.detectors.abusive import Abusive
-    from gateway.detectors.adult_content import AdultContent
-    from gateway.detectors.antivirus import Antivirus
-    from gateway.detectors.auth import Auth
-    from gateway.detectors.chain_letter import ChainLetter
-    from gateway.detectors.commercial import Commercial
-    from gateway.detectors.confidential import Confidential
-    from gateway.detectors.credentials import Credentials
-    from gateway.detectors.external_email import ExternalEmail
-    from gateway.detectors.filetype import FileType
-    from gateway.detectors.mime import MimeStructure
-    from gateway.detectors.ocr import Ocr
-    from gateway.detectors.pii import Pii
-    from gateway.detectors.political import Political
-    from gateway.detectors.size import Size
-    from gateway.detectors.social_login import SocialLogin
-
-    return {
-        "size": Size,
-        "mime": MimeStructure,
-        "auth": Auth,
-        "antivirus": Antivirus,
-        "filetype": FileType,
-        "confidential": Confidential,
-        "pii": Pii,
-        "credentials": Credentials,
-        "ocr": Ocr,
-        "adult_content": AdultContent,
-        "commercial": Commercial,
-        "political": Political,
-        "abusive": Abusive,
-        "chain_letter": ChainLetter,
-        "social_login": SocialLogin,
-        "external_email": ExternalEmail,
-    }
-
-
-REGISTRY: dict[str, type[Detector]] = _registry()
+REGISTRY: dict[str, type[Detector]] = {
+    "size": Size,
+    "mime": MimeStructure,
+    "auth": Auth,
+    "antivirus": Antivirus,
+    "filetype": FileType,
+    "confidential": Confidential,
+    "pii": Pii,
+    "credentials": Credentials,
+    "ocr": Ocr,
+    "adult_content": AdultContent,
+    "commercial": Commercial,
+    "political": Political,
+    "abusive": Abusive,
+    "chain_letter": ChainLetter,
+    "social_login": SocialLogin,
+    "external_email": ExternalEmail,
+}

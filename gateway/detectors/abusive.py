@@ -8,7 +8,7 @@ The lexicon (policies/lexicons/abusive.txt) is compiled into a regular expressio
 obfuscation: repeated letters, masked letters (f*ck); the shared normalisation (contentscan.normalise)
 reads l33t (b1tch, a$$) and joins spaced or dotted letters (f u c k, s.h.i.t). Words only match whole,
 so "Scunthorpe", "Essex" and "assassin" stay clean. It is scanned together with the other content
-lexicons in one pass (contentscan.CONTENT).
+lexicons in one pass (the pipeline's contentscan.ScanGroup).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
-from gateway.detectors.contentscan import CONTENT, normalise
+from gateway.detectors.base import options_with_defaults
+from gateway.detectors.contentscan import group_for, normalise, own_group
 from gateway.detectors.lexicon import Entry, Hit, Lexicon, distinct, excerpt, parse_entries
 from gateway.model import Finding, Mail
 
@@ -81,10 +81,9 @@ class Abusive:
         self.max_chars = opts["max_chars"]
         self.short_words = max(1, opts["short_words"])
         self.lexicon = compile_lexicon(Path(settings.policy.dir) / opts["lexicon"])
-        CONTENT.add(self.name, self.lexicon)
-
-    def prepare(self) -> None:
-        CONTENT.prepare()
+        self.settings = settings
+        self.shared_lexicon = self.lexicon       # the pipeline scans it with the other content lexicons
+        self.own_lexicons = own_group(self.name, self.lexicon)
 
     def score(self, hits: list[Hit], norm: str) -> tuple[float, list[Hit]]:
         """Phrases count fully, words by density (see the lexicon's header)."""
@@ -99,7 +98,7 @@ class Abusive:
         return words + phrases, hits
 
     async def check(self, mail: Mail) -> list[Finding]:
-        found, norm = await CONTENT.hits(mail, self.name)
+        found, norm = await group_for(mail, self.name, self.own_lexicons).hits(mail, self.name, self.settings)
         score, hits = self.score([h for h in found if h.start < self.max_chars and not h.quoted], norm)
         if score < self.threshold:
             return []

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from gateway import adult_models, images
 from gateway.config import Settings
-from gateway.detectors import OptionError, options_with_defaults
+from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.images import ImageError, Picture
 from gateway.model import Finding, Mail
 

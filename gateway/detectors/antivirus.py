@@ -19,14 +19,13 @@ from typing import Any, ClassVar
 
 from gateway import archives, clamd
 from gateway.config import AntivirusSettings, Settings
-from gateway.detectors import options_with_defaults
+from gateway.detectors.base import options_with_defaults
 from gateway.headers import safe_value
 from gateway.model import Finding, Mail, Verdict
 
 log = logging.getLogger("gateway.antivirus")
 
 DEFAULTS = {"scan_whole_message": True}
-VERSION_NOTE = "antivirus.version"
 WHOLE = "whole message"
 # clamd's heuristic "signatures" that mean "could not look", not "found something".
 HEURISTIC_KINDS = (("Heuristics.Limits.Exceeded", "limits_exceeded"), ("Heuristics.Encrypted.", "encrypted"))
@@ -115,7 +114,7 @@ class Antivirus:
                     continue    # the whole-message scan only adds what the file scans missed
                 findings.append(finding)
         if isinstance(version, str) and version and files:
-            mail.parsed.notes[VERSION_NOTE] = version
+            mail.context.scanner_version = version
         return findings
 
     def explain(self, label: str, name: str, result: object) -> list[Finding]:
@@ -162,7 +161,7 @@ class Antivirus:
 
 def scanned_header(mail: Mail, verdict: Verdict) -> list[tuple[str, str]]:
     """X-Gateway-Scanned on relayed messages that had files: which scanner, which signatures."""
-    version = mail.parsed.notes.get(VERSION_NOTE)
+    version = mail.context.scanner_version
     if version and mail.parsed.attachments:
         return [("X-Gateway-Scanned", str(version))]
     return []

@@ -5,7 +5,7 @@ Runs only on inbound mail. DKIM (dkimpy: every signature, up to `[auth] max_sign
 look-ups go through the configured asynchronous resolver on the event loop (gateway.dns).
 DMARC (gateway.dmarc) then combines the results with the From domains.
 
-The results go to `mail.parsed.notes["auth"]` for the Authentication-Results header
+The results go to `mail.context.auth` for the Authentication-Results header
 (gateway.authresults); the findings are for the policy:
 - auth.dkim_fail      a DKIM signature failed to verify (body or header changed, wrong key) and none passed
 - auth.dmarc_fail     the From domain publishes p=quarantine or p=reject and the message fails DMARC
@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from gateway import dmarc
-from gateway.authresults import NOTE, AuthResults, DkimResult
+from gateway.authresults import AuthResults, DkimResult
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
+from gateway.detectors.base import options_with_defaults
 from gateway.dns import DnsTempError, Resolver, ThreadBridge, make_resolver
 from gateway.model import Direction, Finding, Mail
 
@@ -186,7 +186,7 @@ class Auth:
         spf_pass = spf_domain if spf_result == "pass" else None
         from_domains = self.from_domains(mail)
         dmarc_results = [await dmarc.evaluate(d, passes, spf_pass, txt) for d in from_domains]
-        mail.parsed.notes[NOTE] = AuthResults(tuple(dkim_results), spf_result, spf_domain, spf_identity,
+        mail.context.auth = AuthResults(tuple(dkim_results), spf_result, spf_domain, spf_identity,
                                               tuple(dmarc_results), arc)
         return self.findings(mail, dkim_results, spf_result, spf_domain, dmarc_results, from_domains)
 

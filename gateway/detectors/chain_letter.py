@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 
 from gateway import offload
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
-from gateway.detectors.contentscan import CONTENT
+from gateway.detectors.base import options_with_defaults
+from gateway.detectors.contentscan import group_for, own_group
 from gateway.detectors.lexicon import Hit, Lexicon, distinct, excerpt
 from gateway.model import Finding, Mail
 from gateway.text import message_text
@@ -143,10 +143,9 @@ class ChainLetter:
         self.threshold = opts["threshold"]
         self.lexicon = Lexicon.load(Path(settings.policy.dir) / opts["lexicon"])
         self.memory = LetterMemory(opts["memory_size"], opts["memory_days"])
-        CONTENT.add(self.name, self.lexicon)
-
-    def prepare(self) -> None:
-        CONTENT.prepare()
+        self.settings = settings
+        self.shared_lexicon = self.lexicon       # the pipeline scans it with the other content lexicons
+        self.own_lexicons = own_group(self.name, self.lexicon)
 
     def analyse(self, text: str, subject: str, hits: list[Hit]) -> tuple[int, tuple[int, ...]]:
         """(forward depth, sketch of the body if it is needed)."""
@@ -157,9 +156,9 @@ class ChainLetter:
         return depth, sketch(text) if needed else ()
 
     async def check(self, mail: Mail) -> list[Finding]:
-        found, norm = await CONTENT.hits(mail, self.name)
+        found, norm = await group_for(mail, self.name, self.own_lexicons).hits(mail, self.name, self.settings)
         hits = distinct(h for h in found if h.start < self.opts["max_chars"])
-        extracted = await message_text(mail)
+        extracted = await message_text(mail, self.settings)
         joined = extracted.joined()
         depth, fingerprint = await offload.run(len(joined), lambda: self.analyse(joined, extracted.subject, hits))
         score = sum(h.entry.weight for h in hits)

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 from gateway import offload
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
-from gateway.detectors.contentscan import CONTENT
+from gateway.detectors.base import options_with_defaults
+from gateway.detectors.contentscan import group_for, own_group
 from gateway.detectors.lexicon import Hit, Lexicon, distinct, excerpt
 from gateway.detectors.linear import LinearModel, sigmoid
 from gateway.mime import ParsedMessage
@@ -76,10 +76,9 @@ class Commercial:
         base = Path(settings.policy.dir)
         self.lexicon = Lexicon.load(base / opts["lexicon"])
         self.model = LinearModel.load(base / opts["model"])
-        CONTENT.add(self.name, self.lexicon)
-
-    def prepare(self) -> None:
-        CONTENT.prepare()
+        self.settings = settings
+        self.shared_lexicon = self.lexicon       # the pipeline scans it with the other content lexicons
+        self.own_lexicons = own_group(self.name, self.lexicon)
 
     def classify(self, text: str, hits: list[Hit], sigs: list[str]) -> tuple[float, list[tuple[str, float]]]:
         """(probability, model features present with their weights), given the lexicon hits."""
@@ -89,9 +88,9 @@ class Commercial:
         return sigmoid(logit), contributions
 
     async def check(self, mail: Mail) -> list[Finding]:
-        found, norm = await CONTENT.hits(mail, self.name)
+        found, norm = await group_for(mail, self.name, self.own_lexicons).hits(mail, self.name, self.settings)
         hits = distinct(h for h in found if h.start < self.max_chars and not h.quoted)
-        text = (await message_text(mail)).joined()
+        text = (await message_text(mail, self.settings)).joined()
         sigs = signals(mail.parsed, self.max_chars)
         probability, contributions = await offload.run(min(len(text), self.model_chars),
                                                        lambda: self.classify(text, hits, sigs))

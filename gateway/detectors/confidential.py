@@ -17,9 +17,10 @@ from typing import Any, ClassVar
 
 from gateway import evidence, lexicon
 from gateway.config import Settings
-from gateway.detectors import OptionError, options_with_defaults
+from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
-from gateway.text import MessageText, limits_finding, message_text, off_loop_if_large
+from gateway.plaintext import MessageText, limits_finding, off_loop_if_large
+from gateway.text import message_text
 
 DEFAULTS: dict[str, Any] = {
     "lexicon": "confidential.toml",     # relative to [policy] dir, or an absolute path
@@ -59,7 +60,7 @@ class Confidential:
         self.labels = tuple(lexicon.normalise(x).strip().lower() for x in opts["sensitivity_labels"])
 
     async def check(self, mail: Mail) -> list[Finding]:
-        text = await message_text(mail, self.settings.text)
+        text = await message_text(mail, self.settings)
         findings = self._labels(mail, text)
         found = await off_loop_if_large(text, lambda: self.score(text))
         if found:

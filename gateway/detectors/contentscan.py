@@ -1,8 +1,9 @@
 """One scan per message for the content detectors' lexicons, over the normalised text.
 
-`CONTENT` is the group of the commercial, political, abusive and chain-letter lexicons: each detector
-adds its lexicon when it is built, and the first to ask for a message's hits starts one pass of one
-expression (in a thread) that the others await. `normalise` is what that pass reads: lower case,
+A pipeline owns one `ScanGroup` with the commercial, political, abusive and chain-letter lexicons
+(each of those detectors offers its `shared_lexicon`), and the first detector to ask for a message's
+hits starts one pass of one expression (in a thread) that the others await. A detector used outside
+a pipeline scans a group of its own (`own_group`, `group_for`). `normalise` is what that pass reads: lower case,
 spaced or dotted letters joined, l33t read as letters.
 """
 
@@ -14,9 +15,11 @@ import functools
 import re
 
 from gateway import offload
+from gateway.config import Settings
 from gateway.detectors.lexicon import Hit, Lexicon, Normalised, compile_trie, gate
 from gateway.model import Mail
 from gateway.prefilter import Prefilter
+from gateway.text import message_text
 
 _QUOTED = re.compile(r"(?m)^[ \t]*>.*$")
 
@@ -24,8 +27,8 @@ _QUOTED = re.compile(r"(?m)^[ \t]*>.*$")
 class ScanGroup:
     """The lexicons of several detectors scanned together: one expression, one pass per message.
 
-    Detectors add their lexicon when they are built; the first detector to ask for a message's hits
-    starts the scan (in a thread) and the others await the same result. The text scanned is the
+    The pipeline adds its detectors' lexicons when it is built; the first detector to ask for a
+    message's hits starts the scan (in a thread) and the others await the same result. The text scanned is the
     normalised text (see `normalise`). A hit is offered to every member lexicon at its start, so two
     detectors can both see a phrase that starts at the same place; an entry of one lexicon that would
     start INSIDE another's match is not seen (rare, and only ever a missed extra hit).
@@ -67,22 +70,25 @@ class ScanGroup:
                 break
         return out
 
-    async def hits(self, mail: Mail, name: str, max_chars: int = 200_000) -> tuple[list[Hit], str]:
+    async def hits(self, mail: Mail, name: str, settings: Settings,
+                   max_chars: int = 200_000) -> tuple[list[Hit], str]:
         """(this member's hits in the message, the text they point into: the message text, or the
-        normalised text (a `Normalised`) when normalising moved offsets)."""
-        notes = mail.parsed.notes
-        task = notes.get(self.key)
-        if task is None:
-            task = notes[self.key] = asyncio.ensure_future(self._run(mail, max_chars))
-        text, found = await task
+        normalised text (a `Normalised`) when normalising moved offsets). Shared through the message's context when this
+        is the pipeline's group."""
+        context = mail.context
+        if context.lexicons is self:
+            task = context.lexicon_hits
+            if task is None:
+                task = context.lexicon_hits = asyncio.ensure_future(self._run(mail, settings, max_chars))
+            text, found = await task
+        else:
+            text, found = await self._run(mail, settings, max_chars)
         if name not in found:       # added after this message's scan started
             found[name] = await offload.run(len(text), lambda: self.members[name].scan(normalise(text)))
         return found[name], text
 
-    async def _run(self, mail: Mail, max_chars: int) -> tuple[str, dict[str, list[Hit]]]:
-        from gateway.text import message_text
-
-        text = (await message_text(mail)).joined()[:max_chars]
+    async def _run(self, mail: Mail, settings: Settings, max_chars: int) -> tuple[str, dict[str, list[Hit]]]:
+        text = (await message_text(mail, settings)).joined()[:max_chars]
 
         def work() -> tuple[str, dict[str, list[Hit]]]:
             norm = normalise(text)
@@ -170,5 +176,14 @@ def _join(match: re.Match[str]) -> str:
     return letters
 
 
-CONTENT = ScanGroup("content-lexicons")
-"""The group of the content detectors' lexicons (commercial, political, abusive, chain_letter)."""
+def own_group(name: str, lexicon: Lexicon) -> ScanGroup:
+    """A detector's lexicon alone, for when it checks a message outside a pipeline (compiled on first use)."""
+    group = ScanGroup(name)
+    group.add(name, lexicon)
+    return group
+
+
+def group_for(mail: Mail, name: str, own: ScanGroup) -> ScanGroup:
+    """The pipeline's group when it scans this detector's lexicon, else the detector's own."""
+    shared = mail.context.lexicons
+    return shared if shared is not None and name in shared.members else own

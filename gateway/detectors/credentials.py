@@ -21,10 +21,11 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from gateway.config import Settings
-from gateway.detectors import OptionError, options_with_defaults
+from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
+from gateway.plaintext import MessageText, limits_finding, off_loop_if_large
 from gateway.prefilter import Prefilter
-from gateway.text import MessageText, limits_finding, message_text, off_loop_if_large
+from gateway.text import message_text
 
 LEVELS = {"low": 0, "medium": 1, "high": 2}
 DEFAULTS: dict[str, Any] = {
@@ -118,7 +119,7 @@ class Credentials:
         _anchors()
 
     async def check(self, mail: Mail) -> list[Finding]:
-        text = await message_text(mail, self.settings.text)
+        text = await message_text(mail, self.settings)
         return await off_loop_if_large(text, lambda: self.collect(text)) + limits_finding(text, self.name)
 
     def collect(self, text: MessageText) -> list[Finding]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
+from gateway.detectors.base import options_with_defaults
 from gateway.detectors.social_login import domain_in, read_domains
 from gateway.model import Finding, Mail
 

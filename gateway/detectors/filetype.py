@@ -24,8 +24,8 @@ import magic
 from gateway import archives
 from gateway.archives import shown
 from gateway.config import Settings
-from gateway.detectors import OptionError, options_with_defaults
 from gateway.detectors.antivirus import archive_limits
+from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
 
 log = logging.getLogger("gateway.filetype")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
+from gateway.detectors.base import options_with_defaults
 from gateway.model import Finding, Mail
 
 EXPLAIN = {

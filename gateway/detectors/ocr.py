@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from gateway import ocr
 from gateway.config import Settings
-from gateway.detectors import OptionError, options_with_defaults
+from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
 
 

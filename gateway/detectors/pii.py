@@ -31,10 +31,11 @@ from typing import Any, ClassVar
 import ahocorasick
 
 from gateway.config import Settings
-from gateway.detectors import OptionError, options_with_defaults
+from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.keywords import WholeWords
 from gateway.model import Finding, Mail
-from gateway.text import limits_finding, message_text, off_loop_if_large
+from gateway.plaintext import limits_finding, off_loop_if_large
+from gateway.text import message_text
 
 LEVELS = {"low": 0, "medium": 1, "high": 2}
 DEFAULTS: dict[str, Any] = {
@@ -214,7 +215,7 @@ class Pii:
         _keyword_finder()
 
     async def check(self, mail: Mail) -> list[Finding]:
-        text = await message_text(mail, self.settings.text)
+        text = await message_text(mail, self.settings)
 
         def scan_all() -> list[Finding]:
             matches: list[Match] = []

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
-from gateway.detectors.contentscan import CONTENT
+from gateway.detectors.base import options_with_defaults
+from gateway.detectors.contentscan import group_for, own_group
 from gateway.detectors.lexicon import Lexicon, distinct, excerpt
 from gateway.model import Finding, Mail
 
@@ -43,13 +43,12 @@ class Political:
         unknown = {e.label for e in self.lexicon.entries} - set(KIND_OF)
         if unknown:
             raise ValueError(f"{self.lexicon.source}: unknown labels {sorted(unknown)} (known: {', '.join(KIND_OF)})")
-        CONTENT.add(self.name, self.lexicon)
-
-    def prepare(self) -> None:
-        CONTENT.prepare()
+        self.settings = settings
+        self.shared_lexicon = self.lexicon       # the pipeline scans it with the other content lexicons
+        self.own_lexicons = own_group(self.name, self.lexicon)
 
     async def check(self, mail: Mail) -> list[Finding]:
-        found, text = await CONTENT.hits(mail, self.name)
+        found, text = await group_for(mail, self.name, self.own_lexicons).hits(mail, self.name, self.settings)
         hits = distinct(h for h in found if h.start < self.max_chars and not h.quoted)
         score = sum(h.entry.weight for h in hits)
         if score < self.threshold:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
+from gateway.detectors.base import options_with_defaults
 from gateway.model import Finding, Mail
 
 DEFAULTS = {"max_message_bytes": 25 * 1024 * 1024, "max_attachment_bytes": 10 * 1024 * 1024}

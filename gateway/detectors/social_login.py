@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gateway.config import Settings
-from gateway.detectors import options_with_defaults
+from gateway.detectors.base import options_with_defaults
 from gateway.detectors.lexicon import Lexicon, distinct, excerpt
 from gateway.model import Finding, Mail
 from gateway.text import message_text
@@ -69,7 +69,7 @@ class SocialLogin:
         service = domain_in(from_address, self.domains) or domain_in(mail.envelope.mail_from, self.domains)
         if not service:
             return []
-        text = (await message_text(mail)).joined()[: self.opts["max_chars"]]
+        text = (await message_text(mail, self.settings)).joined()[: self.opts["max_chars"]]
         hits = distinct(self.lexicon.scan(text))
         score = self.opts["domain_weight"] + sum(h.entry.weight for h in hits)
         if score < self.opts["threshold"]:

@@ -1,8 +1,8 @@
 """The milter front end: an asyncio server the MTA (Postfix smtpd_milters) connects to.
 
 Per SMTP session the MTA sends connect, helo, envelope, headers and body; at end of body we rebuild
-the raw message, run the same pipeline and policy as the SMTP front end, and answer with the
-verdict: our headers added (and the subject tagged) for deliver/tag, a 5xx or 4xx reply for
+the raw message, hand it to the one message path (gateway/handling.py) as the SMTP front end does,
+and translate the outcome: our headers added (and the subject tagged) for deliver/tag, a 5xx or 4xx reply for
 reject/tempfail, and for quarantine either our own quarantine plus DISCARD (so review, notices
 and release work the same as for the SMTP front end) or Postfix's hold queue (SMFIR_QUARANTINE).
 
@@ -18,17 +18,16 @@ import difflib
 import logging
 import os
 import socket
-import time
 from dataclasses import dataclass, field
 
-from gateway import headers, logs
-from gateway.actions import TEMPFAIL_INTERNAL, Actions
+from gateway import headers
+from gateway.actions import TEMPFAIL_INTERNAL
 from gateway.config import Settings, milter_address
+from gateway.handling import Handled, Handling
 from gateway.milter import codec
 from gateway.milter.codec import Actions as Act
 from gateway.milter.codec import Protocol as Proto
 from gateway.model import Action, Envelope, Mail, Verdict
-from gateway.pipeline import Pipeline
 
 log = logging.getLogger("gateway.milter")
 
@@ -178,32 +177,16 @@ class MilterSession:
             return [codec.replycode(TOO_BIG)]
         if not self.tx.rcpt_tos:
             return [codec.replycode(TEMPFAIL_REPLY)]
-        started = time.perf_counter()
-        envelope = self.envelope()
+        handoff = MtaHandoff(self)
         ticker = asyncio.create_task(self.keep_alive())
         try:
-            inspection = await self.server.pipeline.inspect(envelope, self.raw_message())
-            mail, verdict = inspection.mail, inspection.verdict
-            action_start = time.perf_counter()
-            packets = await self.verdict_packets(mail, verdict)
-        except Exception:
-            log.exception("internal error while handling a message from %s (queue id %s)",
-                          envelope.client_address, self.macros.get("i", "?"))
-            return [codec.replycode(TEMPFAIL_REPLY)]
+            handled = await self.server.handling.handle(self.envelope(), self.raw_message(), handoff,
+                                                        queue_id=self.macros.get("i", ""))
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-        timings = dict(inspection.timings)
-        timings["action"] = round((time.perf_counter() - action_start) * 1000, 3)
-        timings["total"] = round((time.perf_counter() - started) * 1000, 3)
-        final = packets[-1]
-        logs.message(id=mail.id, front="milter", queue_id=self.macros.get("i", ""), client=envelope.client_address,
-                     helo=envelope.helo, direction=mail.direction.value, mail_from=envelope.mail_from,
-                     rcpt_tos=list(envelope.rcpt_tos), size=mail.size, verdict=verdict.action.value,
-                     rule=verdict.rule, kinds=list(verdict.kinds), monitored=list(verdict.monitored),
-                     reply=_describe(final), ms=timings)
-        return packets
+        return handoff.answer(handled)
 
     async def keep_alive(self) -> None:
         """SMFIR_PROGRESS while the pipeline runs, so the MTA's milter timeout does not expire."""
@@ -211,31 +194,6 @@ class MilterSession:
         while True:
             await asyncio.sleep(interval)
             await self.send(codec.progress())
-
-    async def verdict_packets(self, mail: Mail, verdict: Verdict) -> list[bytes]:
-        """The end-of-message answer: modifications first, then one final reply."""
-        actions: Actions = self.server.actions
-        action = verdict.action
-        if action is Action.REJECT:       # the same replies as the SMTP front end (actions.Actions.apply)
-            text = headers.safe_value(verdict.reply or "Message refused by policy", 400)
-            return [codec.replycode(f"550 5.7.1 {text}")]
-        if action is Action.TEMPFAIL:
-            text = headers.safe_value(verdict.reply or "Message deferred by policy", 400)
-            return [codec.replycode(f"451 4.7.1 {text}")]
-        if action is Action.QUARANTINE and self.settings.milter.quarantine_mode == "store":
-            reply = await actions.hold(mail, verdict)
-            if not reply.startswith("250"):
-                return [codec.replycode(TEMPFAIL_REPLY)]
-            return [codec.discard()]
-        packets = self.edits(mail.raw, await actions.relayable(mail, verdict))
-        if action is Action.QUARANTINE:         # postfix-hold: the MTA keeps it in its hold queue
-            if not self.actions & Act.QUARANTINE:
-                log.error("the MTA did not allow SMFIF_QUARANTINE; deferring %s", mail.id)
-                return [codec.replycode(TEMPFAIL_REPLY)]
-            reason = f"gateway {mail.id}: rule {verdict.rule}: {', '.join(verdict.kinds)}"
-            packets.append(codec.quarantine(headers.safe_value(reason, 400)))
-        packets.append(codec.continue_())
-        return packets
 
     def edits(self, original: bytes, relayed: bytes) -> list[bytes]:
         """The header (and, if a finisher changed it, body) modifications that turn `original` into
@@ -286,25 +244,55 @@ class MilterSession:
         return name.strip().decode("ascii", "replace"), value
 
 
+class MtaHandoff:
+    """The milter hands a message on to the MTA: header (and body) edits, then continue; with
+    `quarantine_mode = "postfix-hold"` a quarantine verdict goes on too, into the MTA's hold queue."""
+
+    front = "milter"
+
+    def __init__(self, session: MilterSession) -> None:
+        self.session = session
+        self.holds = session.settings.milter.quarantine_mode != "store"
+        self.packets: list[bytes] = []
+
+    async def pass_on(self, mail: Mail, verdict: Verdict, message: bytes) -> str:
+        packets = self.session.edits(mail.raw, message)
+        if verdict.action is Action.QUARANTINE:
+            if not self.session.actions & Act.QUARANTINE:
+                log.error("the MTA did not allow SMFIF_QUARANTINE; deferring %s", mail.id)
+                return TEMPFAIL_REPLY
+            reason = f"gateway {mail.id}: rule {verdict.rule}: {', '.join(verdict.kinds)}"
+            packets.append(codec.quarantine(headers.safe_value(reason, 400)))
+        self.packets = [*packets, codec.continue_()]
+        return f"250 2.0.0 Ok: handed back to the MTA as {mail.id}"
+
+    async def drop(self) -> None:
+        """Nothing to end: the MTA holds the transaction until our answer."""
+
+    async def failed(self) -> None:
+        self.packets = []
+
+    def answer(self, handled: Handled) -> list[bytes]:
+        """The end-of-message answer: modifications first, then one final reply. A message held in our
+        quarantine is discarded from the MTA's queue (the 250 of a committed hold)."""
+        if self.packets and handled.reply.startswith("250"):
+            return self.packets
+        verdict = handled.verdict
+        if verdict is not None and verdict.action is Action.QUARANTINE and handled.reply.startswith("250"):
+            return [codec.discard()]
+        return [codec.replycode(handled.reply)]
+
+
 def _crlf(field_bytes: bytes) -> bytes:
     return field_bytes.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-def _describe(packet: bytes) -> str:
-    command = packet[4:5]
-    if command == codec.SMFIR_REPLYCODE:
-        return packet[5:8].decode("ascii", "replace")
-    return {codec.SMFIR_CONTINUE: "continue", codec.SMFIR_ACCEPT: "accept", codec.SMFIR_DISCARD: "discard",
-            codec.SMFIR_TEMPFAIL: "tempfail", codec.SMFIR_REJECT: "reject"}.get(command, repr(command))
 
 
 class MilterServer:
     """The listener: inet (host:port) or a unix socket; bounded connections; drains on close."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline, actions: Actions) -> None:
+    def __init__(self, settings: Settings, handling: Handling) -> None:
         self.settings = settings
-        self.pipeline = pipeline
-        self.actions = actions
+        self.handling = handling
         self.server: asyncio.base_events.Server | None = None
         self.sessions: set[MilterSession] = set()
 

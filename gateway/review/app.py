@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import re
 import time
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -25,10 +25,25 @@ from starlette.templating import Jinja2Templates
 
 from gateway import accounts
 from gateway.config import Settings
+from gateway.notify.notifier import link_secret
 from gateway.quarantine import SORTS, STATUSES, Query
 from gateway.release import Refused, ReleaseService, may
 from gateway.review import charts, render
-from gateway.review.auth import FLASH_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, Auth, Authenticator, client_bucket
+from gateway.review.auth import LOGIN_COOKIE, Authenticator, client_bucket
+from gateway.review.pages import (
+    Ctx,
+    back,
+    csrf_failed,
+    ctx,
+    form_of,
+    login_needed,
+    page,
+    safe_next,
+    user_of,
+)
+from gateway.review.pages import (
+    client_address as _client,
+)
 from gateway.review.request import request_page
 
 HERE = Path(__file__).parent
@@ -37,114 +52,6 @@ PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-ac
             "frame-ancestors 'none'; base-uri 'none'")
 PREVIEW_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src 'none'; form-action 'none'; "
                "frame-ancestors 'self'; base-uri 'none'; sandbox")
-MAX_FORM_IDS = 500
-
-
-@dataclass
-class Ctx:
-    settings: Settings
-    gateway: object
-    service: ReleaseService
-    auth: Authenticator
-    templates: Jinja2Templates
-    link_secret: str = ""          # signs the senders' release-request links (gateway/notify/)
-
-    @property
-    def store(self):
-        return self.service.store
-
-
-def ctx(request: Request) -> Ctx:
-    return request.app.state.ctx
-
-
-# --- responses ------------------------------------------------------------------------------------
-
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
-
-
-def when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "-"
-
-
-def page(request: Request, template: str, auth: Auth | None, status: int = 200, **context) -> Response:
-    c = ctx(request)
-    response = c.templates.TemplateResponse(request, template, {
-        "user": auth.user if auth else None, "csrf": auth.csrf if auth else "", "may": may,
-        "flash": c.auth.read_flash(request), "when": when, "age": age, **context}, status_code=status)
-    if FLASH_COOKIE in request.cookies:
-        response.delete_cookie(FLASH_COOKIE, path="/")
-    return finish(request, response)
-
-
-def finish(request: Request, response: Response) -> Response:
-    new_session = getattr(request.state, "new_session", None)
-    if new_session:
-        ctx(request).auth.set_cookie(response, SESSION_COOKIE, new_session,
-                                     ctx(request).settings.review.session_minutes * 60)
-    return response
-
-
-def back(request: Request, url: str, ok: bool | None = None, message: str = "") -> Response:
-    response = RedirectResponse(url, status_code=303)
-    if ok is not None:
-        ctx(request).auth.flash(response, ok, message)
-    return finish(request, response)
-
-
-def safe_next(value: str | None) -> str:
-    value = value or "/"
-    return value if value.startswith("/") and not value.startswith("//") and "\\" not in value else "/"
-
-
-async def user_of(request: Request) -> Auth | None:
-    """The browser's user: the session cookie, or the trusted SSO header (which then gets a session)."""
-    c = ctx(request)
-    session = await c.auth.from_session(request)
-    if not (c.auth.trusted_proxy(request) and request.headers.get(c.settings.review.trusted_header)):
-        return session
-    proxied = await c.auth.from_proxy(request)       # the proxy vouches for this name, or for nobody
-    if proxied is None:
-        return None
-    if session and session.user.name == proxied.name:
-        return session
-    value, csrf = c.auth.session_value(proxied)
-    request.state.new_session = value
-    await c.store.audit(proxied.name, "login", None, "", {"via": "proxy", "client": _client(request)})
-    return Auth(proxied, csrf, "proxy")
-
-
-def _client(request: Request) -> str:
-    """The client's address (behind a trusted proxy, as `[review] client_ip_header` gives it)."""
-    return ctx(request).auth.client_address(request)
-
-
-def login_needed(request: Request) -> Response:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
-
-
-async def form_of(request: Request, auth: Auth) -> dict | None:
-    """The POSTed form, or None when its CSRF token is wrong."""
-    form = await request.form(max_files=0, max_fields=MAX_FORM_IDS + 20)
-    if not ctx(request).auth.csrf_ok(auth.csrf, form.get("csrf")):
-        return None
-    return {"reason": str(form.get("reason", ""))[:4000], "ids": [str(v) for v in form.getlist("ids")][:MAX_FORM_IDS],
-            "rcpt": [str(v) for v in form.getlist("rcpt")][:1000], "action": str(form.get("action", "")),
-            "on": str(form.get("on", "")), "text": str(form.get("text", ""))[:4000],
-            "confirm": str(form.get("confirm", ""))[:1000]}
-
-
-def csrf_failed(request: Request, auth: Auth) -> Response:
-    return page(request, "error.html", auth, 403, message="The form expired or did not come from this site "
-                                                         "(CSRF check failed). Reload the page and try again.")
 
 
 # --- login ----------------------------------------------------------------------------------------
@@ -471,29 +378,24 @@ def routes() -> list:
     ]
 
 
-def create_app(settings: Settings, gateway=None) -> Starlette:
-    """The review app; with `gateway` it uses that running gateway's store, pipeline and actions,
-    without one it starts its own (for `gateway review` and the tests) in the lifespan."""
+def create_app(settings: Settings,
+               service: ReleaseService | AbstractAsyncContextManager[ReleaseService]) -> Starlette:
+    """The review app over a release service (and its store): a running gateway's, or one the app
+    enters in its lifespan and leaves after (an async context manager such as
+    gateway.app.release_service_for(settings), for the tests)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        own = None
-        gw = gateway
-        if gw is None:
-            from gateway.app import Gateway
-            gw = own = await Gateway.create(settings)
-        secret = settings.review.secret_key or await gw.store.secret("review-cookie-key")
-        templates = Jinja2Templates(directory=str(HERE / "templates"))
-        templates.env.globals["Markup"] = Markup
-        templates.env.tests["picture_part"] = render.is_picture_part
-        from gateway.notify.notifier import link_secret
-        app.state.ctx = Ctx(settings, gw, gw.release_service(), Authenticator(settings.review, gw.store, secret),
-                            templates, await link_secret(settings, gw.store))
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            serving = service if isinstance(service, ReleaseService) else await stack.enter_async_context(service)
+            store = serving.store
+            secret = settings.review.secret_key or await store.secret("review-cookie-key")
+            templates = Jinja2Templates(directory=str(HERE / "templates"))
+            templates.env.globals["Markup"] = Markup
+            templates.env.tests["picture_part"] = render.is_picture_part
+            app.state.ctx = Ctx(settings, serving, Authenticator(settings.review, store, secret), templates,
+                                await link_secret(settings, store))
             yield
-        finally:
-            if own is not None:
-                await own.close()
 
     app = Starlette(routes=routes(), lifespan=lifespan)
     app.add_middleware(SecurityHeaders)

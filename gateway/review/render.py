@@ -15,8 +15,8 @@ from markupsafe import Markup, escape
 from gateway import mime
 from gateway.config import Settings
 from gateway.model import Finding
+from gateway.plaintext import html_to_text
 from gateway.quarantine import HeldItem
-from gateway.text import html_to_text
 
 MAX_TEXT = 200_000
 MAX_HEADERS = 200

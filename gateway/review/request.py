@@ -19,6 +19,8 @@ from starlette.responses import Response
 from gateway.notify.tokens import read_token
 from gateway.release import Refused
 from gateway.review.auth import Authenticator
+from gateway.review.pages import client_address as _client
+from gateway.review.pages import ctx, page
 
 FORM_COOKIE = "gw_request"
 MAX_TOKEN = 1024
@@ -29,8 +31,6 @@ def _forms(secret: str) -> URLSafeTimedSerializer:
 
 
 async def request_page(request: Request) -> Response:
-    from gateway.review.app import _client, ctx, page
-
     c = ctx(request)
     token = request.path_params["token"]
     days = c.settings.notify.link_days

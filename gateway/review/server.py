@@ -10,6 +10,8 @@ import signal
 import uvicorn
 
 from gateway.config import Settings, split_host_port
+from gateway.release import ReleaseService
+from gateway.review.app import create_app
 
 log = logging.getLogger("gateway.review")
 
@@ -29,32 +31,26 @@ def server(app, settings: Settings) -> EmbeddedServer:
     return EmbeddedServer(config)
 
 
-async def start(gateway) -> tuple[EmbeddedServer, asyncio.Task]:
-    """Start serving the review app for a running gateway; stop with `server.should_exit = True`."""
-    from gateway.review.app import create_app
-
-    srv = server(create_app(gateway.settings, gateway), gateway.settings)
+async def start(settings: Settings, service: ReleaseService) -> tuple[EmbeddedServer, asyncio.Task]:
+    """Start serving the review app over a running gateway's release service; stop with
+    `server.should_exit = True`."""
+    srv = server(create_app(settings, service), settings)
     task = asyncio.create_task(srv.serve())
     while not srv.started and not task.done():
         await asyncio.sleep(0.02)
     if task.done():
         task.result()       # raise the start-up error (port in use, ...)
-    log.info("review app listening on http://%s", gateway.settings.review.listen)
+    log.info("review app listening on http://%s", settings.review.listen)
     return srv, task
 
 
-async def run_alone(settings: Settings) -> None:
-    from gateway.app import Gateway
-
-    gateway = await Gateway.create(settings)
-    try:
-        srv, task = await start(gateway)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await asyncio.wait([task, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        srv.should_exit = True
-        await task
-    finally:
-        await gateway.close()
+async def run_alone(settings: Settings, service: ReleaseService) -> None:
+    """`gateway review`: serve until SIGTERM or SIGINT."""
+    srv, task = await start(settings, service)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await asyncio.wait([task, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    srv.should_exit = True
+    await task
