@@ -150,4 +150,4 @@ def review_app(settings: config.Settings):
     from gateway.app import release_service_for
     from gateway.review.app import create_app
 
-    return create_app(settings, release_service_for(settings))
+    return create_app(settings, lambda: release_service_for(settings))

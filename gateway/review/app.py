@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import re
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from urllib.parse import urlencode
@@ -379,15 +380,15 @@ def routes() -> list:
 
 
 def create_app(settings: Settings,
-               service: ReleaseService | AbstractAsyncContextManager[ReleaseService]) -> Starlette:
+               service: ReleaseService | Callable[[], AbstractAsyncContextManager[ReleaseService]]) -> Starlette:
     """The review app over a release service (and its store): a running gateway's, or one the app
-    enters in its lifespan and leaves after (an async context manager such as
-    gateway.app.release_service_for(settings), for the tests)."""
+    opens in each lifespan and closes after (a factory of async context managers such as
+    `lambda: gateway.app.release_service_for(settings)`, for the tests)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         async with contextlib.AsyncExitStack() as stack:
-            serving = service if isinstance(service, ReleaseService) else await stack.enter_async_context(service)
+            serving = service if isinstance(service, ReleaseService) else await stack.enter_async_context(service())
             store = serving.store
             secret = settings.review.secret_key or await store.secret("review-cookie-key")
             templates = Jinja2Templates(directory=str(HERE / "templates"))
