@@ -167,7 +167,8 @@ def check_written(raw: bytes, expected: Mapping[str, str],
         raise ValueError(f"the written header fields are {names}, not {sorted(want)}")
     for name, value in expected.items():
         got = str(message[name])
-        if _CONTROL.search(got) or _ENCODED_WORD.search(got) or got.split() != str(value).split():
+        # white space aside: the email package of Python 3.11 moves some between the words it encodes
+        if _CONTROL.search(got) or _ENCODED_WORD.search(got) or "".join(got.split()) != "".join(str(value).split()):
             raise ValueError(f"the written {name} field reads {got[:200]!r}, not {str(value)[:200]!r}")
 
 

@@ -319,7 +319,7 @@ def filename_candidates(msg: email.message.Message) -> tuple[str, ...]:
             except (LookupError, UnicodeError, TypeError, ValueError):
                 text = value[2] if isinstance(value, tuple) else str(value)
             text = decode_header_value(text) if "=?" in text else text
-            text = _SLASHES.split(text.strip())[-1].strip()
+            text = _SLASHES.split(_CONTROL.sub(" ", text).strip())[-1].strip()     # one line, as clients show it
             if text and text not in found:
                 found.append(text)
     return tuple(found)
