@@ -194,6 +194,8 @@ _PLAIN_VALUE = re.compile(rb"(?:[^\x00-\x1f\x7f]|\t|\r?\n(?=[ \t]))*\r?\n?")
 
 
 def _prefixed(field_bytes: bytes, prefix: str) -> bytes:
+    if not prefix:
+        return field_bytes
     name, _, value = field_bytes.partition(b":")
     encoded = prefix if prefix.isascii() else email.header.Header(prefix, "utf-8").encode()
     plain = b"=?" not in value and _PLAIN_VALUE.fullmatch(value) is not None
@@ -215,8 +217,6 @@ def _prefixed(field_bytes: bytes, prefix: str) -> bytes:
 
 def _prefix_subject(fields: list[bytes], prefix: str) -> list[bytes]:
     prefix = header_text(prefix, 200)
-    if not prefix:
-        return fields
     out, done = [], False
     for f in fields:
         if not done and field_name(f) == "subject":
