@@ -230,3 +230,15 @@ def test_hostile_subjects_names_and_file_names_never_add_a_field_to_any_notice(s
         out = compose(NOTIFIER.env, notice, "Mail Policy <postmaster@example.gov>", "gateway.test")
         assert_clean_notice(out, item.id, lines=notice.template != "decided")
     assert kinds == {"held", "itsd", "decided", "digest"}
+
+
+def test_an_item_held_before_the_fix_with_a_raw_subject_still_gives_clean_notices():
+    """Items already in the quarantine keep the subject as it was stored: undecoded, with line breaks."""
+    from tests.quarantine_fixtures import held_item
+
+    item = held_item(subject=EVIL + "\r\nBcc: x@evil.example")
+    context = {**PLANNER.decided(item, "deleted")[0].context}
+    for notice in (PLANNER.decided(item, "released")[0], PLANNER.decided(item, "answered", to="alice@example.gov")[0]):
+        row = rows_of([notice], held=False)[0]
+        assert_clean_notice(compose(NOTIFIER.env, NOTIFIER._notice([row]), "postmaster@example.gov"), item.id)
+    assert "\n" not in context["subject"] and "=?" not in context["subject"]
