@@ -318,8 +318,8 @@ def filename_candidates(msg: email.message.Message) -> tuple[str, ...]:
                 text = email.utils.collapse_rfc2231_value(value)
             except (LookupError, UnicodeError, TypeError, ValueError):
                 text = value[2] if isinstance(value, tuple) else str(value)
-            text = decode_header_value(text) if "=?" in text else text
-            text = _SLASHES.split(_CONTROL.sub(" ", text).strip())[-1].strip()     # one line, as clients show it
+            text = headers.decode_words(text) if "=?" in text else text     # control characters kept: judged
+            text = _SLASHES.split(text.strip())[-1].strip()
             if text and text not in found:
                 found.append(text)
     return tuple(found)

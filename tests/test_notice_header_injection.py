@@ -121,7 +121,7 @@ async def test_a_tagged_subject_and_the_findings_header_carry_no_attacker_encode
     site.write_text('[detectors.size]\nmax_attachment_bytes = 10\n\n[[inbound.rules]]\nname = "big"\n'
                     'match = ["oversize.attachment"]\naction = "tag"\ntag = "[Big]"\n')
     gw = await start_gateway(policy={"site": str(site)})
-    name = "=?x-unknown?Q?=0D=0AReply-To:_x@evil.example=0D=0A?=.txt"
+    name = "=?x-unknown?Q?Reply-To:_x@evil.example_?=.txt"     # with a line break in it, the name is held
     raw = (f"From: =?x-unknown?Q?Boss=0D=0ABcc:_all@example.gov?= <partner@outside.test>\r\n"
            f"To: carol@example.gov\r\nSubject: {EVIL}\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\n"
            "Message-ID: <m1@outside.test>\r\nMIME-Version: 1.0\r\n"
@@ -134,6 +134,7 @@ async def test_a_tagged_subject_and_the_findings_header_carry_no_attacker_encode
     out = email.message_from_bytes(got.data, policy=email.policy.default)
     assert out["Reply-To"] is None and out["X-Injected"] is None and out["Bcc"] is None
     ours = field_bytes(got.data)
+    assert "Reply-To: x@evil.example .txt" in out["X-Gateway-Findings"]         # decoded, on one line
     for field in ("subject", "x-gateway-findings", "x-gateway-verdict", "x-gateway-id"):
         [value] = ours[field]
         headers.check_field(value)

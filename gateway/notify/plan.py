@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from gateway.config import ConfigError, Settings
-from gateway.headers import header_text
+from gateway.headers import header_text, safe_value
 from gateway.model import Mail, Verdict
 from gateway.notify.audience import audience, load_supervisors
 from gateway.quarantine import HeldItem, OutboxNotice
@@ -41,7 +41,8 @@ def held_context(item: HeldItem, notice: str = "") -> dict:
             "received": when(item.received_at), "mail_from": item.mail_from or "<>",
             "rcpt_tos": list(item.rcpt_tos)[:50], "rule": item.rule, "kinds": list(item.kinds),
             "notice": notice, "provision": str(item.extra.get("provision", "")),
-            "findings": [{"detail": f.detail, "part": f.part or "", "evidence": list(f.evidence)[:5]}
+            "findings": [{"detail": safe_value(f.detail), "part": safe_value(f.part or ""),     # one line each
+                          "evidence": list(f.evidence)[:5]}
                          for f in item.findings[:20]]}
 
 
