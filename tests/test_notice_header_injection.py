@@ -243,3 +243,16 @@ def test_an_item_held_before_the_fix_with_a_raw_subject_still_gives_clean_notice
         row = rows_of([notice], held=False)[0]
         assert_clean_notice(compose(NOTIFIER.env, NOTIFIER._notice([row]), "postmaster@example.gov"), item.id)
     assert "\n" not in context["subject"] and "=?" not in context["subject"]
+
+
+def test_a_recipient_address_with_an_encoded_word_is_not_written_into_to():
+    """An inbound recipient may be any local part of ours, quoted ones too: the email package would decode
+    an encoded word inside the quotes. The header then names no one; the envelope still delivers."""
+    from tests.quarantine_fixtures import held_item
+
+    item = held_item(subject="Report")
+    evil = '"=?x-unknown?Q?=0D=0AReply-To:_x@evil.example=0D=0A?="@example.gov'
+    [notice] = PLANNER.decided(item, "released", to=evil)
+    out = compose(NOTIFIER.env, NOTIFIER._notice(rows_of([notice], held=False)), "Mail Policy <pm@example.gov>")
+    parsed_notice = assert_clean_notice(out, item.id)
+    assert parsed_notice["To"] == "undisclosed-recipients:;" and parsed_notice["From"] == "Mail Policy <pm@example.gov>"

@@ -49,7 +49,7 @@ def compose(env: jinja2.Environment, notice: Notice, sender: str, hostname: str 
     text = env.get_template(f"{notice.template}.txt.j2").render(context)
     html = env.get_template(f"{notice.template}.html.j2").render(context)
     fields = {
-        "From": address_field(sender),
+        "From": address_field(sender, fallback=None),        # [notify] from: a mistake there fails the notice
         "To": address_field(notice.to),
         "Subject": subject,
         "Date": email.utils.formatdate(time.time(), localtime=False),
@@ -71,16 +71,18 @@ _HOSTNAME = re.compile(r"[^A-Za-z0-9.-]")
 UNDISCLOSED = "undisclosed-recipients:;"
 
 
-def address_field(address: str) -> str:
-    """An address for From or To as the email package reads it back: one mailbox, exactly this one.
+def address_field(address: str, fallback: str | None = UNDISCLOSED) -> str:
+    """An address for From or To, as the email package writes it and reads it back: one mailbox.
     Anything else (a quoted local part holding an encoded word or a line break, say) is written as
-    an empty group: the envelope, not the header, says where the notice goes."""
-    if header_text(address, 1000) != address:
-        return UNDISCLOSED
+    `fallback`, an empty group for To: the envelope, not the header, says where the notice goes."""
     try:
+        if header_text(address, 1000) != address:
+            raise ValueError("not one line of plain text")
         parsed = email.policy.default.header_factory("To", address)
-    except Exception:       # the email package's address parser on hostile input
-        return UNDISCLOSED
-    if parsed.defects or len(parsed.addresses) != 1 or str(parsed) != address:
-        return UNDISCLOSED
-    return address
+        if parsed.defects or len(parsed.addresses) != 1 or not parsed.addresses[0].addr_spec:
+            raise ValueError("not one mailbox")
+        return str(parsed)
+    except Exception as e:       # the email package's address parser on hostile input too
+        if fallback is None:
+            raise ValueError(f"{address!r} is not one mailbox: {e}") from None
+        return fallback
