@@ -22,7 +22,7 @@ _FIELD_START = re.compile(rb"^[^\s:]+[ \t]*:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # An RFC 2047 encoded word as lenient readers take it (the email package's is more lenient than the RFC)
-_ENCODED_WORD = re.compile(r"=\?([^?\s]{0,80})\?([qQbB])\?(.*?)\?=", re.S)
+_ENCODED_WORD = re.compile(r"=\?([^?\s]{0,80})\?([qQbB])\?([^?]*)\?=")     # linear: no "?" inside
 _QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 
