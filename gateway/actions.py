@@ -48,16 +48,22 @@ def findings_summary(verdict: Verdict) -> str:
     return ", ".join(f"{f.kind} ({f.detail}{'; ' + f.part if f.part else ''})" for f in verdict.findings)
 
 
+OUTBOUND_HEADERS = frozenset({"x-gateway-id", "x-gateway-verdict", "x-gateway-scanned"})
+
+
 def prepare(settings: Settings, mail: Mail, verdict: Verdict, extra_headers: list[tuple[str, str]] = (),
             authserv_id: str = "") -> bytes:
     """The relayed form of the message: look-alikes of our headers removed, ours added, subject tagged.
 
+    Outbound mail (a recipient outside) carries only X-Gateway-Id, the bare action in
+    X-Gateway-Verdict and X-Gateway-Scanned: rule names and findings stay inside (the log has them).
     With `authserv_id`, arriving Authentication-Results headers that claim it are removed too."""
-    add = [("X-Gateway-Id", mail.id), ("X-Gateway-Verdict", f"{verdict.action}; rule={verdict.rule}")]
-    add += list(extra_headers)
+    outbound = mail.direction is Direction.OUTBOUND
+    verdict_value = str(verdict.action) if outbound else f"{verdict.action}; rule={verdict.rule}"
+    add = [("X-Gateway-Id", mail.id), ("X-Gateway-Verdict", verdict_value)]
+    add += [(name, value) for name, value in extra_headers if not outbound or name.lower() in OUTBOUND_HEADERS]
     tagged = verdict.action is Action.TAG
-    if tagged and verdict.findings and (mail.direction is not Direction.OUTBOUND
-                                        or settings.relay.findings_header_outbound):
+    if tagged and verdict.findings and not outbound:
         add.append(("X-Gateway-Findings", findings_summary(verdict)))
     prefix = " ".join(verdict.tags) if tagged else ""
     raw = authresults.remove_claimed(mail.raw, authserv_id) if authserv_id else mail.raw

@@ -54,7 +54,7 @@ class RelaySettings:
     starttls: str = "opportunistic"         # "opportunistic" | "required" | "off"
     tls_verify: bool = False                # verify the next hop's certificate (off for loopback hops)
     timeout: float = 60.0
-    findings_header_outbound: bool = False  # X-Gateway-Findings on outbound mail (off: findings stay inside)
+    findings_header_outbound: bool = False  # without effect: outbound mail never carries findings (old files load)
 
 
 @dataclass(frozen=True)

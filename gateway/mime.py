@@ -19,6 +19,7 @@ import email.utils
 import re
 from dataclasses import dataclass
 
+from gateway import headers
 from gateway.encodings import IDENTITY, decode_body, embedded_blocks, encoding_readings, transfer_encoding, uuencoded
 
 # The structural defects that make a message ambiguous to read: mail clients disagree on them.
@@ -109,16 +110,20 @@ class ParsedMessage:
 
 
 def decode_header_value(value: object) -> str:
-    """RFC 2047 encoded words -> text; never raises on attacker input."""
+    """RFC 2047 encoded words -> text, as one line; never raises on attacker input. Every encoded word
+    is decoded, an unknown charset as UTF-8 or Latin-1 (passed through undecoded, it would be decoded
+    later, line breaks and all, wherever the text is written into a header), and CR, LF and other
+    control characters become spaces."""
     if value is None:
         return ""
-    if isinstance(value, email.header.Header):
-        value = str(value)
-    text = str(value)
-    try:
-        return str(email.header.make_header(email.header.decode_header(text)))
-    except (email.errors.MessageError, LookupError, UnicodeError, ValueError, AssertionError):
-        return text         # CharsetError (a non-ASCII charset name, found by the fuzzer) is a MessageError
+    text = headers.unescape_8bit(_FOLD.sub("", str(value)))      # a Header's str() is its decoded text
+    if "=?" in text:
+        text = headers.decode_words(text)
+    return _CONTROL.sub(" ", text)
+
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def header_block_size(raw: bytes) -> int:
@@ -372,7 +377,7 @@ def filename_candidates(msg: email.message.Message) -> tuple[str, ...]:
                 text = email.utils.collapse_rfc2231_value(value)
             except (LookupError, UnicodeError, TypeError, ValueError):
                 text = value[2] if isinstance(value, tuple) else str(value)
-            text = decode_header_value(text) if "=?" in text else text
+            text = headers.decode_words(text) if "=?" in text else text     # control characters kept: judged
             text = _SLASHES.split(text.strip())[-1].strip()
             if text and text not in found:
                 found.append(text)

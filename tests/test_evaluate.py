@@ -105,4 +105,4 @@ async def test_outbound_clean_mail_with_a_signature_and_disclaimer_is_delivered(
     code, _, _ = await send(gw.port, "alice@example.gov", ["applicant@example.org"], cm.message(body))
     assert code == 250
     [got] = await sink.wait_for(1)
-    assert b"X-Gateway-Verdict: deliver; rule=outbound/default" in got.data
+    assert b"X-Gateway-Verdict: deliver\r\n" in got.data

@@ -13,7 +13,7 @@ async def test_clean_message_arrives_byte_identical_apart_from_added_headers(gw,
     assert code == 250, text
     [got] = await sink.wait_for(1)
     assert got.mail_from == "alice@example.gov" and got.rcpt_tos == ["bob@example.org"]
-    head, _, rest = got.data.partition(b"X-Gateway-Verdict: deliver; rule=outbound/default\r\n")
+    head, _, rest = got.data.partition(b"X-Gateway-Verdict: deliver\r\n")     # outbound: bare
     assert head.startswith(b"X-Gateway-Id: ")
     assert rest == message
     assert b"X-Gateway-Findings" not in got.data
@@ -237,7 +237,7 @@ async def test_outbound_tag_carries_no_findings_header(start_gateway, sink, tmp_
     code, _, _ = await send(gw.port, "alice@example.gov", ["bob@example.org"], make_message())
     assert code == 250
     [got] = await sink.wait_for(1)
-    assert b"X-Gateway-Verdict: tag; rule=outbound/oversize-attachment" in got.data
+    assert b"X-Gateway-Verdict: tag\r\n" in got.data and b"rule=" not in got.data
     assert b"Subject: [Large attachment] Hello" in got.data
     assert b"X-Gateway-Findings" not in got.data
 

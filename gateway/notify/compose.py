@@ -2,13 +2,18 @@
 
 Templates live in policies/templates/ and a site may override any of them from its own folder
 (`[notify] templates`). Every value that came from a message is attacker-controlled: the HTML
-template autoescapes, and header values go through EmailMessage, which refuses line breaks.
+template autoescapes, and every header value is made one line of plain text first (header_text:
+encoded words decoded, line breaks and control characters gone, no "=?" left for the email
+package to decode when the field is set), so that the email package encodes it itself; the written
+bytes are then read back and must carry exactly our fields (check_written).
 Only masked evidence ever reaches a template.
 """
 
 from __future__ import annotations
 
+import email.policy
 import email.utils
+import re
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -16,7 +21,7 @@ from pathlib import Path
 
 import jinja2
 
-from gateway.headers import safe_value
+from gateway.headers import check_written, header_text
 
 
 @dataclass(frozen=True)
@@ -40,17 +45,44 @@ def environment(*folders: str | Path) -> jinja2.Environment:
 
 def compose(env: jinja2.Environment, notice: Notice, sender: str, hostname: str = "gateway") -> bytes:
     context = {**notice.context, "to": notice.to}
-    subject = safe_value(env.get_template(f"{notice.template}.subject.j2").render(context), 250)
+    subject = header_text(env.get_template(f"{notice.template}.subject.j2").render(context), 250)
     text = env.get_template(f"{notice.template}.txt.j2").render(context)
     html = env.get_template(f"{notice.template}.html.j2").render(context)
+    fields = {
+        "From": address_field(sender, fallback=None),        # [notify] from: a mistake there fails the notice
+        "To": address_field(notice.to),
+        "Subject": subject,
+        "Date": email.utils.formatdate(time.time(), localtime=False),
+        "Message-ID": email.utils.make_msgid(domain=_HOSTNAME.sub("", hostname)[:200] or "gateway"),
+        "Auto-Submitted": "auto-generated",                 # RFC 3834: nobody auto-replies to us
+        "X-Gateway-Notice": header_text(notice.template, 40),
+    }
     message = EmailMessage()
-    message["From"] = sender
-    message["To"] = notice.to
-    message["Subject"] = subject
-    message["Date"] = email.utils.formatdate(time.time(), localtime=False)
-    message["Message-ID"] = email.utils.make_msgid(domain=hostname)
-    message["Auto-Submitted"] = "auto-generated"            # RFC 3834: nobody auto-replies to us
-    message["X-Gateway-Notice"] = notice.template
+    for name, value in fields.items():
+        message[name] = value
     message.set_content(text)
     message.add_alternative(html, subtype="html")
-    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    check_written(raw, fields)
+    return raw
+
+
+_HOSTNAME = re.compile(r"[^A-Za-z0-9.-]")
+UNDISCLOSED = "undisclosed-recipients:;"
+
+
+def address_field(address: str, fallback: str | None = UNDISCLOSED) -> str:
+    """An address for From or To, as the email package writes it and reads it back: one mailbox.
+    Anything else (a quoted local part holding an encoded word or a line break, say) is written as
+    `fallback`, an empty group for To: the envelope, not the header, says where the notice goes."""
+    try:
+        if header_text(address, 1000) != address:
+            raise ValueError("not one line of plain text")
+        parsed = email.policy.default.header_factory("To", address)
+        if parsed.defects or len(parsed.addresses) != 1 or not parsed.addresses[0].addr_spec:
+            raise ValueError("not one mailbox")
+        return str(parsed)
+    except Exception as e:       # the email package's address parser on hostile input too
+        if fallback is None:
+            raise ValueError(f"{address!r} is not one mailbox: {e}") from None
+        return fallback

@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from gateway.config import ConfigError, Settings
+from gateway.headers import header_text, safe_value
 from gateway.model import Mail, Verdict
 from gateway.notify.audience import audience, load_supervisors
 from gateway.quarantine import HeldItem, OutboxNotice
@@ -36,11 +37,12 @@ def when(ts: float) -> str:
 def held_context(item: HeldItem, notice: str = "") -> dict:
     """The facts of a held message a notice may show (masked evidence only, no body text)."""
     notice = notice or item.extra.get("notice") or f"The message matched the rule {item.rule} of the mail policy."
-    return {"id": item.id, "subject": item.subject[:300], "date": when(item.received_at),
+    return {"id": item.id, "subject": header_text(item.subject, 300), "date": when(item.received_at),
             "received": when(item.received_at), "mail_from": item.mail_from or "<>",
             "rcpt_tos": list(item.rcpt_tos)[:50], "rule": item.rule, "kinds": list(item.kinds),
             "notice": notice, "provision": str(item.extra.get("provision", "")),
-            "findings": [{"detail": f.detail, "part": f.part or "", "evidence": list(f.evidence)[:5]}
+            "findings": [{"detail": safe_value(f.detail), "part": safe_value(f.part or ""),     # one line each
+                          "evidence": list(f.evidence)[:5]}
                          for f in item.findings[:20]]}
 
 
@@ -119,8 +121,8 @@ class Planner:
 
     def decided(self, item: HeldItem, outcome: str, reason: str = "", to: str = "") -> list[OutboxNotice]:
         """released | deleted | answered: to the internal sender (or to `to`, the requester)."""
-        context = {"id": item.id, "subject": item.subject[:300], "outcome": outcome, "reason": reason[:2000],
-                   "date": when(item.received_at)}
+        context = {"id": item.id, "subject": header_text(item.subject, 300), "outcome": outcome,
+                   "reason": reason[:2000], "date": when(item.received_at)}
         if to:
             return [OutboxNotice(to, "decided", "sender", context, item.id)]
         people = audience(self.settings, direction=item.direction, mail_from=item.mail_from, rcpt_tos=item.rcpt_tos,
