@@ -25,7 +25,6 @@ by the detectors as `unscanned.text_limits`.
 from __future__ import annotations
 
 import functools
-import html
 import re
 import time
 from collections.abc import Callable
@@ -48,7 +47,6 @@ _BLANKS = "[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]"
 _SPACES = re.compile(f"[\t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]{_BLANKS}*| {_BLANKS}+")   # not lone spaces
 _BLANK_LINES = re.compile(r"\n{3,}")
 _ASCII_ODD = "\x1c\x1d\x1e\x1f"     # ASCII line and blank characters that only splitlines()/strip() know
-_CRUDE_TAGS = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>|<[^>]*>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +286,7 @@ def _body_segments(part: Part, source: str, forward: bool, budget: _Budget) -> l
         try:
             body, hidden = html_text(raw)
         except Exception:       # the HTML parser failing on hostile markup: fall back to stripping tags
-            body = normalise(html.unescape(_CRUDE_TAGS.sub(" ", raw)))
+            body = htmldepth.flat_text(raw)     # linear (a lazy <script>.*?</script> pattern was not)
     else:
         body = normalise(raw)
     body = budget.take(source, body)

@@ -63,7 +63,13 @@ def test_deep_nesting_cannot_hide_text_or_make_it_quoted():
 
 
 def deep_message() -> bytes:
-    raw = cm.message("", subject="Deep", html=SHAPES["div"])
+    """HTML only (no text/plain alternative), so the review page reads the HTML for its text too."""
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "alice@example.gov", "bob@example.org", "Deep"
+    msg.set_content(SHAPES["div"], subtype="html", cte="base64")
+    raw = msg.as_bytes()
     assert len(raw) > 1_000_000
     return raw
 
@@ -90,6 +96,7 @@ async def test_the_review_page_and_preview_of_deep_html_take_under_a_second(gw):
     item = held_item(subject="Deep", raw=deep_message(), kinds=("confidential.legal",))
     spent, rendered = cpu(render.render, gw.settings, item)
     assert spent < 1.0 and rendered is not None, f"render {spent:.2f} s"
+    assert rendered.text_source == "text/html (as text)" and str(rendered.text).count("confidential") > 1000
     spent, preview = cpu(render.preview_html, gw.settings, item)
     assert spent < 1.0, f"preview {spent:.2f} s"
     assert preview.count("confidential") == DEPTH
