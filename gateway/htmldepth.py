@@ -20,10 +20,11 @@ CHEAP_TAGS = 4000        # fewer "<" than this: the parsers' worst case is well 
 _TOKEN = re.compile(r"<!--.*?(?:-->|\Z)|<(/?)([A-Za-z][^\s/>]*)[^>]*>?|<[!?][^>]*>?", re.S)
 _VOID = frozenset({"area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "image", "img",
                    "input", "keygen", "link", "meta", "param", "source", "track", "wbr", "html", "head", "body"})
-_RAW = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "noscript",
-                  "plaintext"})
+# Elements whose content is raw text (no tags); noscript is not: mail readers run no scripts, so they
+# show what it holds, and so must we.
+_RAW = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "plaintext"})
 _RAW_END = {name: re.compile(f"</{name}", re.I) for name in _RAW}
-_UNSEEN = frozenset({"script", "style", "title", "iframe", "noembed", "noframes", "noscript"})
+_UNSEEN = frozenset({"script", "style", "title", "iframe", "noembed", "noframes"})
 _OPTIONAL_END = frozenset({"p", "li", "dd", "dt", "option", "optgroup", "tr", "td", "th", "tbody", "thead",
                            "tfoot", "colgroup", "caption", "rb", "rt", "rp", "rtc"})
 # A start tag that ends the open element on top of the stack, as the parsers do.

@@ -58,6 +58,8 @@ def test_deep_nesting_cannot_hide_text_or_make_it_quoted():
               + "</blockquote>" * 300 + "</span>") * 20
     visible, hidden = html_text(markup)
     assert "Attorney-Client Privileged" in visible and "> Attorney" not in visible and hidden == ""
+    visible, _ = html_text("<div>" * 300 + "<noscript>shown to readers</noscript>" + "<br>" * 4000)
+    assert "shown to readers" in visible                             # mail readers run no scripts
     shallow, hidden = html_text('<span style="display:none">secret</span><p>shown</p>')
     assert (shallow, hidden) == ("shown", "secret")                 # ordinary mail is read as before
 
