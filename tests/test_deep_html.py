@@ -87,6 +87,11 @@ async def test_the_smtp_path_inspects_deep_html_within_a_second_and_still_decide
     spent = time.process_time() - start
     assert spent < 1.0, f"inspection {spent:.2f} s, rule {inspection.verdict.rule}"
     assert "confidential.legal" in inspection.verdict.kinds, inspection.verdict       # the deep text was read
+    attached = cm.message("See the page.", subject="Page", attachments=(("page.html", "text/html",
+                                                                          SHAPES["misnested"].encode()),))
+    start = time.process_time()
+    inspection = await pipeline.inspect(envelope, attached)                 # an HTML attachment: documents.py
+    assert time.process_time() - start < 1.0, inspection.verdict
     # and through a real SMTP session: held or delivered, never a crash or a 4xx
     code, text, _ = await send(gw.port, "alice@example.gov", ["bob@example.org"], raw)
     assert code == 250, text
