@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bz2
 import io
+import logging
 import lzma
 import tarfile
 import unicodedata
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 
 from gateway import offload
 from gateway.model import Mail
+
+log = logging.getLogger("gateway.archives")
 
 READ = 64 * 1024
 
@@ -144,8 +147,10 @@ class _Walk:
         except _Stop:
             raise
         except Exception as e:       # every library's idea of a broken archive
-            self.inv.problems.append(Problem("unparsable", label, f"The {kind} archive could not be read "
-                                                                  f"({type(e).__name__}: {str(e)[:120]})"))
+            # The library's message goes to the log, not into the finding that notices quote.
+            log.info("%s: the %s archive could not be read: %s: %s", label, kind, type(e).__name__, str(e)[:200])
+            self.inv.problems.append(Problem("unparsable", label, f"The {kind} archive could not be read (it is "
+                                                                  "damaged or in a form the gateway cannot open)"))
 
     def member(self, name: str, data: bytes, label: str, depth: int, encrypted: bool = False) -> None:
         child = f"{label} > {name}"

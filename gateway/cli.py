@@ -18,6 +18,7 @@ from gateway import logs
 from gateway.config import ConfigError, Settings
 from gateway.model import Direction, Envelope
 from gateway.policy import PolicyError
+from gateway.quarantine import StoreError
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -143,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     except (PolicyError, ConfigError) as e:
         kind = "configuration" if isinstance(e, ConfigError) else "policy"     # e.g. a DKIM key file at start-up
         print(f"gateway: {kind} error: {e}", file=sys.stderr)
+        return 2
+    except StoreError as e:            # e.g. the quarantine's files belong to the service user
+        print(f"gateway: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

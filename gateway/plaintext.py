@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from selectolax.lexbor import LexborHTMLParser
 
-from gateway import offload
+from gateway import htmldepth, offload
 from gateway.model import Finding
 
 T = TypeVar("T")
@@ -108,7 +108,26 @@ _CELLS = "td, th"
 _HIDDEN_STYLE = re.compile(
     r"(?i)(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*hidden|mso-hide\s*:\s*all"
     r"|font-size\s*:\s*(?:0(?:\.\d+)?(?:px|pt|em|rem|%)?|1(?:px|pt|%)|0?\.[0-4]\d*(?:em|rem))\s*(?:!important)?\s*(?:;|$)"
-    r"|opacity\s*:\s*0(?:\.0+)?\s*(?:;|$)|(?:max-)?height\s*:\s*0(?:px)?\s*(?:;|$)[^\"']*overflow\s*:\s*hidden)")
+    r"|opacity\s*:\s*0(?:\.0+)?\s*(?:;|$))")
+# height:0 hides only with overflow:hidden after it (no quote between): two searches, each part of the
+# style read once, where one pattern rescanned the rest of the style for every `height:0`.
+_HEIGHT_0 = re.compile(r"(?i)(?:^|;)\s*(?:max-)?height\s*:\s*0(?:px)?\s*(?:;|$)")
+_OVERFLOW_HIDDEN = re.compile(r"(?i)overflow\s*:\s*hidden")
+_QUOTE = re.compile("[\"']")
+
+
+def _hidden_style(style: str) -> bool:
+    if _HIDDEN_STYLE.search(style):
+        return True
+    searched = -1                                       # the quote-free stretches up to here had no overflow
+    for match in _HEIGHT_0.finditer(style):
+        if match.end() <= searched:
+            continue
+        quote = _QUOTE.search(style, match.end())
+        searched = quote.start() if quote else len(style)
+        if _OVERFLOW_HIDDEN.search(style, match.end(), searched):
+            return True
+    return False
 
 
 def _is_hidden(node) -> bool:
@@ -119,7 +138,7 @@ def _is_hidden(node) -> bool:
     if not style:
         return False
     if len(style) > 300:        # attacker-sized: not worth a cache slot
-        return _HIDDEN_STYLE.search(style) is not None
+        return _hidden_style(style)
     return _hiding(style)
 
 
@@ -127,16 +146,34 @@ def _is_hidden(node) -> bool:
 def _hiding(style: str) -> bool:
     """Whether a style attribute hides its element; cached, since a newsletter repeats a few styles on
     every cell (87 look-ups per message of the benchmark's newsletter, 3 distinct styles)."""
-    return _HIDDEN_STYLE.search(style) is not None
+    return _hidden_style(style)
 
 
-def _has_ancestor(node, ids: set[int]) -> bool:
-    parent = node.parent
-    while parent is not None:
-        if parent.mem_id in ids:
-            return True
-        parent = parent.parent
-    return False
+class _Inside:
+    """Which nodes lie inside one of a set of nodes: each ancestor chain is walked once for all the
+    questions (remembered per node), so a deep tree costs linear time, not depth times nodes."""
+
+    def __init__(self, ids: set[int]) -> None:
+        self.ids = ids
+        self.known: dict[int, bool] = {}       # node -> it or an ancestor is one of ids
+
+    def __call__(self, node) -> bool:
+        path: list[int] = []
+        parent = node.parent
+        found = False
+        while parent is not None:
+            key = parent.mem_id
+            if key in self.known:
+                found = self.known[key]
+                break
+            if key in self.ids:
+                found = True
+                break
+            path.append(key)
+            parent = parent.parent
+        for key in path:
+            self.known[key] = found
+        return found
 
 
 def html_to_text(markup: str) -> str:
@@ -145,14 +182,20 @@ def html_to_text(markup: str) -> str:
 
 
 def html_text(markup: str) -> tuple[str, str]:
-    """(visible text, hidden text) of an HTML document, entities decoded, blocks on their own lines."""
+    """(visible text, hidden text) of an HTML document, entities decoded, blocks on their own lines.
+
+    Markup nested deeper than `htmldepth.MAX_DEPTH` (the parsers' cost grows with depth times size:
+    seconds for 1 MB nested 30,000 deep) is read by the linear tag stripper instead: all of its text
+    counts as visible and nothing as quoted, so the nesting cannot be used to hide text from a check."""
+    if htmldepth.too_deep(markup):
+        return htmldepth.flat_text(markup), ""
     tree = LexborHTMLParser(markup)
     for node in tree.css(_DROP):
         node.decompose()
     candidates = [node for node in tree.css("[style], [hidden]") if _is_hidden(node)]
-    ids = {node.mem_id for node in candidates}
+    inside = _Inside({node.mem_id for node in candidates})
     hidden: list[str] = []
-    top = [node for node in candidates if not _has_ancestor(node, ids)]
+    top = [node for node in candidates if not inside(node)]
     for node in top:
         hidden.append(node.text(separator=" "))
         node.decompose()
@@ -161,11 +204,10 @@ def html_text(markup: str) -> tuple[str, str]:
     for node in tree.css(_CELLS):
         node.insert_after(" ")
     quotes = tree.css("blockquote")
-    ids = {node.mem_id for node in quotes}
-    for node in quotes:                     # reply quotations: their lines marked as in plain-text mail
-        if not _has_ancestor(node, ids):
-            lines = node.text(separator="").split("\n")
-            node.replace_with("\n" + "\n".join("> " + line for line in lines if line.strip()) + "\n")
+    inside = _Inside({node.mem_id for node in quotes})
+    for node in [node for node in quotes if not inside(node)]:   # reply quotations: marked as in plain text
+        lines = node.text(separator="").split("\n")
+        node.replace_with("\n" + "\n".join("> " + line for line in lines if line.strip()) + "\n")
     root = tree.body or tree.root
     visible = root.text(separator="") if root is not None else ""
     return normalise(visible), normalise("\n".join(hidden))

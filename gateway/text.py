@@ -24,21 +24,16 @@ by the detectors as `unscanned.text_limits`.
 
 from __future__ import annotations
 
-import html
-import re
 import time
 from dataclasses import replace
 
-from gateway import documents, offload
+from gateway import documents, htmldepth, offload
 from gateway.config import Settings, TextSettings
 from gateway.mime import Part
 from gateway.model import Mail
 from gateway.ocr import message_ocr
 from gateway.plaintext import MessageText, Segment, html_text, normalise
 from gateway.quoting import FORWARD_SUBJECT, split_body
-
-_CRUDE_TAGS = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>|<[^>]*>")
-
 
 # --- extraction -----------------------------------------------------------------------------------------
 
@@ -90,7 +85,7 @@ def _body_segments(part: Part, source: str, forward: bool, budget: _Budget) -> l
         try:
             body, hidden = html_text(raw)
         except Exception:       # the HTML parser failing on hostile markup: fall back to stripping tags
-            body = normalise(html.unescape(_CRUDE_TAGS.sub(" ", raw)))
+            body = htmldepth.flat_text(raw)     # linear (a lazy <script>.*?</script> pattern was not)
     else:
         body = normalise(raw)
     body = budget.take(source, body)

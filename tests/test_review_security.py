@@ -236,7 +236,7 @@ def test_sql_injection_in_every_filter_is_inert(client, site, param):
     everything = client.get("/api/held", params={"limit": "100"}, headers=ada).json()["total"]
     for payload in SQLI:
         page = client.get("/", params={param: payload})
-        assert page.status_code == 200, (param, payload)
+        assert page.status_code in (200, 400), (param, payload)      # 400: refused as a bad filter
         for leak in ("Traceback", "OperationalError", "syntax error", "$argon2", "IntegrityError"):
             assert leak not in page.text, (param, payload, leak)       # no error, no password hash
         api = client.get("/api/held", params={param: payload}, headers=ada)

@@ -31,12 +31,14 @@ WHOLE = "whole message"
 HEURISTIC_KINDS = (("Heuristics.Limits.Exceeded", "limits_exceeded"), ("Heuristics.Encrypted.", "encrypted"))
 # A message without files is still read by our own parser: a scanner outage does not hold it.
 QUIET_WITHOUT_FILES = frozenset({"unscanned.scanner_unavailable", "unscanned.timeout"})
+# What a notice may say (staff read it): what happened to the file, never the scanner's address or error.
 EXPLAIN = {
-    "scanner_unavailable": "The virus scanner is not available",
-    "timeout": "The virus scanner did not answer in time",
-    "limits_exceeded": "The file is over the virus scanner's limits",
-    "encrypted": "The file is encrypted, so the virus scanner cannot read it",
-    "unparsable": "The virus scanner could not read the file",
+    "scanner_unavailable": "The virus scanner was not available when the message arrived, so {what} could not "
+                           "be checked for viruses",
+    "timeout": "The virus scanner did not finish checking {what} in time, so it was not checked for viruses",
+    "limits_exceeded": "{what} is too large or too complex for the virus scanner, so it was not checked for viruses",
+    "encrypted": "{what} is encrypted (password-protected), so the virus scanner could not look inside it",
+    "unparsable": "The virus scanner could not read {what}, so it was not checked for viruses",
 }
 
 
@@ -138,8 +140,10 @@ class Antivirus:
                         detail=f"Virus {signature} found in {name}")]
 
     def unscanned(self, reason: str, label: str, name: str, why: str) -> Finding:
-        return Finding(kind=f"unscanned.{reason}", detector=self.name, part=label,
-                       detail=f"{EXPLAIN[reason]}: {name} was not checked for viruses ({why})")
+        """The finding in staff language; the technical reason (socket, host, clamd's reply) goes to the log."""
+        log.warning("%s not checked for viruses (%s): %s", label, reason, why)
+        detail = EXPLAIN[reason].format(what=name if name.startswith("the ") else f"the file {name}")
+        return Finding(kind=f"unscanned.{reason}", detector=self.name, part=label, detail="T" + detail[1:])
 
     async def scan(self, data: bytes) -> str:
         key = await digest(data)

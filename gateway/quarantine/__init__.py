@@ -173,24 +173,38 @@ class Query:
         if order not in ("asc", "desc"):
             raise ValueError("order must be asc or desc")
         return cls(status=status, direction=text("direction"), category=text("category"), rule=text("rule"),
-                   sender=text("sender"), recipient=text("recipient"), since=_when(text("since")),
-                   until=_when(text("until"), end=True), text=text("subject") or text("q"), sort=sort,
-                   descending=order == "desc", offset=min(max(0, int(text("offset") or 0)), 10**9),
-                   limit=max(1, min(int(text("limit") or limit), 1000)),
+                   sender=text("sender"), recipient=text("recipient"), since=_when("since", text("since")),
+                   until=_when("until", text("until"), end=True), text=text("subject") or text("q"), sort=sort,
+                   descending=order == "desc", offset=min(max(0, _number("offset", text("offset"), 0)), 10**9),
+                   limit=max(1, min(_number("limit", text("limit"), limit), 1000)),
                    requested=text("requested") in ("1", "true", "yes", "on"))
 
 
-def _when(value: str | None, *, end: bool = False) -> float | None:
+def _number(name: str, value: str | None, default: int) -> int:
+    """A whole number of at most 12 digits (a longer one is no page anyone asked for)."""
+    if value is None:
+        return default
+    if not re.fullmatch(r"[+-]?[0-9]{1,12}", value):
+        raise ValueError(f"{name} must be a whole number of at most 12 digits")
+    return int(value)
+
+
+def _when(name: str, value: str | None, *, end: bool = False) -> float | None:
     """'2026-11-29' or an ISO date-time (UTC unless it says otherwise) -> epoch seconds.
-    A bare date as the end of a range means the end of that day."""
+    A bare date as the end of a range means the end of that day; 9999-12-31 has no end (OverflowError),
+    so it is a ValueError like any bad date."""
     if not value:
         return None
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    if end and len(value) == 10:
-        moment += timedelta(days=1)
-    return moment.timestamp()
+    try:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        if end and len(value) == 10:
+            moment += timedelta(days=1)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
+        raise ValueError(f"{name} must be an ISO date or date-time between 0001-01-01 and 9999-12-30 "
+                         "(e.g. 2026-11-29 or 2026-11-29T14:00)") from None
 
 
 @dataclass(frozen=True)

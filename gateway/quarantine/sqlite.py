@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import sqlite3
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,6 +35,56 @@ class _Conn:
         await self.db.execute(sql, args)
 
 
+SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def _owner_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def secure_files(path: str) -> None:
+    """The database (held mail, the signing keys in `meta`) and its -wal/-shm: mode 0600, owned by the
+    service user, taken to be the owner of their directory (/var/lib/gateway, systemd's StateDirectory=).
+
+    Run as root (`gateway users add` before the service ever started), the files are created or taken
+    back to that owner, so root never leaves a file the service cannot open; SQLite itself gives the
+    -wal/-shm it creates later the database's owner and mode. Files are opened without following
+    symbolic links and one with several hard links is refused: the directory's owner must not be able
+    to make root chown another file. A StoreError says how to run the command instead."""
+    directory = os.path.dirname(os.path.abspath(path))
+    info = os.stat(directory)
+    root = os.geteuid() == 0
+    uid, gid = (info.st_uid, info.st_gid) if root else (os.geteuid(), os.getegid())
+    service = _owner_name(info.st_uid)
+    hint = (f"run it as the service user, e.g. `runuser -u {service} -- gateway ...`" if info.st_uid != os.geteuid()
+            else "check the files' owner and mode")
+    for suffix in SIDE_FILES:
+        name = path + suffix
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if not suffix else 0)
+        try:
+            fd = os.open(name, flags, 0o600)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise StoreError(f"cannot open quarantine {name}: {e.strerror}; {hint}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+                raise StoreError(f"quarantine {name} is not a plain file of its own (a link?); refusing to use it")
+            if root and (st.st_uid, st.st_gid) != (uid, gid):
+                os.fchown(fd, uid, gid)
+            if st.st_mode & 0o777 != 0o600:
+                os.fchmod(fd, 0o600)
+        except PermissionError as e:
+            raise StoreError(f"quarantine {name} is owned by {_owner_name(st.st_uid)} with mode "
+                             f"{st.st_mode & 0o777:o} and cannot be made 0600 ({e.strerror}); {hint}") from None
+        finally:
+            os.close(fd)
+
+
 class SqliteStore(SqlStore):
     dialect = "sqlite"
 
@@ -43,7 +95,8 @@ class SqliteStore(SqlStore):
 
     async def open(self) -> None:
         if self.path not in ("", ":memory:"):
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o750, exist_ok=True)
+            secure_files(self.path)
         self._lock = asyncio.Lock()
         try:
             self.db = await aiosqlite.connect(self.path, isolation_level=None)

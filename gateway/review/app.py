@@ -134,8 +134,8 @@ async def queue(request: Request) -> Response:
     sort_links = {key: link(sort=key, order="asc" if query.sort == key and query.descending else "desc", offset=0)
                   for key in SORTS}
     requested = await c.store.open_requests([i.id for i in result.items])
-    return page(request, "queue.html", auth, items=result.items, total=result.total, query=query, params=params,
-                held_now=held_now, requested=requested,
+    return page(request, "queue.html", auth, 400 if error else 200, items=result.items, total=result.total,
+                query=query, params=params, held_now=held_now, requested=requested,
                 error=error, counts=await c.store.counts(), oldest=(time.time() - oldest) if oldest else None,
                 statuses=STATUSES, sort_links=sort_links, link=link,
                 prev=link(offset=max(0, query.offset - query.limit)) if query.offset else None,
@@ -331,6 +331,20 @@ async def audit_page(request: Request) -> Response:
 
 # --- the app --------------------------------------------------------------------------------------
 
+SECURITY_HEADERS = (("Content-Security-Policy", PAGE_CSP), ("X-Frame-Options", "DENY"),
+                    ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
+                    ("Cache-Control", "no-store"), ("Cross-Origin-Opener-Policy", "same-origin"))
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """The 500 page. Starlette sends it from outside every middleware, so it sets the security headers
+    itself; it names nothing of the error (that is in the log)."""
+    return HTMLResponse("<!doctype html><html><head><meta charset=\"utf-8\"><title>Error</title></head><body>"
+                        "<h1>Something went wrong</h1><p>The error was logged. Go back and try again; if it "
+                        "happens again, tell the gateway's administrator the time it happened.</p></body></html>",
+                        status_code=500, headers=dict(SECURITY_HEADERS))
+
+
 class SecurityHeaders:
     """Strict defaults on every response; a response may set its own CSP (the HTML preview does)."""
 
@@ -344,9 +358,7 @@ class SecurityHeaders:
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for key, value in (("Content-Security-Policy", PAGE_CSP), ("X-Frame-Options", "DENY"),
-                                   ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
-                                   ("Cache-Control", "no-store"), ("Cross-Origin-Opener-Policy", "same-origin")):
+                for key, value in SECURITY_HEADERS:
                     if key not in headers:
                         headers[key] = value
             await send(message)
@@ -398,6 +410,6 @@ def create_app(settings: Settings,
                                 await link_secret(settings, store))
             yield
 
-    app = Starlette(routes=routes(), lifespan=lifespan)
+    app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers={500: server_error})
     app.add_middleware(SecurityHeaders)
     return app

@@ -12,7 +12,7 @@ import magic
 import nh3
 from markupsafe import Markup, escape
 
-from gateway import mime
+from gateway import htmldepth, mime
 from gateway.config import Settings
 from gateway.model import Finding
 from gateway.plaintext import html_to_text
@@ -131,7 +131,8 @@ def preview_html(settings: Settings, item: HeldItem) -> str | None:
     part = next((p for p in parsed.text_parts if p.content_type == "text/html"), None)
     if part is None:
         return None
-    clean = nh3.clean(part.text()[:MAX_TEXT * 5], tags=PREVIEW_TAGS, attributes=PREVIEW_ATTRIBUTES,
+    markup = htmldepth.bounded(part.text()[:MAX_TEXT * 5])      # the parser's cost grows with the nesting
+    clean = nh3.clean(markup, tags=PREVIEW_TAGS, attributes=PREVIEW_ATTRIBUTES,
                       url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer nofollow",
                       strip_comments=True)
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>preview</title></head>"
