@@ -199,7 +199,7 @@ def cmd_dkim_keygen(args: argparse.Namespace, settings: Settings) -> int:
     import os
     import re
 
-    from gateway.dkimsign import keygen
+    from gateway.dkimsign import keygen, zone_strings
 
     label = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
     if not all(label.fullmatch(p) for p in args.selector.split(".")):
@@ -221,9 +221,11 @@ def cmd_dkim_keygen(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
-    print(f"gateway: wrote {path}; publish this TXT record at {args.selector}._domainkey.{args.domain.rstrip('.')}:",
+    name = f"{args.selector}._domainkey.{args.domain.rstrip('.')}"
+    print(f"gateway: wrote {path}; publish this TXT record at {name} (its value, then a zone-file line):",
           file=sys.stderr)
     print(record)
+    print(f"{name}. IN TXT {zone_strings(record)}")
     return 0
 
 
