@@ -234,6 +234,7 @@ class MilterSession:
                 return [codec.replycode(TEMPFAIL_REPLY)]
             reason = f"gateway {mail.id}: rule {verdict.rule}: {', '.join(verdict.kinds)}"
             packets.append(codec.quarantine(headers.safe_value(reason, 400)))
+            await actions.notify_hold_queue(mail, verdict, self.macros.get("i", ""))
         packets.append(codec.continue_())
         return packets
 

@@ -127,7 +127,10 @@ class Notifier:
         if first.template in ("held", "itsd"):
             live, stale = [], []
             for row in group:
-                item = await self.store.get(row.held_id, with_raw=False) if row.held_id else None
+                if not row.held_id:         # in the MTA's hold queue (postfix-hold), not in our store
+                    live.append(row)
+                    continue
+                item = await self.store.get(row.held_id, with_raw=False)
                 (live if item is not None and item.status in LIVE else stale).append(row)
             if stale:
                 await self.store.notices_done([r.id for r in stale], "skipped")
