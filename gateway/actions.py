@@ -7,6 +7,7 @@ the quarantine committed it; our own failures answer 4xx.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -114,6 +115,21 @@ class Actions:
             log.exception("quarantine write failed for %s", mail.id)
             return TEMPFAIL_INTERNAL
         return f"250 2.0.0 Ok: queued as {mail.id}"
+
+    async def notify_hold_queue(self, mail: Mail, verdict: Verdict, queue_id: str) -> None:
+        """The notices of a hold for a message the MTA keeps in its hold queue (the milter's postfix-hold
+        mode): the same people as a hold in our store, told the MTA's queue id and given no review or
+        release-request link, since the review app cannot see the message. Never affects the message."""
+        if self.planner is None:
+            return
+        try:
+            item = HeldItem.from_mail(mail, verdict)
+            extra = {"hold_queue": True, "queue_id": queue_id or "unknown", "url": "", "request_url": ""}
+            notices = [dataclasses.replace(n, held_id=None, context={**n.context, **extra})
+                       for n in self.planner.held(mail, item, verdict)]
+            await self.store.enqueue(notices)
+        except Exception:     # a notifier failure never loses, delays or blocks mail
+            log.exception("the notices for %s (queue id %s) in the MTA's hold queue failed", mail.id, queue_id)
 
 
 def refusal(verdict: Verdict) -> str:

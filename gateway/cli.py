@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -140,7 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.setup(settings.log)
     try:
-        return args.func(args, settings)
+        code = args.func(args, settings)
+        sys.stdout.flush()          # a reader that went away (`| head`) shows here, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader has what it wanted: stop quietly, and let the exit-time flush write to nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (PolicyError, ConfigError) as e:
         kind = "configuration" if isinstance(e, ConfigError) else "policy"     # e.g. a DKIM key file at start-up
         print(f"gateway: {kind} error: {e}", file=sys.stderr)
@@ -152,8 +159,41 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def describe_store(url: str) -> str:
+    """The store's URL as an operator can compare it: SQLite paths absolute, a password masked."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://")
+        return "sqlite://" + os.path.abspath("/" + path.lstrip("/") if path.startswith("/") else path)
+    parts = urlsplit(url)
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    return urlunsplit(parts)
+
+
+def opened(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
+    """Which configuration and which store a command uses (the "opened" field of --json output)."""
+    embedded = settings.source == config_module.Settings().source
+    return {"config": "embedded defaults" if embedded else os.path.abspath(settings.source),
+            "store": describe_store(settings.quarantine.url)}
+
+
+def announce(args: argparse.Namespace, settings: Settings) -> None:
+    """Say on stderr which configuration and store a command opened, so that an unset GATEWAY_CONFIG
+    (the embedded defaults, another store) is seen at once."""
+    where = opened(args, settings)
+    if where["config"] == "embedded defaults":
+        config = "config: embedded defaults (no --config, GATEWAY_CONFIG unset)"
+    else:
+        config = f"config {where['config']} ({'--config' if getattr(args, 'config', None) else 'GATEWAY_CONFIG'})"
+    print(f"gateway: {config}; store {where['store']}", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.app import main
+    announce(args, settings)
     main(settings)          # uvloop where available; worker processes per [smtp] workers
     return 0
 
@@ -174,7 +214,7 @@ def cmd_dkim_keygen(args: argparse.Namespace, settings: Settings) -> int:
     import os
     import re
 
-    from gateway.dkimsign import keygen
+    from gateway.dkimsign import keygen, zone_strings
 
     label = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
     if not all(label.fullmatch(p) for p in args.selector.split(".")):
@@ -196,9 +236,11 @@ def cmd_dkim_keygen(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
-    print(f"gateway: wrote {path}; publish this TXT record at {args.selector}._domainkey.{args.domain.rstrip('.')}:",
+    name = f"{args.selector}._domainkey.{args.domain.rstrip('.')}"
+    print(f"gateway: wrote {path}; publish this TXT record at {name} (its value, then a zone-file line):",
           file=sys.stderr)
     print(record)
+    print(f"{name}. IN TXT {zone_strings(record)}")
     return 0
 
 
@@ -298,8 +340,10 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run())
 
 
-def _with_store(settings: Settings, body: Callable) -> int:
+def _with_store(args: argparse.Namespace, settings: Settings, body: Callable) -> int:
     from gateway.quarantine import open_store
+
+    announce(args, settings)
 
     async def go() -> int:
         store = open_store(settings.quarantine.url)
@@ -324,12 +368,12 @@ def cmd_quarantine_list(args: argparse.Namespace, settings: Settings) -> int:
     async def body(store) -> int:
         for item in (await store.query(query)).items:
             if args.json:
-                print(json.dumps(item.summary()))
+                print(json.dumps({**item.summary(), "opened": opened(args, settings)}))
             else:
                 print(f"{item.id}  {item.status:<9} {item.direction:<8} {item.rule:<28} "
                       f"{','.join(item.kinds)[:40]:<40} {item.mail_from} -> {', '.join(item.rcpt_tos)}")
         return 0
-    return _with_store(settings, body)
+    return _with_store(args, settings, body)
 
 
 def cmd_quarantine_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -344,21 +388,23 @@ def cmd_quarantine_show(args: argparse.Namespace, settings: Settings) -> int:
                 "release_role": item.release_role, "notice": item.extra.get("notice", ""),
                 "error": item.error, "released_to": list(item.released_to), "decided_by": item.decided_by}
         if args.json:
-            print(json.dumps(data))
+            print(json.dumps({**data, "opened": opened(args, settings)}))
         else:
             for key, value in data.items():
                 print(f"{key}: {value}")
         return 0
-    return _with_store(settings, body)
+    return _with_store(args, settings, body)
 
 
 # --- release, delete, purge, users, review -----------------------------------------------------------
 
-def _with_gateway(settings: Settings, body: Callable) -> int:
+def _with_gateway(args: argparse.Namespace, settings: Settings, body: Callable) -> int:
     """Run `body(gateway)` with the store, pipeline and actions of a gateway that does not listen."""
     from gateway.app import Gateway
     from gateway.quarantine import StoreError
     from gateway.release import Refused
+
+    announce(args, settings)
 
     async def go() -> int:
         gateway = await Gateway.create(settings)
@@ -408,7 +454,7 @@ def cmd_quarantine_release(args: argparse.Namespace, settings: Settings) -> int:
                   f"gone: {', '.join(outcome.rescan.removed) or '-'}")
         print(f"{args.id}: {outcome.status}: {outcome.message}")
         return 0 if outcome.status in ("released", "partly-released", "approved") else 1
-    return _with_gateway(settings, body)
+    return _with_gateway(args, settings, body)
 
 
 def cmd_quarantine_delete(args: argparse.Namespace, settings: Settings) -> int:
@@ -417,7 +463,7 @@ def cmd_quarantine_delete(args: argparse.Namespace, settings: Settings) -> int:
         outcome = await gateway.release_service().delete(args.id, user, args.reason)
         print(f"{args.id}: {outcome.message}")
         return 0
-    return _with_gateway(settings, body)
+    return _with_gateway(args, settings, body)
 
 
 def cmd_quarantine_purge(args: argparse.Namespace, settings: Settings) -> int:
@@ -425,7 +471,7 @@ def cmd_quarantine_purge(args: argparse.Namespace, settings: Settings) -> int:
         count = await gateway.release_service().purge("gateway purge (cli)")
         print(f"purged the content of {count} message(s) older than {settings.quarantine.retention_days} days")
         return 0
-    return _with_gateway(settings, body)
+    return _with_gateway(args, settings, body)
 
 
 def _read_password() -> str:
@@ -457,7 +503,7 @@ def cmd_users_add(args: argparse.Namespace, settings: Settings) -> int:
         await store.audit("gateway users (cli)", "user-add", None, f"{args.name} as {args.role}")
         print(f"added {args.name} ({args.role})")
         return 0
-    return _with_store(settings, body)
+    return _with_store(args, settings, body)
 
 
 def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -469,7 +515,7 @@ def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
                 if t.user_name == user.name:
                     print(f"    token {t.id}{'  revoked' if t.revoked_at else ''}")
         return 0
-    return _with_store(settings, body)
+    return _with_store(args, settings, body)
 
 
 def cmd_users_token(args: argparse.Namespace, settings: Settings) -> int:
@@ -486,7 +532,7 @@ def cmd_users_token(args: argparse.Namespace, settings: Settings) -> int:
                           {"token_id": token.split("_")[1]})
         print(token)
         return 0
-    return _with_store(settings, body)
+    return _with_store(args, settings, body)
 
 
 def cmd_users_revoke(args: argparse.Namespace, settings: Settings) -> int:
@@ -502,7 +548,7 @@ def cmd_users_revoke(args: argparse.Namespace, settings: Settings) -> int:
             await store.audit("gateway users (cli)", "token-revoke", None, "", {"token_id": token_id})
         print(f"revoked {len(revoked)} token(s)")
         return 0 if revoked else 1
-    return _with_store(settings, body)
+    return _with_store(args, settings, body)
 
 
 def cmd_users_passwd(args: argparse.Namespace, settings: Settings) -> int:
@@ -524,10 +570,11 @@ def cmd_users_passwd(args: argparse.Namespace, settings: Settings) -> int:
         await store.audit("gateway users (cli)", "user-passwd", None, args.name)
         print(f"changed the password of {args.name}; their review sessions have ended")
         return 0
-    return _with_store(settings, body)
+    return _with_store(args, settings, body)
 
 
-def _account_change(settings: Settings, name: str, action: str, change: Callable, done: str, already: str) -> int:
+def _account_change(args: argparse.Namespace, settings: Settings, action: str, change: Callable, done: str,
+                    already: str) -> int:
     """Run `change(store)` (True: it changed something), audit it as `user-ACTION`, print the outcome."""
     from gateway.quarantine import StoreError
 
@@ -538,22 +585,22 @@ def _account_change(settings: Settings, name: str, action: str, change: Callable
             print(f"gateway: {e}", file=sys.stderr)
             return 1
         if changed:
-            await store.audit("gateway users (cli)", f"user-{action}", None, name)
+            await store.audit("gateway users (cli)", f"user-{action}", None, args.name)
         print(done if changed else already)
         return 0
-    return _with_store(settings, body)
+    return _with_store(args, settings, body)
 
 
 def cmd_users_disable(args: argparse.Namespace, settings: Settings) -> int:
     from gateway import accounts
-    return _account_change(settings, args.name, "disable", lambda store: accounts.disable(store, args.name),
+    return _account_change(args, settings, "disable", lambda store: accounts.disable(store, args.name),
                            f"disabled {args.name}: their review sessions and API tokens no longer work",
                            f"{args.name} was already disabled")
 
 
 def cmd_users_enable(args: argparse.Namespace, settings: Settings) -> int:
     from gateway import accounts
-    return _account_change(settings, args.name, "enable", lambda store: accounts.enable(store, args.name),
+    return _account_change(args, settings, "enable", lambda store: accounts.enable(store, args.name),
                            f"enabled {args.name}: they can log in again", f"{args.name} was already enabled")
 
 
@@ -563,12 +610,13 @@ def cmd_users_remove(args: argparse.Namespace, settings: Settings) -> int:
     async def remove(store) -> bool:
         await accounts.remove(store, args.name)
         return True
-    return _account_change(settings, args.name, "remove", remove,
+    return _account_change(args, settings, "remove", remove,
                            f"removed {args.name} and their API tokens; their review sessions no longer work", "")
 
 
 def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.app import review_alone
+    announce(args, settings)
     asyncio.run(review_alone(settings))
     return 0
 
@@ -583,16 +631,16 @@ def cmd_notices_status(args: argparse.Namespace, settings: Settings) -> int:
         failing = [n for n in await store.outbox(limit=1000)
                    if n.status == "failed" or (n.status in ("pending", "sending") and n.attempts >= alert_after)]
         if args.json:
-            print(json.dumps({**stats, "alerting": [{"id": n.id, "held_id": n.held_id, "recipient": n.recipient,
-                                                     "template": n.template, "status": n.status,
-                                                     "attempts": n.attempts, "error": n.error} for n in failing]}))
+            alerting = [{"id": n.id, "held_id": n.held_id, "recipient": n.recipient, "template": n.template,
+                         "status": n.status, "attempts": n.attempts, "error": n.error} for n in failing]
+            print(json.dumps({**stats, "alerting": alerting, "opened": opened(args, settings)}))
         else:
             print(f"pending {stats['pending']}, failing {stats['failing']}, failed {stats['failed']}")
             for n in failing:
                 print(f"#{n.id} {n.template} to {n.recipient} ({n.held_id or '-'}): {n.status}, "
                       f"{n.attempts} attempt(s): {n.error}")
         return 1 if stats["alert"] else 0
-    return _with_store(settings, body)
+    return _with_store(args, settings, body)
 
 
 def cmd_notices_retry(args: argparse.Namespace, settings: Settings) -> int:
@@ -601,7 +649,7 @@ def cmd_notices_retry(args: argparse.Namespace, settings: Settings) -> int:
         await store.audit("gateway notices retry (cli)", "notices-retry", None, "", {"count": count})
         print(f"{count} failed notice(s) queued again")
         return 0
-    return _with_store(settings, body)
+    return _with_store(args, settings, body)
 
 
 if __name__ == "__main__":

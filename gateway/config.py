@@ -7,6 +7,7 @@ value of the wrong type, is an error that names the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import ipaddress
 import os
 import re
@@ -17,7 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-SHIPPED_POLICY_DIR = PACKAGE_DIR.parent / "policies"
+
+
+def _shipped_policy_dir() -> Path:
+    """The shipped policy: inside the installed package (the wheel maps policies/ to gateway/policies),
+    else policies/ at the top of a source checkout, where it is kept."""
+    installed = Path(str(importlib.resources.files("gateway").joinpath("policies")))
+    return installed if installed.is_dir() else PACKAGE_DIR.parent / "policies"
+
+
+SHIPPED_POLICY_DIR = _shipped_policy_dir()
 
 
 class ConfigError(Exception):

@@ -1,4 +1,4 @@
-"""The DATA phase read in large chunks, with aiosmtpd's exact semantics, into a spool.
+"""The DATA phase read in large chunks into a spool, with aiosmtpd's end-of-data and Postfix's lines.
 
 aiosmtpd reads DATA one line at a time (StreamReader.readuntil per line): about 60 % of a no-op
 relay's CPU on a 20 KB message (docs/performance.md). Here the end-of-data search, the
@@ -6,12 +6,17 @@ dot-unstuffing and the line-length check run over whole chunks in C (bytes.find/
 the message goes into a `Spool` that keeps it in memory up to a threshold and on disk beyond it, so
 that many slow senders of large messages do not each hold their message in memory.
 
-Semantics kept from aiosmtpd (tests/test_perf_core.py pins them):
-- only CRLF "." CRLF ends the data (a "." line right after DATA too); bare CR or LF never do;
+Semantics (tests/test_perf_core.py pins them against a line-at-a-time reference):
+- only CRLF "." CRLF ends the data (a "." line right after DATA too), looked for in the bytes as
+  received; bare CR or LF never do;
+- an end-of-data look-alike with a bare CR or LF (SMTP smuggling) is looked for in the bytes as
+  received, before anything is normalised, and recorded on the spool (`Spool.smuggling`);
+- a line ends with CRLF or, as Postfix reads it, a bare LF; every line end is stored as CRLF
+  (a bare CR is not a line end and stays as it is), so bare-LF clients (smtplib sending bytes) work;
 - dot-unstuffing: the first "." of every line that starts with one is removed;
-- the size limit counts the bytes as sent (dot-stuffed, CRLFs included, without the final ".CRLF");
+- the size limit counts the bytes as sent (dot-stuffed, line ends as sent, without the final ".CRLF");
   over the limit the rest is read and discarded and the caller answers 552;
-- a line longer than `max_line` bytes before its CRLF: the rest is drained and the caller answers 500.
+- a line longer than `max_line` bytes before its line end: the rest is drained and the caller answers 500.
 Bytes the client pipelined after the end of data stay in the reader for the next command.
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
 import tempfile
 
 log = logging.getLogger("gateway.dataread")
@@ -28,6 +34,10 @@ END = b"\r\n.\r\n"
 DOT_CRLF = b".\r\n"
 # A consumed stream ending with one of these could be the start of an END the reader has not seen whole.
 _END_PREFIXES = (b"\r", b"\r\n", b"\r\n.", b"\r\n.\r")
+# gateway/detectors/mime.py's end-of-data look-alikes with the look-ahead consumed: a match needs all
+# its bytes present, so one split across two chunks is found once the second arrives, never guessed at.
+_LOOK_ALIKE = re.compile(rb"(?:\r\n|\n|\r)\.(?:\r[^\n]|\n)|(?<!\r)\n\.\r\n|\r\.\r\n")
+_CARRY = 8                  # bytes kept from one chunk for the next: a look-alike and the byte before it
 
 
 class DataState(enum.Enum):
@@ -44,6 +54,7 @@ class Spool:
         self.threshold = threshold
         self.directory = directory or None
         self.size = 0
+        self.smuggling = False          # an end-of-data look-alike was in the bytes as received
         self._memory: list[bytes] | None = []
         self._file = None
 
@@ -90,10 +101,12 @@ class Spool:
 
 async def read_data(reader: asyncio.StreamReader, out: Spool, *, size_limit: int | None,
                     max_line: int) -> DataState:
-    """Read one DATA payload up to and including CRLF.CRLF into `out` (unstuffed, final CRLF kept).
+    """Read one DATA payload up to and including CRLF.CRLF into `out` (unstuffed, line ends CRLF,
+    final CRLF kept); `out.smuggling` says whether the bytes as received had an end-of-data look-alike.
 
     Raises asyncio.IncompleteReadError when the client goes away before the end of data.
     """
+    carry = b"\r\n"         # the last bytes as received, for look-alikes across chunks (virtual CRLF first)
     tail = b"\r\n"          # the last bytes consumed, starting with a virtual CRLF before the first line
     careful = True          # until `tail` cannot begin an END, look for ".CRLF" and check what precedes it
     pending = b"\r\n"       # data not yet written: the CRLF ending the previous line and the partial line after
@@ -120,10 +133,21 @@ async def read_data(reader: asyncio.StreamReader, out: Spool, *, size_limit: int
             out.discard()
         if state is DataState.NOMINAL:
             data = pending + block
-            cut = len(data) - 2 if end else data.rfind(b"\r\n")
+            lines = data.split(b"\r\n")            # the pending CRLF first: never empty
+            lf = data.count(b"\n")
+            bare_lf = lf != len(lines) - 1
+            if not out.smuggling:
+                bare = bare_lf or data.count(b"\r") != lf
+                window = carry + (block if bare else block[:_CARRY])      # no bare CR/LF inside: only the seam
+                out.smuggling = _LOOK_ALIKE.search(window, 1) is not None
+                carry = (carry + block[-_CARRY:])[-_CARRY:]
+            if bare_lf:                                # a line end too (Postfix), stored as CRLF
+                data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+                lines = data.split(b"\r\n")
+            cut = len(data) - 2 if end else len(data) - len(lines[-1]) - 2
             unit, pending = data[:cut], data[cut:]
-            partial = len(pending) - 2 - (1 if pending.endswith(b"\r") else 0)
-            if partial > max_line or (unit and max(map(len, unit.split(b"\r\n"))) > max_line):
+            partial = len(lines[-1]) - (1 if pending.endswith(b"\r") else 0)
+            if partial > max_line or (unit and max(map(len, lines[:-1])) > max_line):
                 state, pending = DataState.TOO_LONG, b""
                 out.discard()
             elif unit:

@@ -181,6 +181,12 @@ def finishers(settings: Settings) -> list[Finisher]:
     return out
 
 
+def zone_strings(value: str, size: int = 255) -> str:
+    """A TXT value as a zone file's string list, `( "..." "..." )`: a DNS character-string holds at
+    most 255 octets, and an RSA-2048 record is longer (RFC 6376 3.6.2.2: the strings are joined)."""
+    return "( " + "".join(f'"{value[i:i + size]}" ' for i in range(0, len(value), size)) + ")"
+
+
 def keygen(kind: str = "rsa", bits: int = 2048) -> tuple[bytes, str]:
     """A new key -> (PKCS#8 PEM private key, the DNS TXT record value to publish)."""
     from cryptography.hazmat.primitives import serialization

@@ -37,6 +37,7 @@ class Envelope:
     client_address: str = ""
     helo: str = ""
     smtp_utf8: bool = False
+    smuggling: bool = False             # the front end saw an end-of-data look-alike before normalising line ends
 
 
 @dataclass(frozen=True, slots=True)

@@ -220,6 +220,7 @@ class GatewaySMTP(SMTP):
                 raw = spool.getvalue()
                 spool.close()
                 self.envelope.content = self.envelope.original_content = raw
+                self.envelope.smuggling = spool.smuggling       # seen before the line ends were normalised
                 del raw
                 status = await self._call_handler_hook("DATA")
             finally:
@@ -356,7 +357,8 @@ class Handler:
         mail_envelope = Envelope(
             mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos),
             client_address=forwarded.get("ADDR") or (session.peer[0] if session.peer else ""),
-            helo=forwarded.get("HELO") or session.host_name or "", smtp_utf8=envelope.smtp_utf8)
+            helo=forwarded.get("HELO") or session.host_name or "", smtp_utf8=envelope.smtp_utf8,
+            smuggling=getattr(envelope, "smuggling", False))
         handled = await self.handling.handle(mail_envelope, envelope.original_content or b"",
                                              NextHopHandoff(session.next_hop))
         return handled.reply

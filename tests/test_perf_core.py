@@ -27,29 +27,27 @@ MAX_LINE = 999          # aiosmtpd: a line of more than 1001 bytes with its CRLF
 # The reader against a line-at-a-time reference (aiosmtpd's semantics), over random chunkings
 
 
-def reference(stream: bytes, size_limit: int | None) -> tuple[set[DataState], bytes, bytes] | None:
-    """(possible states, unstuffed data, bytes left for the next command); None if never terminated."""
-    pos, lines = 0, []
-    while True:
-        i = stream.find(b"\r\n", pos)
-        if i < 0:
-            return None
-        line, pos = stream[pos:i + 2], i + 2
-        if line == b".\r\n":
-            break
-        lines.append(line)
-    states, total = set(), 0
-    for line in lines:
-        total += len(line)
-        if size_limit and total > size_limit:
-            states.add(DataState.TOO_MUCH)
-        if len(line) - 2 > MAX_LINE:
-            states.add(DataState.TOO_LONG)
-    data = b"".join(line[1:] if line.startswith(b".") else line for line in lines)
-    return states or {DataState.NOMINAL}, data, stream[pos:]
+def reference(stream: bytes, size_limit: int | None) -> tuple[set[DataState], bytes, bytes, bool] | None:
+    """(possible states, unstuffed data, bytes left for the next command, smuggling look-alike seen);
+    None if never terminated. Only CRLF "." CRLF ends the data (looked for in the bytes as received);
+    then CR LF and bare LF both end a line (Postfix's reading), and every line end becomes CRLF."""
+    from gateway.detectors.mime import _SMUGGLING
+    i = (b"\r\n" + stream).find(b"\r\n.\r\n")
+    if i < 0:
+        return None
+    raw, rest = stream[:i], stream[i + 3:]                   # raw: the data as sent, its final CRLF included
+    smuggling = _SMUGGLING.search(b"\r\n" + raw + b".\r\n") is not None
+    lines = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n").split(b"\r\n")[:-1]
+    states = set()
+    if size_limit and len(raw) > size_limit:
+        states.add(DataState.TOO_MUCH)
+    if any(len(line) > MAX_LINE for line in lines):
+        states.add(DataState.TOO_LONG)
+    data = b"".join((line[1:] if line.startswith(b".") else line) + b"\r\n" for line in lines)
+    return states or {DataState.NOMINAL}, data, rest, smuggling
 
 
-async def run_reader(stream: bytes, cuts: list[int], size_limit: int | None) -> tuple[DataState, bytes, bytes]:
+async def run_reader(stream: bytes, cuts: list[int], size_limit: int | None) -> tuple[DataState, bytes, bytes, bool]:
     reader = asyncio.StreamReader(limit=1001)
 
     async def feed() -> None:
@@ -67,11 +65,11 @@ async def run_reader(stream: bytes, cuts: list[int], size_limit: int | None) -> 
     data = spool.getvalue() if state is DataState.NOMINAL else b""
     spool.close()
     await feeder
-    return state, data, await reader.read()
+    return state, data, await reader.read(), spool.smuggling
 
 
 TOKENS = [b"\r", b"\n", b".", b"..", b"a", b"Hello world", b"\r\n", b".\r\n", b"\r\n.\r\n", b"\x00", b"\xff\xfe",
-          b"x" * 998, b"y" * 1200, b"\r\n..\r\n", b"\n.\n", b"\r.\r"]
+          b"x" * 998, b"y" * 1200, b"\r\n..\r\n", b"\n.\n", b"\r.\r", b"z" * 600 + b"\n", b"\n..", b"\n.\r\n"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -81,12 +79,13 @@ def test_chunked_reader_matches_line_reader(body, cuts, size_limit):
     stream = b"".join(body) + b"\r\n.\r\nNOOP\r\n"
     expected = reference(stream, size_limit)
     assert expected is not None
-    states, data, rest = expected
-    state, got, left = asyncio.run(run_reader(stream, cuts, size_limit))
+    states, data, rest, smuggling = expected
+    state, got, left, seen = asyncio.run(run_reader(stream, cuts, size_limit))
     assert state in states
     assert left == rest                      # pipelined bytes after the end stay for the next command
     if state is DataState.NOMINAL:
         assert got == data
+        assert seen == smuggling             # found in the bytes as received, whatever the chunking
 
 
 @pytest.mark.parametrize("stream, data", [
@@ -94,10 +93,12 @@ def test_chunked_reader_matches_line_reader(body, cuts, size_limit):
     (b"\r\n.\r\n", b"\r\n"),
     (b"..\r\n.\r\n", b".\r\n"),                          # dot-unstuffing on the first line
     (b"a\r\n...b\r\n.c\r\n.\r\n", b"a\r\n..b\r\nc\r\n"),
-    (b"a\n.\nb\r.\rc\r\n.\r\n", b"a\n.\nb\r.\rc\r\n"),   # bare LF / CR never end the data
+    (b"a\n.\nb\r.\rc\r\n.\r\n", b"a\r\n\r\nb\r.\rc\r\n"),   # bare LF / CR never end the data
+    (b"a\nb\n..c\r\n.\r\n", b"a\r\nb\r\n.c\r\n"),           # bare LF ends a line: CRLF, unstuffed
+    (b"\n" + b"v" * 900 + b"\n" + b"w" * 900 + b"\r\n.\r\n", b"\r\n" + b"v" * 900 + b"\r\n" + b"w" * 900 + b"\r\n"),
 ])
 async def test_reader_exact_cases(stream, data):
-    state, got, left = await run_reader(stream + b"QUIT\r\n", [1, 2, 3, 4, 5], None)
+    state, got, left, _ = await run_reader(stream + b"QUIT\r\n", [1, 2, 3, 4, 5], None)
     assert (state, got, left) == (DataState.NOMINAL, data, b"QUIT\r\n")
 
 

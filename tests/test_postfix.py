@@ -226,7 +226,38 @@ async def test_milter_postfix_hold_mode_uses_postfixs_hold_queue(milter_stack, s
     await settle(postfix)
     assert len(postfix.queue_ids("hold")) == 1
     assert await postfix.logged("milter triggers HOLD action")
-    assert sink.messages == [] and await gateway.store.list() == []
+    assert await gateway.store.list() == []
+    assert all(b"Auto-Submitted: auto-generated" in m.data for m in sink.messages)     # notices at most
+
+
+async def test_milter_postfix_hold_mode_tells_staff_and_itsd_the_hold_queue_id_without_links(milter_stack, sink):
+    from gateway.notify.notifier import Notifier
+
+    gateway, postfix = await milter_stack(milter={"quarantine_mode": "postfix-hold"},
+                                          notify={"itsd": "itsd@example.gov", "itsd_immediate": ["malformed"],
+                                                  "base_url": "https://review.example.gov"})
+    code, text, _ = await send(postfix.port, "mallory@example.org", ["bob@example.gov"], MALFORMED)
+    assert code == 250, text
+    await settle(postfix)
+    [queue_id] = postfix.queue_ids("hold")
+    notifier = Notifier(gateway.settings, gateway.store)
+    notifier.secret = await gateway.store.secret("notify-link-key")
+    assert await notifier.run_once() == 2               # through Postfix's reinjection service to the sink
+    await settle(postfix)
+    import email
+    import email.policy
+
+    def text_of(data: bytes) -> str:
+        message = email.message_from_bytes(data, policy=email.policy.default)
+        return "".join(part.get_content() for part in message.walk() if part.get_content_maintype() == "text")
+
+    notices = {m.rcpt_tos[0]: text_of(m.data) for m in await sink.wait_for(2, timeout=15)}
+    assert set(notices) == {"bob@example.gov", "itsd@example.gov"}
+    for data in notices.values():
+        assert queue_id in data and "hold queue" in data
+        assert "review.example.gov" not in data
+    assert all(b"Auto-Submitted: auto-generated" in m.data for m in sink.messages)     # only notices arrived
+    assert postfix.queue_ids("hold") == [queue_id]
 
 
 async def test_milter_down_means_postfix_defers(milter_stack, sink):

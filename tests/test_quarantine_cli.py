@@ -61,7 +61,7 @@ def test_list_with_filters_and_show(site, capsys):
     code, out, _ = run(capsys, "quarantine", "list", "--json", "--config", site.config)
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and [r["subject"] for r in rows] == ["Payroll", "Invoice", "Ancient"]
-    assert set(rows[0]) == set(site.items["pii"].summary())
+    assert set(rows[0]) == {*site.items["pii"].summary(), "opened"}
     _, out, _ = run(capsys, "quarantine", "list", "--json", "--category", "virus", "--config", site.config)
     assert [json.loads(line)["subject"] for line in out.splitlines()] == ["Invoice"]
     _, out, _ = run(capsys, "quarantine", "list", "--json", "--sender", "EVE@", "--direction", "inbound",

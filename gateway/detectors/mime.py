@@ -64,7 +64,7 @@ class MimeStructure:
         reasons = list(parsed.defects)
         if parsed.limit_exceeded:
             reasons.append("limits_exceeded")
-        if has_smuggling(mail.raw):
+        if mail.envelope.smuggling or has_smuggling(mail.raw):
             reasons.append("smtp_smuggling")
         findings = []
         for reason in dict.fromkeys(reasons):

@@ -263,6 +263,8 @@ class MtaHandoff:
                 return TEMPFAIL_REPLY
             reason = f"gateway {mail.id}: rule {verdict.rule}: {', '.join(verdict.kinds)}"
             packets.append(codec.quarantine(headers.safe_value(reason, 400)))
+            actions = self.session.server.handling.actions
+            await actions.notify_hold_queue(mail, verdict, self.session.macros.get("i", ""))
         self.packets = [*packets, codec.continue_()]
         return f"250 2.0.0 Ok: handed back to the MTA as {mail.id}"
 

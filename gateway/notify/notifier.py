@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from gateway import observability, relay
-from gateway.config import ConfigError, Settings, notice_from
+from gateway.config import SHIPPED_POLICY_DIR, ConfigError, Settings, notice_from
 from gateway.notify.compose import Notice, compose, environment
 from gateway.notify.tokens import make_token
 from gateway.quarantine import OutboxRow, Store
@@ -56,14 +56,16 @@ async def link_secret(settings: Settings, store: Store) -> str:
     return settings.review.secret_key or await store.secret("notify-link-key")
 
 
+SHIPPED_TEMPLATES = SHIPPED_POLICY_DIR / "templates"      # the last folder searched for a notice template
+
+
 class Notifier:
     def __init__(self, settings: Settings, store: Store, node: str | None = None) -> None:
         self.settings = settings
         self.store = store
         self.node = node or f"{socket.gethostname()}:{os.getpid()}"
         folders = [settings.notify.templates, Path(settings.policy.dir) / "templates"]
-        shipped = Path(__file__).resolve().parents[2] / "policies" / "templates"
-        self.env = environment(*folders, shipped)
+        self.env = environment(*folders, SHIPPED_TEMPLATES)
         if settings.notify.language:        # a missing catalog stops start-up, naming the folder
             self.env.install_gettext_translations(translations(settings), newstyle=True)
         self.secret = ""
@@ -125,7 +127,10 @@ class Notifier:
         if first.template in ("held", "itsd"):
             live, stale = [], []
             for row in group:
-                item = await self.store.get(row.held_id, with_raw=False) if row.held_id else None
+                if not row.held_id:         # in the MTA's hold queue (postfix-hold), not in our store
+                    live.append(row)
+                    continue
+                item = await self.store.get(row.held_id, with_raw=False)
                 (live if item is not None and item.status in LIVE else stale).append(row)
             if stale:
                 await self.store.notices_done([r.id for r in stale], "skipped")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import re
 import time
 from collections.abc import Callable
@@ -47,7 +48,7 @@ from gateway.review.pages import (
 )
 from gateway.review.request import request_page
 
-HERE = Path(__file__).parent
+HERE = Path(str(importlib.resources.files("gateway.review")))      # templates/ and static/, shipped as package data
 ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-src 'self'; "
             "frame-ancestors 'none'; base-uri 'none'")
