@@ -173,7 +173,7 @@ async def start_gateway_process(tmp_path, port: int, config: str):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg),
             cwd=Path(__file__).resolve().parents[1], stdout=asyncio.subprocess.DEVNULL, stderr=out)
-    for _ in range(300):
+    for _ in range(800):
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()

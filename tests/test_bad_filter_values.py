@@ -11,9 +11,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from gateway.review.app import create_app
 from tests.quarantine_fixtures import held_item
-from tests.review_fixtures import ThreadSink, login, make_site
+from tests.review_fixtures import ThreadSink, login, make_site, review_app
 from tests.test_quarantine_cli import run
 
 BAD = [("until", "9999-12-31"), ("since", "2026-13-01"),
@@ -41,7 +40,7 @@ def site(tmp_path, sink):
 
 @pytest.fixture
 def client(site):
-    with TestClient(create_app(site.settings), follow_redirects=False, raise_server_exceptions=False) as c:
+    with TestClient(review_app(site.settings), follow_redirects=False, raise_server_exceptions=False) as c:
         yield c
 
 
