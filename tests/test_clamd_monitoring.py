@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from gateway import observability
-from gateway.clamd import parse_version
-from tests.clamav import ClamdServer
+from gateway.clamd import Clamd, ScanTimeout, parse_version
+from tests.clamav import ClamdServer, HangingScanner
 from tests.peers import Sink, free_port, send
 from tests.test_perf_core import _sample, _wait_listening
 
@@ -45,6 +45,22 @@ def attachment_message(n: int = 0) -> bytes:
             b"see attached\r\n--B\r\nContent-Type: application/octet-stream\r\n"
             b"Content-Disposition: attachment; filename=\"data.bin\"\r\n\r\n" % n
             + b"".join(b"%d row of figures\r\n" % i for i in range(40)) + b"--B--\r\n")
+
+
+async def test_a_clamd_that_hangs_counts_as_down_and_as_a_timed_out_scan(tmp_path):
+    hanging = await HangingScanner(tmp_path / "hang.sock").start()
+    try:
+        client = Clamd(hanging.address, timeout=0.3)
+        before = _sample(observability.render({}), "gateway_clamd_scan_errors_total", reason="timeout") or 0
+        with pytest.raises(ScanTimeout):
+            await client.instream(b"quarterly figures")
+        text = observability.render({})
+        assert _sample(text, "gateway_clamd_scan_errors_total", reason="timeout") == before + 1
+        assert _sample(text, "gateway_clamd_up") == 0
+        with pytest.raises(ScanTimeout):
+            await client.probe(0.3)          # the health probe: no answer to PING within the bound
+    finally:
+        await hanging.stop()
 
 
 class Probe:
