@@ -10,6 +10,10 @@ length; the reply is "stream: OK", "stream: <signature> FOUND" or "<message> ERR
 clamd closes the connection when the stream passes its StreamMaxLength: the writer sees a broken
 pipe, not a clean error. Both that and the "INSTREAM size limit exceeded" reply are LimitsExceeded,
 never clean; a stream we know is too long is not sent at all.
+
+Every exchange tells gateway.observability whether clamd answered (`gateway_clamd_up`), and every
+scan clamd could not do is counted by reason (`gateway_clamd_scan_errors_total`), in whichever
+process (worker or supervisor) the client runs.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from gateway import observability
 
 CHUNK = 256 * 1024          # bytes per INSTREAM chunk: large writes, few syscalls
 MAX_REPLY = 64 * 1024       # a reply longer than this is not clamd
@@ -38,6 +45,50 @@ class ScanTimeout(ClamdError):
 
 class LimitsExceeded(ClamdError):
     """The stream is longer than clamd's StreamMaxLength."""
+
+
+def error_reason(error: ClamdError) -> str:
+    """The `reason` label of gateway_clamd_scan_errors_total."""
+    if isinstance(error, Unavailable):
+        return "unavailable"
+    if isinstance(error, ScanTimeout):
+        return "timeout"
+    if isinstance(error, LimitsExceeded):
+        return "limits_exceeded"
+    return "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """clamd's VERSION reply: 'ClamAV 1.4.6/27469/Sun Nov 29 09:30:00 2026', or just 'ClamAV 1.4.6'
+    when no official database is loaded (a locally written signature file has no version or date)."""
+
+    reply: str
+    engine: str
+    signatures: int | None = None      # the newest database's version (daily's, with freshclam)
+    published: float | None = None      # ... and its date (epoch seconds); None: clamd gave none
+
+    def age(self, now: float | None = None) -> float | None:
+        """Seconds since the newest database was published; None when unknown."""
+        if self.published is None:
+            return None
+        return max(0.0, (time.time() if now is None else now) - self.published)
+
+
+def parse_version(reply: str) -> Version:
+    """clamd prints the engine version, then the newest loaded database's version and its date in
+    ctime() form (local time of the clamd host). Anything it does not give stays None."""
+    reply = reply.strip()
+    engine, _, rest = reply.partition("/")
+    number, _, date = rest.partition("/")
+    signatures = int(number) if number.strip().isdigit() else None
+    published = None
+    if date.strip():
+        try:
+            published = time.mktime(time.strptime(" ".join(date.split()), "%a %b %d %H:%M:%S %Y"))
+        except (ValueError, OverflowError):
+            published = None
+    return Version(reply=reply, engine=engine.strip(), signatures=signatures, published=published)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +132,30 @@ class Clamd:
         except OSError as e:
             raise Unavailable(f"cannot connect to clamd at {self.address}: {e.strerror or e}") from None
 
-    async def _command(self, command: bytes, body: bytes | memoryview | None = None) -> str:
+    async def _command(self, command: bytes, body: bytes | memoryview | None = None, *,
+                       timeout: float | None = None, queue: bool = True) -> str:
+        """One exchange; `queue` False for the health probes, which must not wait behind long scans."""
+        if not queue:
+            return await self._timed(command, body, timeout)
         async with self._slots:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    return await self._exchange(command, body)
-            except TimeoutError:
-                raise ScanTimeout(f"clamd at {self.address} did not answer within {self.timeout:g} s") from None
+            return await self._timed(command, body, timeout)
+
+    async def _timed(self, command: bytes, body: bytes | memoryview | None, timeout: float | None) -> str:
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(timeout):
+                reply = await self._exchange(command, body)
+        except TimeoutError:
+            observability.clamd_health(False)
+            raise ScanTimeout(f"clamd at {self.address} did not answer within {timeout:g} s") from None
+        except (Unavailable, OSError):
+            observability.clamd_health(False)
+            raise
+        except ClamdError:              # clamd answered, with an error or by closing an over-long stream
+            observability.clamd_health(True)
+            raise
+        observability.clamd_health(bool(reply))
+        return reply
 
     async def _exchange(self, command: bytes, body: bytes | memoryview | None) -> str:
         reader, writer = await self._connect()
@@ -121,8 +189,11 @@ class Clamd:
         """Scan bytes; raises LimitsExceeded, ScanTimeout, Unavailable or ClamdError, never 'clean' on doubt."""
         if len(data) > self.stream_max_length:
             raise LimitsExceeded(f"{len(data)} bytes is over clamd's StreamMaxLength ({self.stream_max_length})")
-        reply = await self._command(b"INSTREAM", data)
-        return parse_scan_reply(reply)
+        try:
+            return parse_scan_reply(await self._command(b"INSTREAM", data))
+        except ClamdError as e:
+            observability.clamd_scan_error(error_reason(e))
+            raise
 
     async def version(self) -> str:
         """'ClamAV 1.4.6/27469/Sun Nov 29 09:30:00 2026' (engine/signature version/signature date)."""
@@ -133,6 +204,16 @@ class Clamd:
             return await self._command(b"PING") == "PONG"
         except ClamdError:
             return False
+
+    async def probe(self, timeout: float) -> Version:
+        """PING, then VERSION, both within `timeout`, past any scans waiting for a slot; raises
+        Unavailable, ScanTimeout or ClamdError when clamd does not answer as it should."""
+        end = time.monotonic() + timeout
+        reply = await self._command(b"PING", timeout=timeout, queue=False)
+        if reply != "PONG":
+            raise ClamdError(f"clamd answered PING with {reply[:80]!r}")
+        left = max(0.05, end - time.monotonic())
+        return parse_version(await self._command(b"VERSION", timeout=left, queue=False))
 
 
 async def _read_reply(reader: asyncio.StreamReader, lenient: bool = False) -> str:

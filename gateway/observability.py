@@ -18,7 +18,11 @@ there, and the parent's `/metrics` adds them up. prometheus_client is imported l
 
 `/healthz` answers 200 when every check passes and 503 otherwise, with a JSON body naming each
 check: the quarantine store answers a query, the next hop greets with 220, and every detector that
-has an `async def health(self) -> None` (the clamd-based antivirus) does not raise.
+has an `async def health(self) -> str | None` does not raise (the antivirus: clamd answers PING; it
+returns "off", which passes, when no scanner is configured). A detector's `health_details()` is
+shown under its name, and its `scrape_values()` are gauges on /metrics, which runs the detectors'
+health checks first: so `gateway_clamd_up` is current at every scrape, also in the supervisor of
+several workers, where the most recent value of any process wins.
 """
 
 from __future__ import annotations
@@ -182,9 +186,17 @@ class Observer:
 
 
 async def scrape_values(observer: Observer) -> dict[str, float]:
-    """Gauges read at scrape time from the store and the notifier."""
+    """Gauges read at scrape time from the store, the notifier and the detectors' health probes."""
     values = {"gateway_quarantine_items": math.nan, "gateway_quarantine_oldest_age_seconds": math.nan,
               "gateway_outbox_depth": 0.0}
+    await detector_health(observer)
+    for detector in observer.detectors:
+        source = getattr(detector, "scrape_values", None)
+        if source is not None:
+            try:
+                values.update(source())
+            except Exception as e:
+                log.warning("%s values unavailable: %s", getattr(detector, "name", detector), e)
     try:
         count, oldest = await quarantine_stats(observer.store)
         values["gateway_quarantine_items"] = float(count)
@@ -210,6 +222,8 @@ _HELP = {
     "gateway_quarantine_oldest_age_seconds": "Age of the oldest held message",
     "gateway_outbox_depth": "Notices waiting in the notifier's outbox (filled by the notifier; 0 until it "
                             "registers)",
+    "gateway_clamd_signature_age_seconds": "Age of clamd's newest signature database, from its VERSION reply "
+                                           "(NaN when clamd gives no date or does not answer)",
 }
 
 
@@ -234,23 +248,52 @@ def _number(value: float) -> str:
     return "NaN" if math.isnan(value) else repr(float(value))
 
 
-async def health(observer: Observer) -> dict[str, str]:
-    """name -> "ok" or what is wrong; every check bounded by [metrics] healthz_timeout."""
-    timeout = observer.settings.metrics.healthz_timeout
-    checks: dict[str, Callable[[], Awaitable[None]]] = {
-        "store": lambda: quarantine_stats(observer.store),
-        "next_hop": lambda: next_hop_greets(observer.settings),
-    }
+PASSING = frozenset({"ok", "off"})      # "off": a check of something not configured ([antivirus] clamd = "")
+
+
+def _detector_checks(observer: Observer) -> dict[str, Callable[[], Awaitable[Any]]]:
+    checks = {}
     for detector in observer.detectors:
         probe = getattr(detector, "health", None)
         if probe is not None:
             checks[getattr(detector, "name", type(detector).__name__)] = probe
+    return checks
 
-    async def run(name: str, check: Callable[[], Awaitable[None]]) -> tuple[str, str]:
+
+async def detector_health(observer: Observer) -> dict[str, str]:
+    """The detectors' checks alone (what /metrics runs before a scrape)."""
+    return await _run_checks(_detector_checks(observer), observer.settings.metrics.healthz_timeout)
+
+
+async def health(observer: Observer) -> dict[str, str]:
+    """name -> "ok" (or "off") or what is wrong; every check bounded by [metrics] healthz_timeout."""
+    checks: dict[str, Callable[[], Awaitable[Any]]] = {
+        "store": lambda: quarantine_stats(observer.store),
+        "next_hop": lambda: next_hop_greets(observer.settings),
+        **_detector_checks(observer),
+    }
+    return await _run_checks(checks, observer.settings.metrics.healthz_timeout)
+
+
+def health_details(observer: Observer) -> dict[str, Any]:
+    """The detectors' health_details() by name, after a health run."""
+    details = {}
+    for detector in observer.detectors:
+        source = getattr(detector, "health_details", None)
+        if source is not None:
+            try:
+                details[getattr(detector, "name", type(detector).__name__)] = source()
+            except Exception as e:
+                log.warning("health details of %s unavailable: %s", getattr(detector, "name", detector), e)
+    return details
+
+
+async def _run_checks(checks: dict[str, Callable[[], Awaitable[Any]]], timeout: float) -> dict[str, str]:
+    async def run(name: str, check: Callable[[], Awaitable[Any]]) -> tuple[str, str]:
         try:
             async with asyncio.timeout(timeout):
-                await check()
-            return name, "ok"
+                status = await check()
+            return name, status if isinstance(status, str) and status else "ok"
         except TimeoutError:
             return name, f"no answer within {timeout:g} s"
         except Exception as e:
@@ -286,8 +329,12 @@ def routes(observer: Observer) -> list:
 
     async def healthz_endpoint(request) -> Response:
         results = await health(observer)
-        ok = all(v == "ok" for v in results.values())
-        return JSONResponse({"status": "ok" if ok else "failing", "checks": results}, status_code=200 if ok else 503)
+        ok = all(v in PASSING for v in results.values())
+        body = {"status": "ok" if ok else "failing", "checks": results}
+        details = health_details(observer)
+        if details:
+            body["details"] = details
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     return [Route("/metrics", metrics_endpoint), Route("/healthz", healthz_endpoint)]
 

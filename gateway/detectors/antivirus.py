@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -94,6 +95,8 @@ class Antivirus:
         self.cache = Cache(av.cache_seconds, av.cache_entries)
         self.version_seconds = av.version_seconds
         self._version: tuple[float, str] = (0.0, "")
+        self.health_timeout = settings.metrics.healthz_timeout
+        self.probed: clamd.Version | None = None     # clamd's VERSION at the last health probe that passed
 
     async def check(self, mail: Mail) -> list[Finding]:
         inventory = await archives.inventory(mail, self.limits)
@@ -161,6 +164,37 @@ class Antivirus:
         value = safe_value(await self.clamd.version(), 200)
         self._version = (time.monotonic() + self.version_seconds, value)
         return value
+
+
+    async def health(self) -> str | None:
+        """/healthz and /metrics: clamd answers PING (and VERSION, for the signature age) within
+        [metrics] healthz_timeout; "off" when no scanner is configured (files are held, by design)."""
+        if self.clamd is None:
+            return "off"
+        self.probed = None
+        # a little inside the caller's bound, so that clamd's silence is seen (and counted) here
+        self.probed = await self.clamd.probe(self.health_timeout * 0.9)
+        return None
+
+    def health_details(self) -> dict[str, Any]:
+        """What /healthz shows besides ok/failing: clamd's version and how old its newest signatures are."""
+        if self.clamd is None:
+            return {"scanner": "off"}
+        if self.probed is None:
+            return {"scanner": "clamd", "version": None, "signatures": None}
+        age = self.probed.age()
+        return {"scanner": "clamd", "version": self.probed.reply,
+                "signatures": self.probed.signatures,
+                "signatures_published": (time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.probed.published))
+                                         if self.probed.published is not None else "unknown"),
+                "signature_age_seconds": round(age) if age is not None else "unknown"}
+
+    def scrape_values(self) -> dict[str, float]:
+        """Read at scrape time, after health(): NaN while the age is unknown (no date from clamd)."""
+        if self.clamd is None:
+            return {}
+        age = self.probed.age() if self.probed is not None else None
+        return {"gateway_clamd_signature_age_seconds": math.nan if age is None else age}
 
 
 def scanned_header(mail: Mail, verdict: Verdict) -> list[tuple[str, str]]:
