@@ -15,7 +15,7 @@ from its second copy even when the first did not reach the threshold. The memory
 
 In the gateway the memory is the quarantine store's (the `letter` tables), so every worker and node
 sees the letters the others saw; the pipeline hands the store on in each message's context. A message
-is compared with it when it has any chain-letter wording at all (one query then, not one per message).
+is compared with it when it has any chain-letter wording or is forwarded (not one query per message).
 When the store fails or does not answer within `memory_timeout` seconds, this process's own memory in
 RAM is used and a warning logged: an outage of the memory must not make the check fail
 (`error.chain_letter` is a tempfail for every message). Without a store (a `Mail` built outside a
@@ -167,7 +167,7 @@ class ChainLetter:
         text = text[: self.opts["max_chars"]]
         depth = len(_FWD_SUBJECT.findall(subject)) + len(_FWD_BODY.findall(text))
         # The sketch is only needed to compare with remembered letters or to remember this one.
-        needed = ((shared and bool(hits)) or bool(self.memory.letters)
+        needed = ((shared and (bool(hits) or depth > 0)) or bool(self.memory.letters)
                   or sum(h.entry.weight for h in hits) >= self.opts["remember_score"])
         return depth, sketch(text) if needed else ()
 
@@ -188,7 +188,8 @@ class ChainLetter:
             reasons.append(f"forwarded {depth} times")
         lexical = sum(h.entry.weight for h in hits)
         remember = lexical >= self.opts["remember_score"] and any(h.entry.label in REMEMBERED for h in hits)
-        match = await self._recall(store if hits else None, fingerprint, extracted.subject, remember)
+        asked = store if hits or depth else None       # the store is asked about likely letters only
+        match = await self._recall(asked, fingerprint, extracted.subject, remember)
         if match:
             first_seen, copies, subject, value = match
             score += self.opts["duplicate_weight"]
@@ -244,4 +245,4 @@ class ChainLetter:
         if now - self._warned_at >= WARN_EVERY:
             self._warned_at = now
             log.warning("chain-letter memory in the store unavailable (%s: %s); using this process's memory",
-                        type(error).__name__, error or "timed out")
+                        type(error).__name__, str(error) or "no answer")
