@@ -83,6 +83,10 @@ class SqlStore:
     def _tx(self) -> AbstractAsyncContextManager[Conn]:
         raise NotImplementedError
 
+    def _read(self) -> AbstractAsyncContextManager[Conn]:
+        """A transaction that only reads (SQLite: without taking the write lock across processes)."""
+        return self._tx()
+
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         async with self._tx() as conn:
             return await conn.fetch(sql, *args)
@@ -393,7 +397,7 @@ class SqlStore:
         if not hashes:
             return []
         marks = ", ".join("?" * len(hashes))
-        async with self._tx() as conn:
+        async with self._read() as conn:
             rows = await conn.fetch(
                 "SELECT l.id, l.sketch, l.subject, l.first_seen, l.copies, COUNT(*) FROM letter_hash h "
                 f"JOIN letter l ON l.id = h.letter_id WHERE h.hash IN ({marks}) AND l.first_seen >= ? "
