@@ -11,8 +11,9 @@ Forms: S/MIME `application/(x-)pkcs7-mime` with smime-type enveloped-data or aut
 any pkcs7-mime or `.p7m` part whose DER content is EnvelopedData; PGP/MIME (`application/pgp-encrypted`
 in a multipart/encrypted); an armored "-----BEGIN PGP MESSAGE-----" block at the start of a line whose
 packets begin with a session key or encrypted data (an armored message that is only signed is not
-encrypted); a binary `.pgp`/`.gpg` file that starts with such a packet. Signed-only mail (multipart/
-signed, smime-type=signed-data, clear-signed PGP) is not encrypted and is inspected as any other.
+encrypted, nor is a block that does not decode: that is text, read as such); a binary `.pgp`/`.gpg`
+file that starts with such a packet. Signed-only mail (multipart/signed, smime-type=signed-data,
+clear-signed PGP) is not encrypted and is inspected as any other.
 
 Kinds: `encrypted.smime`, `encrypted.pgp` (the evidence names the recipients where the structure
 shows them: OpenPGP key ids, S/MIME certificate issuer and serial); `encrypted.trusted_sender` instead
@@ -31,7 +32,7 @@ from email.utils import getaddresses
 from typing import Any, ClassVar
 
 from gateway.config import Settings
-from gateway.detectors.base import options_with_defaults
+from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.mime import Part
 from gateway.model import Direction, Finding, Mail
 
@@ -44,7 +45,9 @@ _SMIME_TYPE = re.compile(r"(?i)\bsmime-type\s*=\s*\"?([a-z-]+)")
 _OID_ENVELOPED = bytes.fromhex("06092a864886f70d010703")
 _OID_AUTH_ENVELOPED = bytes.fromhex("060b2a864886f70d0109100117")
 _OID_CN = bytes.fromhex("0603550403")
-_ARMOR = re.compile(rb"(?m)^-----BEGIN PGP MESSAGE-----[ \t]*\r?$(.*?)^-----END PGP MESSAGE-----", re.S)
+_BEGIN = re.compile(rb"(?m)^-----BEGIN PGP MESSAGE-----[ \t]*\r?$")
+_END = b"-----END PGP MESSAGE-----"
+MAX_BLOCKS = 20           # armored blocks looked at per part
 _PGP_FILE = (".pgp", ".gpg")
 # OpenPGP packet tags: 1 public-key session key, 3 symmetric session key, 9 symmetrically encrypted,
 # 18 encrypted and integrity protected, 20 AEAD encrypted
@@ -101,8 +104,6 @@ class Encrypted:
 
 
 def _names(values: list, option: str) -> tuple[str, ...]:
-    from gateway.detectors.base import OptionError
-
     if not all(isinstance(v, str) and v.strip() for v in values):
         raise OptionError(f"detector 'encrypted': option {option!r} must be a list of domains or addresses")
     return tuple(v.strip().lower().lstrip("@") for v in values)
@@ -134,10 +135,13 @@ def _encrypted(part: Part) -> tuple[str, list[str]] | None:
     if any(n.endswith(_PGP_FILE) for n in names) and _first_packet(part.payload) in _ENCRYPTED_PACKETS:
         return "pgp", _pgp_recipients(part.payload)
     if b"-----BEGIN PGP MESSAGE-----" in part.payload:
-        for block in _ARMOR.finditer(part.payload):
-            data = _dearmor(block.group(1))
-            if data is None or _first_packet(data) in _ENCRYPTED_PACKETS:
-                return "pgp", _pgp_recipients(data or b"")
+        for n, begin in enumerate(_BEGIN.finditer(part.payload)):
+            end = part.payload.find(_END, begin.end())
+            if end < 0 or n >= MAX_BLOCKS:      # found once, not per BEGIN line: linear on any input
+                break
+            data = _dearmor(part.payload[begin.end():end])
+            if data and _first_packet(data) in _ENCRYPTED_PACKETS:
+                return "pgp", _pgp_recipients(data)
     return None
 
 
