@@ -122,3 +122,16 @@ async def test_the_shared_memory_keeps_memory_size_letters_and_forgets_after_mem
             assert await store.letter_count() == 1     # the letter just remembered: the old ones are gone
         finally:
             await store.close()
+
+
+async def test_an_ordinary_memo_through_two_gateways_is_not_remembered(start_gateway, sink, tmp_path):
+    memo = ("The quarterly safety inspection of the east wing will take place on Monday morning. Please clear the "
+            "corridors, close the fire doors and make sure the first-aid kits are stocked. Fwd to your team. ") * 3
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = await start_gateway(quarantine={"url": url})
+    second = await start_gateway(quarantine={"url": url})
+    await _send(first.port, "facilities@outside.test", "Fwd: Inspection", memo)
+    await _send(second.port, "facilities@outside.test", "Fwd: Inspection", memo)
+    for received in await sink.wait_for(2):
+        assert b"X-Gateway-Verdict: deliver" in received.data
+    assert await first.store.letter_count() == 0

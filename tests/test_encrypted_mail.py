@@ -139,3 +139,13 @@ async def test_mail_about_encryption_is_delivered_untouched(gw, sink):
     assert await send_file(gw.port, "pgp_help_desk_ham_outbound.eml", ALICE, DANA) == 250
     [received] = await sink.wait_for(1)
     assert header(received.data, "X-Gateway-Verdict") == "deliver"
+
+
+async def test_internal_encrypted_mail_is_delivered_and_recorded(gw, sink):
+    colleague = "bob.chen@example.gov"
+    message = raw("pgp_inline_outbound.eml").replace(DANA.encode(), colleague.encode())
+    code, _, _ = await send(gw.port, ALICE, [colleague], message)
+    assert code == 250
+    [received] = await sink.wait_for(1)
+    assert header(received.data, "X-Gateway-Verdict") == "tag; rule=internal/encrypted"
+    assert header(received.data, "Subject") == "Claimant list"
