@@ -56,9 +56,9 @@ class Gateway:
     @classmethod
     async def create(cls, settings: Settings) -> Gateway:
         policy = policy_module.load(settings)
-        pipeline = Pipeline(settings, policy)
-        finishers = dkimsign.finishers(settings)      # reads the DKIM/ARC keys: a bad one stops start-up here
         store = open_store(settings.quarantine.url)
+        pipeline = Pipeline(settings, policy, store=store)    # chain letters are remembered in the store
+        finishers = dkimsign.finishers(settings)      # reads the DKIM/ARC keys: a bad one stops start-up here
         await store.open()
         actions = Actions(settings, store, finishers=finishers,
                           extra_headers=header_sources(authresults.extra_headers(settings), scanned_header))

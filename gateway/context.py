@@ -5,8 +5,10 @@ The pipeline makes one for every message it parses (`Pipeline.mail`) with its se
 content lexicons. Work that several detectors need (the text, the archive inventory, OCR, the
 lexicon scan) is computed by the first that asks and awaited by the others; the side outputs
 (sender authentication results, the scanner's version) are read by the actions for our headers.
-A `Mail` built outside a pipeline (tests, benchmarks) has an empty context: each detector then
-passes its own settings, and shared work is still done once.
+The gateway's store rides along too (`letters`), so that a detector remembering something for every
+worker and node (chain_letter) reaches it without a process global. A `Mail` built outside a pipeline
+(tests, benchmarks) has an empty context: each detector then passes its own settings, and shared work
+is still done once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from gateway.detectors.lexicon import Hit
     from gateway.ocr import OcrResult
     from gateway.plaintext import MessageText
+    from gateway.quarantine import Store
 
 
 @dataclass(eq=False)
@@ -33,6 +36,7 @@ class Context:
     text: asyncio.Future[MessageText] | None = None
     archives: asyncio.Future[Inventory] | None = None
     ocr: asyncio.Future[OcrResult] | None = None
+    letters: Store | None = None                # the gateway's store: chain letters remembered department-wide
     lexicon_hits: asyncio.Future[tuple[str, dict[str, list[Hit]]]] | None = None
     # side outputs, for the actions' headers
     auth: AuthResults | None = None             # the auth detector's results: Authentication-Results

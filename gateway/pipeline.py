@@ -22,6 +22,7 @@ from gateway.detectors.base import Detector, OptionError
 from gateway.detectors.contentscan import ScanGroup
 from gateway.model import Direction, Envelope, Finding, Mail, Verdict
 from gateway.policy import Policy, PolicyError
+from gateway.quarantine import Store
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -56,9 +57,10 @@ class Inspection:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, policy: Policy) -> None:
+    def __init__(self, settings: Settings, policy: Policy, *, store: Store | None = None) -> None:
         self.settings = settings
         self.policy = policy
+        self.store = store          # shared memory for detectors (chain letters), handed on in each context
         self.limits = mime.Limits(
             max_depth=settings.pipeline.max_depth, max_parts=settings.pipeline.max_parts,
             max_header_bytes=settings.pipeline.max_header_bytes,
@@ -100,7 +102,8 @@ class Pipeline:
 
     def context(self) -> Context:
         """A new message's context: this pipeline's settings and content lexicons."""
-        return Context(settings=self.settings, lexicons=self.lexicons if self.lexicons.members else None)
+        return Context(settings=self.settings, lexicons=self.lexicons if self.lexicons.members else None,
+                       letters=self.store)
 
     async def inspect(self, envelope: Envelope, raw: bytes, *, direction: Direction | None = None,
                       mail_id: str | None = None, received_at: float | None = None,

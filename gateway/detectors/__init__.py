@@ -14,6 +14,7 @@ from gateway.detectors.chain_letter import ChainLetter
 from gateway.detectors.commercial import Commercial
 from gateway.detectors.confidential import Confidential
 from gateway.detectors.credentials import Credentials
+from gateway.detectors.encrypted import Encrypted
 from gateway.detectors.external_email import ExternalEmail
 from gateway.detectors.filetype import FileType
 from gateway.detectors.mime import MimeStructure
@@ -31,6 +32,7 @@ REGISTRY: dict[str, type[Detector]] = {
     "auth": Auth,
     "antivirus": Antivirus,
     "filetype": FileType,
+    "encrypted": Encrypted,
     "confidential": Confidential,
     "pii": Pii,
     "credentials": Credentials,

@@ -96,6 +96,20 @@ def _v5(real: str, serial: str) -> list[str]:
     ]
 
 
+def _v6(real: str, serial: str) -> list[str]:
+    return [
+        # the chain-letter detector's memory, shared by every worker and node: a letter's bottom-k sketch
+        # (space-separated hashes) and an inverted index from each hash to the letters that have it
+        f"CREATE TABLE letter (id {serial} PRIMARY KEY, sketch TEXT NOT NULL, subject TEXT NOT NULL, "
+        f"first_seen {real} NOT NULL, last_seen {real} NOT NULL, copies INTEGER NOT NULL DEFAULT 1)",
+        "CREATE INDEX letter_first_seen ON letter (first_seen)",
+        "CREATE INDEX letter_last_seen ON letter (last_seen)",
+        "CREATE TABLE letter_hash (hash BIGINT NOT NULL, "
+        "letter_id BIGINT NOT NULL REFERENCES letter(id) ON DELETE CASCADE, PRIMARY KEY (hash, letter_id))",
+        "CREATE INDEX letter_hash_letter ON letter_hash (letter_id)",
+    ]
+
+
 SQLITE: list[list[str]] = [
     [_HELD_V1.format(real="REAL", blob="BLOB"),
      "CREATE INDEX held_status_received ON held (status, received_at)"],
@@ -107,6 +121,7 @@ SQLITE: list[list[str]] = [
     _v3("REAL", "INTEGER"),
     _v4(),
     _v5("REAL", "INTEGER"),
+    _v6("REAL", "INTEGER"),
 ]
 
 POSTGRES: list[list[str]] = [
@@ -120,4 +135,5 @@ POSTGRES: list[list[str]] = [
     _v3("DOUBLE PRECISION", "BIGSERIAL"),
     _v4(),
     _v5("DOUBLE PRECISION", "BIGSERIAL"),
+    _v6("DOUBLE PRECISION", "BIGSERIAL"),
 ]

@@ -26,6 +26,7 @@ from gateway.quarantine import (
     Page,
     Query,
     ReleaseRequest,
+    StoredLetter,
     StoreError,
     Token,
     User,
@@ -81,6 +82,10 @@ class SqlStore:
 
     def _tx(self) -> AbstractAsyncContextManager[Conn]:
         raise NotImplementedError
+
+    def _read(self) -> AbstractAsyncContextManager[Conn]:
+        """A transaction that only reads (SQLite: without taking the write lock across processes)."""
+        return self._tx()
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         async with self._tx() as conn:
@@ -382,6 +387,51 @@ class SqlStore:
             await conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
                                key, secrets.token_urlsafe(48))
             return (await conn.fetch("SELECT value FROM meta WHERE key = ?", key))[0][0]
+
+    # --- the chain-letter memory (gateway/detectors/chain_letter.py) ------------------------------------
+
+    async def letter_candidates(self, hashes: Sequence[int], *, since: float, min_shared: int,
+                                limit: int = 8) -> list[StoredLetter]:
+        """Letters first seen since `since` sharing at least `min_shared` of these sketch hashes, most
+        shared first: the few worth comparing in full."""
+        if not hashes:
+            return []
+        marks = ", ".join("?" * len(hashes))
+        async with self._read() as conn:
+            rows = await conn.fetch(
+                "SELECT l.id, l.sketch, l.subject, l.first_seen, l.copies, COUNT(*) FROM letter_hash h "
+                f"JOIN letter l ON l.id = h.letter_id WHERE h.hash IN ({marks}) AND l.first_seen >= ? "
+                "GROUP BY l.id, l.sketch, l.subject, l.first_seen, l.copies HAVING COUNT(*) >= ? "
+                "ORDER BY COUNT(*) DESC, l.id LIMIT ?", *map(int, hashes), float(since), min_shared, limit)
+        return [StoredLetter(id=int(r[0]), sketch=tuple(int(h) for h in r[1].split()), subject=r[2],
+                             first_seen=float(r[3]), copies=int(r[4])) for r in rows]
+
+    async def letter_copied(self, letter_id: int) -> int:
+        """One more copy of a remembered letter seen: its count, after."""
+        async with self._tx() as conn:
+            await conn.execute("UPDATE letter SET copies = copies + 1, last_seen = ? WHERE id = ?",
+                               time.time(), letter_id)
+            rows = await conn.fetch("SELECT copies FROM letter WHERE id = ?", letter_id)
+        return int(rows[0][0]) if rows else 1
+
+    async def remember_letter(self, sketch: Sequence[int], subject: str, *, size: int, max_age: float) -> None:
+        """Remember a letter; then forget those first seen more than `max_age` seconds ago and, past
+        `size` letters, the least recently seen."""
+        now = time.time()
+        async with self._tx() as conn:
+            rows = await conn.fetch("INSERT INTO letter (sketch, subject, first_seen, last_seen, copies) "
+                                    "VALUES (?, ?, ?, ?, 1) RETURNING id",
+                                    " ".join(map(str, sketch)), subject[:80], now, now)
+            letter_id = rows[0][0]
+            for h in dict.fromkeys(sketch):
+                await conn.execute("INSERT INTO letter_hash (hash, letter_id) VALUES (?, ?)", int(h), letter_id)
+            await conn.execute("DELETE FROM letter WHERE first_seen < ?", now - max_age)
+            await conn.execute("DELETE FROM letter WHERE id NOT IN "
+                               "(SELECT id FROM letter ORDER BY last_seen DESC, id DESC LIMIT ?)", size)
+
+    async def letter_count(self) -> int:
+        async with self._tx() as conn:
+            return int((await conn.fetch("SELECT COUNT(*) FROM letter"))[0][0])
 
 
     # --- the notifier's outbox --------------------------------------------------------------------------

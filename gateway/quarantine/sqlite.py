@@ -120,6 +120,17 @@ class SqliteStore(SqlStore):
                 raise
             await self.db.execute("COMMIT")
 
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[_Conn]:
+        """A deferred transaction: readers do not wait for, nor block, writers in other processes (WAL)."""
+        assert self.db and self._lock, "store not open"
+        async with self._lock:
+            await self.db.execute("BEGIN")
+            try:
+                yield _Conn(self.db)
+            finally:
+                await self.db.execute("COMMIT")
+
     async def _migrate(self) -> None:
         async with self._tx() as conn:
             await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
