@@ -97,7 +97,9 @@ listen = "127.0.0.1:{free_port()}"
     return path
 
 
-def start_target(name: str, work: Path, sink: Proc, workers: int) -> Proc:
+def start_target(name: str, work: Path, sink: Proc, workers: int, baseline: Path | None = None) -> Proc:
+    """A target process; `gateway-baseline` is `gateway run` from another checkout (`python -m` puts its
+    working directory first on sys.path), for a same-run A/B of a change."""
     if name == "sink":
         return sink
     port = free_port()
@@ -108,7 +110,8 @@ def start_target(name: str, work: Path, sink: Proc, workers: int) -> Proc:
     count = 1 if name == "gateway-1w" else workers
     reader = "lines" if name == "gateway-lines" else "chunked"
     config = gateway_config(work, name, port, sink.port, count, reader)
-    return Proc(name, [PY, "-m", "gateway.cli", "run", "--config", str(config)], port, work / f"{name}.log")
+    return Proc(name, [PY, "-m", "gateway.cli", "run", "--config", str(config)], port, work / f"{name}.log",
+                cwd=baseline if name == "gateway-baseline" else None)
 
 
 AMAVIS_CONF = """use strict;

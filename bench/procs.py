@@ -100,10 +100,10 @@ class Sampler:
 
 class Proc:
     def __init__(self, name: str, argv: list[str], port: int, log: Path, env: dict | None = None,
-                 unix_socket: Path | None = None) -> None:
+                 unix_socket: Path | None = None, cwd: Path | None = None) -> None:
         self.name, self.port = name, port
         self.log = open(log, "wb")      # noqa: SIM115
-        self.popen = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+        self.popen = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd or ROOT,
                                       env={**os.environ, **(env or {})})
         if unix_socket is not None:
             end = time.monotonic() + 60

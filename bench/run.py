@@ -109,6 +109,9 @@ def main() -> int:
     parser.add_argument("--variants", default="",
                         help="extra targets: gateway-lines, gateway-1w, gateway-bare (comma separated)")
     parser.add_argument("--mixes", default="text+html,full")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout (e.g. a git worktree of the commit before a change): adds the target "
+                             "gateway-baseline, run from there, interleaved with the others for a same-run A/B")
     parser.add_argument("--repeat", type=int, default=3, help="runs per target, interleaved; the best counts")
     parser.add_argument("--memory-sessions", type=int, default=100, help="0 skips the memory run")
     parser.add_argument("--skip-sizes", action="store_true", help="skip the per-size cost runs")
@@ -125,11 +128,13 @@ def main() -> int:
     report["sink"] = sink.kind
     print(f"sink: {sink.kind}; workers: {args.workers}; sessions: {args.sessions}; duration: {args.duration}s")
     targets = ["sink", "noop", "gateway"] + [v for v in args.variants.split(",") if v]
+    if args.baseline:
+        targets.append("gateway-baseline")
     procs: dict[str, Proc] = {}
     clamd = None
     try:
         for name in targets:
-            procs[name] = start_target(name, work, sink, args.workers)
+            procs[name] = start_target(name, work, sink, args.workers, args.baseline)
         if not args.no_amavis:
             started = start_amavis(work, sink, servers=max(2, args.workers * 2))
             if started:
@@ -150,7 +155,9 @@ def main() -> int:
             results = {name: max(rs, key=lambda r: r["msg_per_s"]) for name, rs in runs.items()}
             for name in targets:
                 print(row(name, results[name], results.get("noop")))
-            report["throughput"][mix] = {"best": results, "runs": runs}
+            medians = {name: sorted(r["msg_per_s"] for r in rs)[len(rs) // 2] for name, rs in runs.items()}
+            print("  median msg/s of the runs: " + ", ".join(f"{n} {m}" for n, m in medians.items()))
+            report["throughput"][mix] = {"best": results, "runs": runs, "median_msg_per_s": medians}
 
         mix = args.mixes.split(",")[0]
         rate = 0 if "latency" not in parts else round(report["throughput"][mix]["best"]["gateway"]["msg_per_s"] / 2, 1)
