@@ -43,6 +43,8 @@ _STATUTE = re.compile(r"\b(?:section \d|rsmo|sunshine law|open meetings (?:act|l
                       r"|freedom of information|foia|public records (?:act|law)|chapter \d|u s c|csr|cfr|statute)")
 _SELF = re.compile(r"\b(?:this|the attached|the enclosed|attached|enclosed) (?:document|record|e ?mail|message|memo"
                    r"|report|attachment|file|letter|page|material|information|draft)s?\b")
+_RECORDS_TALK = re.compile(r"\b(?:closed (?:session|meeting)|withheld|redacted|(?:sunshine|records|foia|information) "
+                           r"(?:law )?request|custodian of records|open to the public|notice of (?:open )?meeting)\b")
 _PRESS_RELEASE = re.compile(r"\b(?:for immediate release|press release|news release|media contact|media advisory"
                             r"|at embargo time)\b")
 _PUBLIC_NOTICE = re.compile(r"\b(?:public notice|notice is hereby given|public comment|available for public review"
@@ -161,15 +163,17 @@ class Confidential:
 
 def _talk(lowered: str, hit: lexicon.Hit, label: bool) -> str:
     """Why a marker is talked about rather than applied ("" when it marks the message): a closed-record
-    phrase explained in running text that cites the law, not said of this document; an embargo on a
+    phrase explained in running text that cites the law, in a records response or meeting notice and not
+    said of this document; an embargo on a
     press release; the word DRAFT in a public notice (a draft permit published for comment)."""
     group, phrase = hit.entry.group, hit.entry.phrase.lower()
     if group == "closed_record" and not label:
         around = lowered[max(0, hit.start - 100):hit.end + 100]
         before = lowered[max(0, hit.start - 60):hit.start]
         cited = _STATUTE.search(around)
-        if cited and not _SELF.search(before):
-            return f"explained with a citation of {cited.group(0)!r}"
+        context = _RECORDS_TALK.search(lowered) if cited and not _SELF.search(before) else None
+        if context:
+            return f"explained with a citation of {cited.group(0)!r} in a {context.group(0)!r} text"
     if group == "draft" and phrase in _EMBARGO:
         found = _PRESS_RELEASE.search(lowered)
         if found:
