@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from gateway import evaluate, policy
-from gateway.config import Settings
+from gateway.config import PolicySettings, Settings
 from gateway.model import Action, Direction
 from gateway.pipeline import Pipeline
 
 FOLDER = Path(__file__).parent / "data" / "department"
+SITE = FOLDER / "site.toml"     # the department's site file: its own newsletter sender, its public wording
 ITEMS = evaluate.read_manifest(FOLDER)
 CONTENT = frozenset({"abusive", "commercial", "political", "confidential", "credentials", "pii", "chain_letter"})
 
@@ -22,7 +23,7 @@ CONTENT = frozenset({"abusive", "commercial", "political", "confidential", "cred
 @pytest.fixture(scope="module")
 def verdicts():
     async def run():
-        settings = Settings()
+        settings = Settings(policy=PolicySettings(site=str(SITE)))
         pipeline = Pipeline(settings, policy.load(settings))
         envelope = evaluate.envelope_for(pipeline, Direction.OUTBOUND)
         out = {}
