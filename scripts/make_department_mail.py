@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests import contentmail as cm  # noqa: E402
+from tests import contentmail as cm
 
 OUT = Path("tests/data/department")
 DEPT = "dnr.mo.gov"
@@ -25,7 +25,8 @@ def msg(body: str, subject: str, sender: str = f"jsmith@{DEPT}", to: str = "part
 
 
 # --- everyday mail that must be delivered ------------------------------------------------------------
-case("ham/news_clipping_campaign.eml", "ham", msg("""Morning clips for the director's office.
+case("ham/news_clipping_campaign.eml", "ham", msg("""\
+Morning clips for the director's office.
 
 St. Louis Post-Dispatch, Dec. 6: Governor's re-election campaign reports record haul
 The governor's re-election campaign reported raising $2.1 million in the last quarter, with donors
@@ -39,7 +40,8 @@ Two senators pre-filed bills that would change the state's nutrient criteria.
 Compiled by the Communications Office. For internal awareness; do not reply to this list.
 """, "Daily news clips - December 7"))
 
-case("ham/legislative_update.eml", "ham", msg("""Legislative update, week of December 7
+case("ham/legislative_update.eml", "ham", msg("""\
+Legislative update, week of December 7
 
 HB 1145 (soil and water sales tax renewal) was heard in committee on Tuesday. The sponsor asked
 members to vote yes on the bill; the committee voted 9-2 to pass it. SB 88 would require the
@@ -52,7 +54,8 @@ note to me by Thursday noon.
 Maria Jones, Legislative Liaison
 """, "Legislative update: HB 1145, SB 88"))
 
-case("ham/newsletter_own.eml", "ham", msg("""Missouri Department of Natural Resources - Environmental Assistance News, December 2026
+case("ham/newsletter_own.eml", "ham", msg("""\
+Missouri Department of Natural Resources - Environmental Assistance News, December 2026
 
 Register today for the Small Business Compliance Workshop
 Join our compliance assistance staff on January 14 in Jefferson City for a free workshop on air
@@ -71,7 +74,8 @@ Unsubscribe or manage your preferences at dnr.mo.gov/newsletter.
     headers={"List-Unsubscribe": f"<mailto:unsubscribe@{DEPT}>, <https://{DEPT}/unsubscribe>",
              "Precedence": "bulk"}))
 
-case("ham/sunshine_meeting_notice.eml", "ham", msg("""NOTICE OF OPEN MEETING
+case("ham/sunshine_meeting_notice.eml", "ham", msg("""\
+NOTICE OF OPEN MEETING
 Clean Water Commission
 
 The Clean Water Commission will meet on Wednesday, January 6, 2027, at 10:00 a.m. in the Lewis and
@@ -86,7 +90,8 @@ Representatives of the news media may obtain copies of this notice by contacting
 Secretary at 573-751-1300.
 """, "Clean Water Commission meeting notice, January 6"))
 
-case("ham/sunshine_response.eml", "ham", msg("""Dear Mr. Carter,
+case("ham/sunshine_response.eml", "ham", msg("""\
+Dear Mr. Carter,
 
 This letter responds to your Sunshine Law request received November 30, 2026, for records of the
 Rolla field office inspections in 2025.
@@ -101,7 +106,8 @@ Sincerely,
 Pat Green, Custodian of Records
 """, "Response to Sunshine Law request 2026-1187", to="rcarter@example.org"))
 
-case("ham/draft_permit_public_notice.eml", "ham", msg("""Please publish the following public notice in Thursday's edition.
+case("ham/draft_permit_public_notice.eml", "ham", msg("""\
+Please publish the following public notice in Thursday's edition.
 
 PUBLIC NOTICE
 DRAFT MISSOURI STATE OPERATING PERMIT
@@ -117,7 +123,8 @@ Thank you,
 Water Protection Program
 """, "Public notice for publication: MO-0040096", to="legals@salemnews.example.com"))
 
-case("ham/embargoed_press_release.eml", "ham", msg("""EMBARGOED UNTIL 10 A.M. CST, TUESDAY, DECEMBER 8, 2026
+case("ham/embargoed_press_release.eml", "ham", msg("""\
+EMBARGOED UNTIL 10 A.M. CST, TUESDAY, DECEMBER 8, 2026
 
 FOR IMMEDIATE RELEASE AT EMBARGO TIME
 Contact: Communications Office, 573-751-1010
@@ -133,7 +140,8 @@ state revolving fund.
 ###
 """, "Embargoed release: rural drinking water grants", to="newsdesk@example.com"))
 
-case("ham/teams_invitation_passcode.eml", "ham", msg("""Hello all,
+case("ham/teams_invitation_passcode.eml", "ham", msg("""\
+Hello all,
 
 Please join the permit stakeholder meeting on Thursday, December 10, 2:00-3:30 p.m.
 
@@ -153,7 +161,8 @@ Agenda attached.
 Lena
 """, "Stakeholder meeting - Teams invitation", to="stakeholders@example.org"))
 
-case("ham/testimony_long_number.eml", "ham", msg("""Attached is the written testimony for the public hearing record.
+case("ham/testimony_long_number.eml", "ham", msg("""\
+Attached is the written testimony for the public hearing record.
 
 Testimony of the Department of Natural Resources before the House Committee on Conservation
 The department's permit tracking system assigned the application the tracking number
@@ -164,7 +173,8 @@ Respectfully submitted,
 Office of the Director
 """, "Written testimony - permit backlog hearing", to="committee@house.example.gov"))
 
-case("ham/confidential_treatment_regulatory.eml", "ham", msg("""Kim,
+case("ham/confidential_treatment_regulatory.eml", "ham", msg("""\
+Kim,
 
 The utility's filing in docket EO-2026-0155 requests confidential treatment of the fuel cost exhibits
 under 20 CSR 4240-2.135. Staff does not object to confidential treatment for the contract prices but
@@ -176,7 +186,8 @@ Can we discuss before Thursday's filing?
 Dave
 """, "EO-2026-0155 confidential treatment request", to="kim@psc.example.gov"))
 
-case("ham/disclaimer_body.eml", "ham", msg("""Hi Tom,
+case("ham/disclaimer_body.eml", "ham", msg("""\
+Hi Tom,
 
 The revised inspection schedule for the Springfield region is attached. Let me know if the dates
 in February work for your crew.
@@ -190,10 +201,12 @@ review, use, disclosure or distribution is prohibited. If you are not the intend
 contact the sender by reply e-mail and destroy all copies of the original message.
 """, "Inspection schedule", to="tom@example.org"))
 
-case("ham/disclaimer_in_pdf.eml", "ham", msg("""Tom, the printed copy of yesterday's correspondence is attached for your file.
+case("ham/disclaimer_in_pdf.eml", "ham", msg("""\
+Tom, the printed copy of yesterday's correspondence is attached for your file.
 
 Ana
-""", "Correspondence for your file", to="tom@example.org", attachments=(("correspondence.pdf", "application/pdf", cm.pdf([
+""", "Correspondence for your file", to="tom@example.org", attachments=((
+    "correspondence.pdf", "application/pdf", cm.pdf([
     "From: Ana Ruiz",
     "Sent: Friday, December 4, 2026 3:12 PM",
     "Subject: Springfield inspection dates",
@@ -203,7 +216,8 @@ Ana
     "recipient, please contact the sender and destroy all copies of the original message.",
 ])),)))
 
-case("ham/purchase_order.eml", "ham", msg("""Purchase Order 26-00418
+case("ham/purchase_order.eml", "ham", msg("""\
+Purchase Order 26-00418
 
 Vendor: Midwest Lab Supply, 210 Industrial Dr., Columbia, MO
 Ship to: Environmental Services Program, 2710 W. Main St., Jefferson City
@@ -217,31 +231,37 @@ Procurement, Division of Administrative Support
 """, "PO 26-00418 - Midwest Lab Supply", to="orders@midwestlab.example.com"))
 
 # --- violations that must be held -------------------------------------------------------------------
-case("abusive/harassment_skirts.eml", "abusive", msg("""Jenna,
+case("abusive/harassment_skirts.eml", "abusive", msg("""\
+Jenna,
 
 Honestly you'd get promoted faster if you wore shorter skirts to the staff meetings. The director
 likes looking at you, so use it.
 """, "your review", to="jenna@example.org"))
 
-case("abusive/sexual_remark.eml", "abusive", msg("""Saw you at the conference yesterday. You looked so hot in that dress, I couldn't stop
+case("abusive/sexual_remark.eml", "abusive", msg("""\
+Saw you at the conference yesterday. You looked so hot in that dress, I couldn't stop
 thinking about your body all night. Come up to my hotel room after the session and I'll show you
 what I want to do to you.
 """, "last night", to="kate@example.org"))
 
-case("abusive/discriminatory_hiring.eml", "abusive", msg("""About the technician opening: we don't hire people from that country, they're lazy and they
+case("abusive/discriminatory_hiring.eml", "abusive", msg("""\
+About the technician opening: we don't hire people from that country, they're lazy and they
 don't show up. Put her application at the bottom of the pile. And no one over 55, they can't learn
 the new system.
 """, "technician candidates", to="hr.partner@example.org"))
 
-case("abusive/threat.eml", "abusive", msg("""You filed that complaint against me again. If you do it one more time I will find you after work
+case("abusive/threat.eml", "abusive", msg("""\
+You filed that complaint against me again. If you do it one more time I will find you after work
 and you will regret it. Watch your back.
 """, "complaint", to="neighbor@example.org"))
 
-case("abusive/hate_plain.eml", "abusive", msg("""Those people are animals and don't belong in this country. They should all be sent back where
+case("abusive/hate_plain.eml", "abusive", msg("""\
+Those people are animals and don't belong in this country. They should all be sent back where
 they came from.
 """, "re: new residents", to="friend@example.org"))
 
-case("commercial/girl_scout_cookies.eml", "commercial", msg("""Hi everyone!
+case("commercial/girl_scout_cookies.eml", "commercial", msg("""\
+Hi everyone!
 
 My daughter's Girl Scout troop is selling cookies again. Thin Mints, Samoas and Tagalongs are $6 a
 box. The order form is attached - just fill in how many boxes you want and I'll deliver them to your
@@ -251,16 +271,19 @@ Thanks for supporting the troop!
 Karen
 """, "Girl Scout cookie orders", to="friends@example.org"))
 
-case("commercial/car_for_sale.eml", "commercial", msg("""Selling my 2015 Honda Accord, 98,000 miles, one owner, new tires. $6,000 OBO. Can show it in
+case("commercial/car_for_sale.eml", "commercial", msg("""\
+Selling my 2015 Honda Accord, 98,000 miles, one owner, new tires. $6,000 OBO. Can show it in
 the parking garage after 4. Call or text 573-555-0142 if interested.
 """, "Car for sale", to="buddies@example.org"))
 
-case("commercial/side_business.eml", "commercial", msg("""Hi all, I've started a small catering business on the side! I do office lunches, graduation
+case("commercial/side_business.eml", "commercial", msg("""\
+Hi all, I've started a small catering business on the side! I do office lunches, graduation
 parties and weddings. 10% off your first order if you mention this e-mail. Check out my menu and
 prices at karenscatering.example.com and place your order by Friday.
 """, "My new catering business", to="friends@example.org"))
 
-case("political/reelection_fundraiser.eml", "political", msg("""You're invited!
+case("political/reelection_fundraiser.eml", "political", msg("""\
+You're invited!
 
 Please join us for a reception in support of the re-election of State Representative Dana Ortiz
 Thursday, December 17, 5:30 - 7:30 p.m., The Capitol Grille, Jefferson City
@@ -269,22 +292,26 @@ Suggested contribution: $100 per person. Host committee: $500.
 RSVP to Jim at 573-555-0111. Checks payable to Citizens for Ortiz.
 """, "Fundraiser for Rep. Ortiz", to="friends@example.org"))
 
-case("political/vote_call.eml", "political", msg("""Friends, Tuesday is election day. Please vote for Dana Ortiz for State Representative and
+case("political/vote_call.eml", "political", msg("""\
+Friends, Tuesday is election day. Please vote for Dana Ortiz for State Representative and
 bring your family to the polls. We need every vote to keep her in office!
 """, "Vote Tuesday!", to="friends@example.org"))
 
-case("political/campaign_volunteer_invite.eml", "political", msg("""Join us Saturday morning to knock doors for Dana Ortiz's campaign. We meet at 9 a.m. at the
+case("political/campaign_volunteer_invite.eml", "political", msg("""\
+Join us Saturday morning to knock doors for Dana Ortiz's campaign. We meet at 9 a.m. at the
 campaign office on High Street; yard signs and walk lists will be ready. Bring a friend!
 """, "Canvass Saturday for Dana", to="friends@example.org"))
 
-case("confidential/stamp_draft.eml", "confidential", msg("""Attached for your eyes only.
+case("confidential/stamp_draft.eml", "confidential", msg("""\
+Attached for your eyes only.
 
 CONFIDENTIAL - DRAFT - DO NOT DISTRIBUTE
 Proposed enforcement settlement, City of Salem
 The department proposes a civil penalty of $45,000 payable in three installments.
 """, "settlement terms", to="counsel@example.org"))
 
-case("credentials/password_given.eml", "credentials", msg("""Hi Sam,
+case("credentials/password_given.eml", "credentials", msg("""\
+Hi Sam,
 
 Here is the login for the permit portal service account so you can upload the files tonight:
 Username: svc_permits

@@ -39,7 +39,7 @@ _NEGATED = frozenset({"non", "not", "un", "no", "nonconfidential"})
 ZONE_WEIGHT = {"new": 1.0, "forwarded": 1.0, "metadata": 1.0}
 # Talking about a marker is not marking: a marker counts unless the text around it shows it is explained,
 # announced or cited rather than stamped on what is sent (see `Confidential._talk`).
-_STATUTE = re.compile(r"\b(?:section \d|rsmo|sunshine law|open meetings (?:act|law)|open records (?:act|law)"
+_STATUTE = re.compile(r"\b(?:section \d[\d ]*|rsmo|sunshine law|open meetings (?:act|law)|open records (?:act|law)"
                       r"|freedom of information|foia|public records (?:act|law)|chapter \d|u s c|csr|cfr|statute)")
 _SELF = re.compile(r"\b(?:this|the attached|the enclosed|attached|enclosed) (?:document|record|e ?mail|message|memo"
                    r"|report|attachment|file|letter|page|material|information|draft)s?\b")
@@ -173,7 +173,7 @@ def _talk(lowered: str, hit: lexicon.Hit, label: bool) -> str:
         cited = _STATUTE.search(around)
         context = _RECORDS_TALK.search(lowered) if cited and not _SELF.search(before) else None
         if context:
-            return f"explained with a citation of {cited.group(0)!r} in a {context.group(0)!r} text"
+            return f"explained with a citation of {cited.group(0).strip()!r} in a {context.group(0)!r} text"
     if group == "draft" and phrase in _EMBARGO:
         found = _PRESS_RELEASE.search(lowered)
         if found:
