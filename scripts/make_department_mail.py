@@ -230,6 +230,42 @@ Total: $832.00. Net 30. Please confirm the delivery date.
 Procurement, Division of Administrative Support
 """, "PO 26-00418 - Midwest Lab Supply", to="orders@midwestlab.example.com"))
 
+case("ham/harassment_training_notice.eml", "ham", msg("""\
+All supervisors must complete the annual Respectful Workplace training by January 31.
+
+The course covers what harassment looks like in practice, for example a supervisor suggesting that an
+employee would be promoted sooner if she dressed differently, remarks about a co-worker's body, or
+refusing to consider applicants because of their national origin or age. It explains how to report it
+and how investigations protect the people who come forward.
+
+Register in the Learning Center under course HR-114.
+Human Resources
+""", "Respectful Workplace training due January 31", to="supervisors@example.org"))
+
+case("ham/surplus_vehicle_auction.eml", "ham", msg("""\
+State surplus property will auction six fleet vehicles on December 19, including a 2015 Ford F-150
+with 98,000 miles. Sealed bids are due by 2 p.m. on December 18 at the Surplus Property office,
+117 N. Riverside Drive. Vehicles can be inspected on December 16 and 17 from 8 a.m. to 4 p.m.
+
+Fleet Management
+""", "Surplus vehicle auction December 19", to="bidders@example.org"))
+
+case("ham/feral_hog_update.eml", "ham", msg("""\
+Feral hogs are not wildlife in the usual sense; they are an invasive species that destroys crops and
+habitat. Landowners who trap them should report the numbers to the partnership. The hogs don't belong
+in this state's ecosystem, and the goal is elimination, not management.
+
+Feral Hog Elimination Partnership
+""", "Feral hog trapping report", to="landowners@example.org"))
+
+case("ham/charity_drive.eml", "ham", msg("""\
+The State Employees Charitable Campaign runs through November 30. Pledge forms are on the intranet;
+you can give through payroll deduction to any of the 900 listed charities. Thank you to everyone who
+has already given.
+
+SECC coordinator, Division of Environmental Quality
+""", "State Employees Charitable Campaign", to="staff@example.org"))
+
 # --- violations that must be held -------------------------------------------------------------------
 case("abusive/harassment_skirts.eml", "abusive", msg("""\
 Jenna,
