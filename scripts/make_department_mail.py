@@ -266,6 +266,14 @@ has already given.
 SECC coordinator, Division of Environmental Quality
 """, "State Employees Charitable Campaign", to="staff@example.org"))
 
+case("ham/harassment_training_examples.eml", "ham", msg("""\
+Supervisors' guide, section 3: recognising harassment
+
+Harassment is often said in plain words. Examples include remarks such as "you'd get promoted faster if
+you wore shorter skirts" or "we don't hire people from that country, they're lazy". Report any such
+remark to Human Resources; retaliation against the person who reports it is prohibited.
+""", "Supervisors' guide: recognising harassment", to="supervisors@example.org"))
+
 # --- violations that must be held -------------------------------------------------------------------
 case("abusive/harassment_skirts.eml", "abusive", msg("""\
 Jenna,

@@ -74,3 +74,12 @@ async def test_a_closed_record_said_of_this_document_still_counts():
             "Section 610.021(1), RSMo.\n")
     [finding] = await run("confidential", subject="Response", body=body)
     assert finding.kind == "confidential.closed_record"
+
+
+async def test_abuse_quoted_as_an_example_is_talk_and_the_detail_says_so():
+    guide = 'Harassment includes remarks such as "you\'d get promoted faster if you wore shorter skirts".'
+    assert await run("abusive", subject="Training", body=guide) == []
+    [finding] = await run("abusive", subject="Training",
+                          body=guide + "\n\nBetween us: those people are animals, send them back where they came from.")
+    assert finding.kind == "abusive.hate"
+    assert "not counted (quoted as an example): 'promoted faster if you wore'" in finding.detail
