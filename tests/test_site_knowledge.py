@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import PolicySettings, Settings
 from gateway.detectors.base import OptionError
+from gateway.pipeline import Pipeline
+from gateway.policy import PolicyError
+from gateway.policy import load as load_policy
 from tests.contentkit import detector, run
 from tests.contentmail import mail
 
@@ -83,3 +87,11 @@ async def test_abuse_quoted_as_an_example_is_talk_and_the_detail_says_so():
                           body=guide + "\n\nBetween us: those people are animals, send them back where they came from.")
     assert finding.kind == "abusive.hate"
     assert "not counted (quoted as an example): 'promoted faster if you wore'" in finding.detail
+
+
+def test_a_bad_site_value_names_the_site_file(tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text('[detectors.commercial]\nown_senders = ["news letter"]\n')
+    settings = Settings(policy=PolicySettings(site=str(site)))
+    with pytest.raises(PolicyError, match=rf"{site}:1: .*own_senders: 'news letter' is not an address or domain"):
+        Pipeline(settings, load_policy(settings))
