@@ -274,6 +274,18 @@ you wore shorter skirts" or "we don't hire people from that country, they're laz
 remark to Human Resources; retaliation against the person who reports it is prohibited.
 """, "Supervisors' guide: recognising harassment", to="supervisors@example.org"))
 
+case("ham/news_clipping_fundraiser.eml", "ham", msg("""\
+Today's clips for the director.
+
+Jefferson City News Tribune, Dec. 7: Lawmakers court donors before session
+Several legislators held receptions this week in support of the re-election of committee chairs. At one,
+the suggested contribution was $250 and the host committee included two utility lobbyists. Campaign
+finance reports are due January 15.
+
+Springfield News-Leader, Dec. 7: County approves stormwater fee
+The county commission approved a stormwater utility fee to fund MS4 permit compliance.
+""", "News clips - December 7", to="director@example.org"))
+
 # --- violations that must be held -------------------------------------------------------------------
 case("abusive/harassment_skirts.eml", "abusive", msg("""\
 Jenna,

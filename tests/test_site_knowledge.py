@@ -95,3 +95,20 @@ def test_a_bad_site_value_names_the_site_file(tmp_path):
     settings = Settings(policy=PolicySettings(site=str(site)))
     with pytest.raises(PolicyError, match=rf"{site}:1: .*own_senders: 'news letter' is not an address or domain"):
         Pipeline(settings, load_policy(settings))
+
+
+CLIPS = """Today's clips.
+
+Jefferson City News Tribune, Dec. 7: Lawmakers court donors
+Legislators held receptions in support of the re-election of committee chairs; the suggested contribution
+was $250.
+"""
+
+
+async def test_a_news_clipping_reports_a_fundraiser_but_an_appeal_to_the_reader_still_counts():
+    assert await run("political", subject="News clips", body=CLIPS) == []
+    appeal = CLIPS + ("\nSpringfield News-Leader, Dec. 7: County approves stormwater fee for MS4 permit compliance "
+                      "after two hearings.\n\nPS: please join me Friday. Checks payable to Citizens for Ortiz.\n")
+    [finding] = await run("political", subject="News clips", body=appeal)
+    assert finding.kind == "political.fundraising"
+    assert "not counted (reported in a news clipping, 'clips'" in finding.detail
