@@ -100,6 +100,11 @@ def _next_is_quote(lines: list[str], i: int) -> bool:
     return False
 
 
+def split_disclaimers(text: str) -> list[tuple[str, str]]:
+    """[(zone, text)] of an attachment's text: a printed e-mail keeps its legal footer as zone "disclaimer"."""
+    return _split_disclaimers("new", text)
+
+
 def _split_disclaimers(zone: str, chunk: str) -> list[tuple[str, str]]:
     """Legal footers become zone "disclaimer" (new/forwarded text only): from the first line with a footer
     phrase (back to where its sentence or its "CONFIDENTIALITY NOTICE" heading begins) to the end of a

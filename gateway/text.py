@@ -33,7 +33,7 @@ from gateway.mime import Part
 from gateway.model import Mail
 from gateway.ocr import message_ocr
 from gateway.plaintext import MessageText, Segment, html_text, normalise
-from gateway.quoting import FORWARD_SUBJECT, split_body
+from gateway.quoting import FORWARD_SUBJECT, split_body, split_disclaimers
 
 # --- extraction -----------------------------------------------------------------------------------------
 
@@ -118,8 +118,9 @@ def _attachment_segments(part: Part, budget: _Budget) -> list[Segment]:
         budget.unscanned.append(f"{label}: {doc.truncated}")
     out: list[Segment] = []
     if doc.text:
-        text = normalise(doc.text) if kind != "html" else doc.text
-        out.append(Segment(label, budget.take(label, text)))
+        text = budget.take(label, normalise(doc.text) if kind != "html" else doc.text)
+        # a printed or saved e-mail carries its sender's legal footer: that is not a marker of the document
+        out.extend(Segment(label, chunk, zone) for zone, chunk in split_disclaimers(text))
     if doc.properties:
         out.append(Segment(f"{label} (properties)", budget.take(label, normalise(doc.properties)), "metadata"))
     return out

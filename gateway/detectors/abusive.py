@@ -34,6 +34,10 @@ KIND_OF = {"profanity": "abusive.profanity", "obscenity": "abusive.obscenity", "
 # The kind reported is the gravest family present.
 GRAVITY = ("abusive.threat", "abusive.hate", "abusive.harassment", "abusive.obscenity", "abusive.profanity")
 
+# A phrase quoted as an example ("remarks such as \"...\"") is talked about, not said to anyone.
+_EXAMPLE_CUE = re.compile(r"(?:for example|for instance|such as|e\.g\.|examples? (?:include|are|of)|remarks? like"
+                          r"|comments? like|statements? like|saying|phrases? like)\b")
+_QUOTES = "\"“”"
 _WORD = re.compile(r"^(?:\[([a-z,]+)\])?([a-z]+)(?:\{([a-z,]+)\})?$")
 
 
@@ -99,7 +103,9 @@ class Abusive:
 
     async def check(self, mail: Mail) -> list[Finding]:
         found, norm = await group_for(mail, self.name, self.own_lexicons).hits(mail, self.name, self.settings)
-        score, hits = self.score([h for h in found if h.start < self.max_chars and not h.quoted], norm)
+        found = [h for h in found if h.start < self.max_chars and not h.quoted]
+        examples = [h for h in found if h.entry.label not in WORD_LABELS and _quoted_example(norm, h.start)]
+        score, hits = self.score([h for h in found if h not in examples], norm)
         if score < self.threshold:
             return []
         kinds = {KIND_OF[h.entry.label] for h in hits}
@@ -109,4 +115,14 @@ class Abusive:
         evidence = tuple(f"{h.entry.label}: {excerpt(norm, h.start, len(h.text))}" for h in hits[:5])
         return [Finding(kind=kind, detector=self.name, score=round(score, 2), evidence=evidence,
                         detail=f"Abusive language ({', '.join(families)}): {words}; "
-                               f"score {score:.1f} >= {self.threshold:g}")]
+                               f"score {score:.1f} >= {self.threshold:g}"
+                               + (f"; not counted (quoted as an example): {examples[0].text!r}" if examples else ""))]
+
+
+def _quoted_example(text, start: int) -> bool:
+    """The phrase is inside a quotation introduced, shortly before, as an example: 'remarks such as "..."'."""
+    before = text[max(0, start - 300):start]
+    if sum(before.count(q) for q in _QUOTES) % 2 == 0:     # no quotation open here
+        return False
+    opening = max(before.rfind(q) for q in _QUOTES)
+    return _EXAMPLE_CUE.search(before[max(0, opening - 120):opening]) is not None

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, ClassVar
 
 from gateway import offload
 from gateway.config import Settings
-from gateway.detectors.base import options_with_defaults
+from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.detectors.contentscan import group_for, own_group
 from gateway.detectors.lexicon import Hit, Lexicon, distinct, excerpt
 from gateway.detectors.linear import LinearModel, sigmoid
@@ -30,7 +31,8 @@ from gateway.model import Finding, Mail
 from gateway.text import message_text
 
 DEFAULTS = {"threshold": 0.6, "lexicon": "lexicons/commercial.txt", "model": "models/commercial.json",
-            "max_chars": 100_000, "model_chars": 10_000, "short_words": 200, "short_lexicon_score": 1.8}
+            "max_chars": 100_000, "model_chars": 10_000, "short_words": 200, "short_lexicon_score": 1.8,
+            "own_senders": []}
 
 _PIXEL = re.compile(
     r"""<img\b[^>]*?(?:\b(?:width|height)\s*=\s*["']?[01](?:px)?["'\s/>][^>]*?\b(?:width|height)\s*=\s*["']?[01](?:px)?\b"""
@@ -79,6 +81,19 @@ class Commercial:
         self.settings = settings
         self.shared_lexicon = self.lexicon       # the pipeline scans it with the other content lexicons
         self.own_lexicons = own_group(self.name, self.lexicon)
+        self.own_senders = _own_senders(opts["own_senders"])
+
+    def own_sender(self, mail: Mail) -> str:
+        """The From address when it is one of the site's own bulk senders (its newsletters), else ""."""
+        if not self.own_senders:
+            return ""
+        for _, address in getaddresses(mail.parsed.header_all("From")[:1]):
+            address = address.strip().lower()
+            domain = address.rpartition("@")[2]
+            if address in self.own_senders or any(domain == d or domain.endswith("." + d)
+                                                   for d in self.own_senders if "@" not in d):
+                return address
+        return ""
 
     def classify(self, text: str, hits: list[Hit], sigs: list[str]) -> tuple[float, list[tuple[str, float]]]:
         """(probability, model features present with their weights), given the lexicon hits."""
@@ -92,6 +107,11 @@ class Commercial:
         hits = distinct(h for h in found if h.start < self.max_chars and not h.quoted)
         text = (await message_text(mail, self.settings)).joined()
         sigs = signals(mail.parsed, self.max_chars)
+        own = self.own_sender(mail)
+        if own:
+            # the site's own newsletter: being bulk mail, and its call to register, are what it is for
+            hits = [h for h in hits if h.entry.label not in ("bulk", "call_to_buy")]
+            sigs = []
         probability, contributions = await offload.run(min(len(text), self.model_chars),
                                                        lambda: self.classify(text, hits, sigs))
         lexical = sum(h.entry.weight for h in hits)
@@ -106,7 +126,19 @@ class Commercial:
             evidence.append("model features: " + ", ".join(top))
         kind = "commercial.business" if any(h.entry.label == "business" for h in hits) else "commercial.advertising"
         what = ", ".join(dict.fromkeys(h.entry.label.replace("_", " ") for h in hits)) or "advertising vocabulary"
+        if own:
+            evidence.append(f"from the site's own bulk sender {own}: bulk signals and calls to register not counted")
         return [Finding(kind=kind, detector=self.name, score=round(probability, 3), evidence=tuple(evidence),
                         detail=f"Advertising or solicitation ({what}); score {probability:.2f}"
                                + (f" >= {self.threshold:g}" if probability >= self.threshold else
                                   f", short message with lexicon score {lexical:.1f} >= {self.short_lexicon_score:g}"))]
+
+
+def _own_senders(values: list) -> frozenset[str]:
+    """own_senders: addresses (news@agency.gov) or domains (news.agency.gov, its subdomains too)."""
+    out = set()
+    for value in values:
+        if not isinstance(value, str) or not re.fullmatch(r"@?[\w.+-]*@?[\w-]+(?:\.[\w-]+)+", value.strip()):
+            raise OptionError(f"detector 'commercial': own_senders: {value!r} is not an address or domain")
+        out.add(value.strip().lower().lstrip("@"))
+    return frozenset(out)

@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "label_factor": 2.0,                # a marker used as a label counts this many times its weight
     "metadata_factor": 2.5,             # ... and in document properties (title, subject, keywords, labels)
     "count_quoted": False,              # reply quotations count too (off: only what this message adds)
+    "public_phrases": [],               # public-notice and statutory wording a marker inside does not count in
     "label_headers": ["msip_labels", "Sensitivity", "X-Sensitivity", "Classification", "X-Classification"],
     "sensitivity_labels": ["confidential", "highly confidential", "company confidential", "strictly confidential",
                            "restricted", "highly restricted", "secret", "privileged", "internal only", "sensitive"],
@@ -36,6 +37,19 @@ _LABEL_NAME = re.compile(r"(?i)MSIP_Label_[0-9a-f-]+_Name\s*=\s*([^;]{1,100})")
 _PROPERTY_LABEL = re.compile(r"(?im)^MSIP_Label_[0-9a-f-]+_Name: (.{1,100})$")
 _NEGATED = frozenset({"non", "not", "un", "no", "nonconfidential"})
 ZONE_WEIGHT = {"new": 1.0, "forwarded": 1.0, "metadata": 1.0}
+# Talking about a marker is not marking: a marker counts unless the text around it shows it is explained,
+# announced or cited rather than stamped on what is sent (see `Confidential._talk`).
+_STATUTE = re.compile(r"\b(?:section \d[\d ]*|rsmo|sunshine law|open meetings (?:act|law)|open records (?:act|law)"
+                      r"|freedom of information|foia|public records (?:act|law)|chapter \d|u s c|csr|cfr|statute)")
+_SELF = re.compile(r"\b(?:this|the attached|the enclosed|attached|enclosed) (?:document|record|e ?mail|message|memo"
+                   r"|report|attachment|file|letter|page|material|information|draft)s?\b")
+_RECORDS_TALK = re.compile(r"\b(?:closed (?:session|meeting)|withheld|redacted|(?:sunshine|records|foia|information) "
+                           r"(?:law )?request|custodian of records|open to the public|notice of (?:open )?meeting)\b")
+_PRESS_RELEASE = re.compile(r"\b(?:for immediate release|press release|news release|media contact|media advisory"
+                            r"|at embargo time)\b")
+_PUBLIC_NOTICE = re.compile(r"\b(?:public notice|notice is hereby given|public comment|available for public review"
+                            r"|notice of (?:open )?(?:public )?(?:meeting|hearing))\b")
+_EMBARGO = frozenset({"embargoed until", "under embargo"})
 
 
 class Confidential:
@@ -56,6 +70,10 @@ class Confidential:
         self.label_factor = opts["label_factor"]
         self.metadata_factor = opts["metadata_factor"]
         self.zones = dict(ZONE_WEIGHT, **({"quoted": 1.0} if opts["count_quoted"] else {}))
+        phrases = opts["public_phrases"]
+        if not isinstance(phrases, list) or not all(isinstance(p, str) and p.strip() for p in phrases):
+            raise OptionError(f"detector {self.name!r}: public_phrases must be a list of non-empty strings")
+        self.public = _phrase_pattern(phrases)
         self.label_headers = tuple(opts["label_headers"])
         self.labels = tuple(lexicon.normalise(x).strip().lower() for x in opts["sensitivity_labels"])
 
@@ -95,19 +113,32 @@ class Confidential:
     def score(self, text: MessageText) -> Finding | None:
         """The best contribution of each distinct phrase, summed; a Finding when it reaches the threshold."""
         best: dict[str, tuple[float, str, str, tuple[str, str, lexicon.Hit]]] = {}
+        talk: dict[str, str] = {}      # phrase -> why it was not counted (explained, announced, public wording)
         # phrase -> (points, group, source, (text, normalised text, hit) for the excerpt)
         for segment in text.segments:
             zone_weight = self.zones.get(segment.zone, 0.0)
             if not zone_weight or not segment.text:
                 continue
             norm, hits = self.lexicon.find(segment.text)
+            lowered = norm.lower().replace("\n", " ") if hits else ""
+            public = [m.span() for m in self.public.finditer(lowered)] if hits and self.public else []
             for hit in _outermost(hits):
                 if _negated(norm, hit.start):
+                    continue
+                phrase = hit.entry.phrase.lower()
+                if any(a <= hit.start and hit.end <= b for a, b in public):
+                    talk.setdefault(phrase, f"public wording {lowered[public[0][0]:public[0][1]]!r}"
+                                    if len(public) == 1 else "site public wording")
+                    continue
+                label = segment.zone != "metadata" and _label_use(norm, hit, segment.source == "subject")
+                why = "" if segment.zone == "metadata" else _talk(lowered, hit, label)
+                if why:
+                    talk.setdefault(phrase, why)
                     continue
                 points = hit.entry.weight * zone_weight
                 if segment.zone == "metadata":
                     points *= self.metadata_factor
-                elif _label_use(norm, hit, segment.source == "subject"):
+                elif label:
                     points *= self.label_factor
                 # a weak word counts once however it is qualified ("confidential", "strictly confidential")
                 key = hit.entry.phrase.lower() if hit.entry.weight >= 1 else hit.entry.phrase.lower().split()[-1]
@@ -124,8 +155,44 @@ class Confidential:
             kind=f"confidential.{group}", detector=self.name, part=None if source in ("subject", "body") else source,
             score=round(total, 2),
             detail=f"Confidentiality marker{'s' if len(ranked) > 1 else ''} {listed}{more} "
-                   f"(score {total:g}, threshold {self.threshold:g})",
+                   f"(score {total:g}, threshold {self.threshold:g})"
+                   + ("; not counted: " + "; ".join(f"{p!r} ({why})" for p, why in list(talk.items())[:3])
+                      if talk else ""),
             evidence=tuple(f"{src}: {_excerpt(*where)}" for _, (_, _, src, where) in ranked[:5]))
+
+
+def _talk(lowered: str, hit: lexicon.Hit, label: bool) -> str:
+    """Why a marker is talked about rather than applied ("" when it marks the message): a closed-record
+    phrase explained in running text that cites the law, in a records response or meeting notice and not
+    said of this document; an embargo on a
+    press release; the word DRAFT in a public notice (a draft permit published for comment)."""
+    group, phrase = hit.entry.group, hit.entry.phrase.lower()
+    if group == "closed_record" and not label:
+        around = lowered[max(0, hit.start - 100):hit.end + 100]
+        before = lowered[max(0, hit.start - 60):hit.start]
+        cited = _STATUTE.search(around)
+        context = _RECORDS_TALK.search(lowered) if cited and not _SELF.search(before) else None
+        if context:
+            return f"explained with a citation of {cited.group(0).strip()!r} in a {context.group(0)!r} text"
+    if group == "draft" and phrase in _EMBARGO:
+        found = _PRESS_RELEASE.search(lowered)
+        if found:
+            return f"embargo of a press release ({found.group(0)!r})"
+    if group == "draft" and hit.entry.weight < 1:
+        found = _PUBLIC_NOTICE.search(lowered)
+        if found:
+            return f"draft published for comment ({found.group(0)!r})"
+    return ""
+
+
+def _phrase_pattern(phrases: list[str]) -> re.Pattern[str] | None:
+    """One pattern over the normalised lower-case text for site public wording; "*" ends a word freely."""
+    bodies = []
+    for phrase in phrases:
+        words = lexicon.normalise(phrase.replace("*", " * ")).lower().split()
+        parts = [r"\w*" if w == "*" else re.escape(w) for w in words]
+        bodies.append(r"\b" + " ".join(parts).replace(r" \w*", r"\w*") + r"\b")
+    return re.compile("|".join(bodies)) if bodies else None
 
 
 def _name(value: str) -> str:

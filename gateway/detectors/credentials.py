@@ -77,6 +77,9 @@ _PASSWORD = re.compile(
     rf"(?:(?i:{_PASSWORD_WORD})\b(?=[\s:=\-])[^\S\n]*(?:(?i:is|was|will be|for (?:the |your |my )?\S+ is)[^\S\n]*)?"
     r"[:=\-]?|(?i:pass)[^\S\n]*[:=])"           # the bare word "pass" only as a label: "pass: ..."
     r"[^\S\n]*(?P<pwq>[\"'“‘]?)(?P<pwvalue>[^\s\"'“”‘’<>]{4,64})(?P=pwq)")
+_MEETING = re.compile(r"(?i)\b(?:meeting id|conference id|webinar id"
+                      r"|join (?:the|this|on your|by) (?:meeting|webinar|computer|phone|web)"
+                      r"|microsoft teams meeting|zoom\.us/j/|webex\.com/|meet\.google\.com/)")
 _USER = re.compile(r"(?i)\b(?:user\s?name|user\s?id|user|login(?:\s?(?:name|id))?|logon|account|uid|e-?mail)\b"
                    r"[^\S\n]*(?:is)?[^\S\n]*[:=\-]?[^\S\n]*[\"']?(?P<user>[\w.@+-]{3,64})")
 _PLACEHOLDER = re.compile(r"(?i)example|sample|dummy|placeholder|x{4,}|\*{3,}|^<|^\[|^\{|your|changeme|redacted|"
@@ -217,8 +220,10 @@ class Credentials:
                 user = name
                 spans.append((u.start("user"), u.end("user"), _mask_user(name)))
                 break
-        # a numbers-only code with no user name is usually a meeting or voicemail passcode
-        level = 2 if user else (0 if secret.isdigit() else 1)
+        # a numbers-only code with no user name is usually a meeting or voicemail passcode; so is a passcode
+        # printed in a meeting invitation's join block (sent to every invitee, not a login given to someone)
+        meeting = not user and _MEETING.search(text, max(0, start - 400), min(len(text), end + 400)) is not None
+        level = 2 if user else (0 if secret.isdigit() or meeting else 1)
         who = f" for user {_mask_user(user)}" if user else ""
         return ("password", level, f"password {'*' * 8} ({len(secret)} characters){who}", tuple(spans))
 

@@ -12,6 +12,7 @@ and what makes the score is a call to act for a candidate, party or measure.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +30,26 @@ KIND_OF = {"paid_for": "political.campaign", "advocacy": "political.campaign", "
 ORDER = ("fundraising", "petition", "paid_for", "advocacy", "endorsement", "topic")
 LABEL_TEXT = {"paid_for": '"paid for by" disclaimer', "fundraising": "donation request", "advocacy": "vote advocacy",
               "endorsement": "endorsement", "petition": "petition drive", "topic": "campaign vocabulary"}
+
+
+# A news clipping reports what campaigns do; it asks the reader nothing. In a message that is a clipping
+# (its opening says so, or a line attributes a story to a paper), a phrase counts only when the reader
+# is addressed next to it.
+_CLIPPING = re.compile(r"\b(?:clips|clippings?|news summary|media summary|in the news|news roundup)\b")
+_ATTRIBUTION = re.compile(
+    r"(?m)^[A-Z][\w.' -]{0,60}\b(?:Post-Dispatch|Star|Times|Tribune|Journal|Gazette|News|News-Leader|Herald"
+    r"|Post|Press|Associated Press|Reuters|Bloomberg|Politico)\b[\w-]*,? "
+    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)")
+_READER = re.compile(r"(?i)\b(?:you|your|you're|please|join us|join me|rsvp|we need|help us|sign up)\b")
+
+
+def _clipping(text: str) -> str:
+    """What shows the message is a news clipping ("" when it is not)."""
+    opening = _CLIPPING.search(text[:300].lower())
+    if opening:
+        return repr(opening.group(0))
+    line = _ATTRIBUTION.search(text)
+    return f"a story attributed to {line.group(0).strip()!r}" if line else ""
 
 
 class Political:
@@ -50,6 +71,9 @@ class Political:
     async def check(self, mail: Mail) -> list[Finding]:
         found, text = await group_for(mail, self.name, self.own_lexicons).hits(mail, self.name, self.settings)
         hits = distinct(h for h in found if h.start < self.max_chars and not h.quoted)
+        clipping = _clipping(text) if hits else ""
+        reported = [h for h in hits if clipping and not _READER.search(text, max(0, h.start - 120), h.start + 120)]
+        hits = [h for h in hits if h not in reported]
         score = sum(h.entry.weight for h in hits)
         if score < self.threshold:
             return []
@@ -59,4 +83,6 @@ class Political:
         phrases = ", ".join(f'"{" ".join(h.text.split())}"' for h in hits[:4])
         return [Finding(kind=KIND_OF[first], detector=self.name, score=round(score, 2),
                         evidence=tuple(f"{h.entry.label}: {excerpt(text, h.start, len(h.text), 25)}" for h in hits[:5]),
-                        detail=f"Political content ({what}): {phrases}; score {score:.1f} >= {self.threshold:g}")]
+                        detail=f"Political content ({what}): {phrases}; score {score:.1f} >= {self.threshold:g}"
+                               + (f"; not counted (reported in a news clipping, {clipping}, the reader not addressed): "
+                                  f"{reported[0].text!r}" if reported else ""))]
