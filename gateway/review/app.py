@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from gateway import accounts
+from gateway import accounts, findinggroups
 from gateway.config import Settings
 from gateway.notify.notifier import link_secret
 from gateway.quarantine import SORTS, STATUSES, Query
@@ -137,7 +137,8 @@ async def queue(request: Request) -> Response:
     requested = await c.store.open_requests([i.id for i in result.items])
     return page(request, "queue.html", auth, 400 if error else 200, items=result.items, total=result.total,
                 query=query, params=params, held_now=held_now, requested=requested,
-                error=error, counts=await c.store.counts(), oldest=(time.time() - oldest) if oldest else None,
+                error=error, counts=await c.store.counts(), choices=await c.store.choices(), now=time.time(),
+                reason=findinggroups.reason, oldest=(time.time() - oldest) if oldest else None,
                 statuses=STATUSES, sort_links=sort_links, link=link,
                 prev=link(offset=max(0, query.offset - query.limit)) if query.offset else None,
                 next=link(offset=query.offset + query.limit) if query.offset + query.limit < result.total else None)
@@ -406,6 +407,7 @@ def create_app(settings: Settings,
             secret = settings.review.secret_key or await store.secret("review-cookie-key")
             templates = Jinja2Templates(directory=str(HERE / "templates"))
             templates.env.globals["Markup"] = Markup
+            templates.env.globals["groups"] = findinggroups.grouped
             templates.env.tests["picture_part"] = render.is_picture_part
             app.state.ctx = Ctx(settings, serving, Authenticator(settings.review, store, secret), templates,
                                 await link_secret(settings, store))
