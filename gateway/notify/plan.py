@@ -120,6 +120,21 @@ class Planner:
                                             next_boundary(now, "itsd", settings)))
         return notices
 
+    def requested(self, item: HeldItem, address: str, justification: str) -> list[OutboxNotice]:
+        """A sender's release request, to ITSD: at once for the categories ITSD hears of at once (or when
+        there is no ITSD digest), else in the ITSD digest. None without an ITSD address."""
+        settings = self.settings
+        itsd = settings.notify.itsd
+        if not itsd:
+            return []
+        context = {**held_context(item), "requested_by": header_text(address, 320),
+                   "justification": safe_value(justification[:2000])}
+        urgent = bool(set(item.categories) & set(settings.notify.itsd_immediate))
+        if urgent or settings.notify.itsd_digest_minutes <= 0:
+            return [OutboxNotice(itsd, "itsd", "itsd", context, item.id)]
+        return [OutboxNotice(itsd, "itsd", "itsd", context, item.id, "itsd", next_boundary(time.time(), "itsd",
+                                                                                             settings))]
+
     def decided(self, item: HeldItem, outcome: str, reason: str = "", to: str = "") -> list[OutboxNotice]:
         """released | deleted | answered: to the internal sender (or to `to`, the requester)."""
         context = {"id": item.id, "subject": header_text(item.subject, 300), "outcome": outcome,
