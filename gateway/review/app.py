@@ -16,8 +16,9 @@ import re
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from markupsafe import Markup
 from starlette.applications import Starlette
@@ -36,6 +37,7 @@ from gateway.release import Refused, ReleaseService, may
 from gateway.review import charts, render
 from gateway.review.auth import LOGIN_COOKIE, Authenticator, client_bucket
 from gateway.review.pages import (
+    MAX_FORM_IDS,
     Ctx,
     back,
     csrf_failed,
@@ -139,7 +141,10 @@ async def queue(request: Request) -> Response:
     sort_links = {key: link(sort=key, order="asc" if query.sort == key and query.descending else "desc", offset=0)
                   for key in SORTS}
     requested = await c.store.open_requests([i.id for i in result.items])
+    filter_string = urlencode({k: v for k, v in request.query_params.items()
+                               if v and k not in ("offset", "limit", "select", "sort", "order")})
     return page(request, "queue.html", auth, 400 if error else 200, items=result.items, total=result.total,
+                filter_string=filter_string, select_all=request.query_params.get("select") == "page",
                 query=query, params=params, held_now=held_now, requested=requested,
                 error=error, counts=await c.store.counts(), choices=await c.store.choices(), now=time.time(),
                 reason=findinggroups.reason, oldest=(time.time() - oldest) if oldest else None,
@@ -149,29 +154,63 @@ async def queue(request: Request) -> Response:
 
 
 async def bulk(request: Request) -> Response:
+    """POST /bulk: step=confirm shows what would happen (how many, which need an admin or a second
+    approval) and asks again; otherwise it acts and lists what was done and what was refused, and why."""
     auth = await user_of(request)
     if auth is None:
         return login_needed(request)
     form = await form_of(request, auth)
     if form is None:
         return csrf_failed(request, auth)
-    service = ctx(request).service
-    if form["action"] not in ("release", "delete") or not form["ids"]:
+    c = ctx(request)
+    service = c.service
+    if form["action"] not in ("release", "delete"):
         return back(request, "/", False, "Choose messages and an action.")
-    done, failed = [], []
-    for item_id in form["ids"]:
+    ids = form["ids"]
+    if form["scope"] == "filter":        # every message the queue's filter matches (at most one form's worth)
+        try:
+            query = Query.from_params({**dict(parse_qsl(form["filter"])), "offset": "0"}, limit=MAX_FORM_IDS)
+        except ValueError as e:
+            return back(request, "/", False, str(e))
+        ids = [i.id for i in (await c.store.query(replace(query, offset=0, limit=MAX_FORM_IDS))).items]
+    if not ids:
+        return back(request, "/", False, "Choose messages and an action.")
+    items = [i for i in [await c.store.get(i, with_raw=False) for i in dict.fromkeys(ids) if ID.match(i)] if i]
+    verb = "released" if form["action"] == "release" else "deleted"
+    if form["step"] == "confirm":
+        plan: dict[str, list] = {"ready": [], "admin": [], "virus": [], "second": [], "not_held": []}
+        for item in items:
+            if item.status != "held":
+                plan["not_held"].append(item)
+            elif form["action"] == "delete":
+                plan["ready"].append(item)
+            elif not may(auth.user, "release", item):
+                plan["admin"].append(item)
+            elif item.virus_names:
+                plan["virus"].append(item)
+            elif item.approvals_required > 1:
+                plan["second"].append(item)
+            else:
+                plan["ready"].append(item)
+        return page(request, "bulk.html", auth, action=form["action"], verb=verb, items=items, plan=plan,
+                    reason=form["reason"])
+    done, refused = [], []
+    for item in items:
         try:
             if form["action"] == "release":
-                outcome = await service.release(item_id, auth.user, form["reason"])
+                outcome = await service.release(item.id, auth.user, form["reason"])
             else:
-                outcome = await service.delete(item_id, auth.user, form["reason"])
-            (done if outcome.status in ("released", "partly-released", "approved", "deleted") else failed).append(
-                f"{item_id}: {outcome.message}")
+                outcome = await service.delete(item.id, auth.user, form["reason"])
+            if outcome.status in ("released", "partly-released", "approved", "deleted"):
+                done.append((item, outcome.message))
+            else:
+                refused.append((item, outcome.message))
         except Refused as e:
-            failed.append(f"{item_id}: {e}")
-    verb = "released" if form["action"] == "release" else "deleted"
-    message = f"{len(done)} {verb}" + (f"; {len(failed)} not: " + "; ".join(failed[:5]) if failed else "")
-    return back(request, "/", not failed, message)
+            refused.append((item, str(e)))
+    summary = f"{len(done)} {verb}" + (f"; {len(refused)} not: " + "; ".join(
+        f"{i.id}: {why}" for i, why in refused[:5]) if refused else "")
+    return page(request, "bulk_result.html", auth, action=form["action"], verb=verb, done=done, refused=refused,
+                summary=summary, ok=not refused)
 
 
 # --- one message ----------------------------------------------------------------------------------
