@@ -3,7 +3,7 @@ week's held mail with personal information from one sender, read why each was he
 without opening it, release two with a reason (confirmed first) and delete one, see the findings
 grouped on a message page, and find it all in the audit log (filtered, grouped per message).
 
-Set REVIEW_SCREENSHOTS=docs to refresh the screenshots in docs/review.md."""
+Set REVIEW_SCREENSHOTS=docs/images to refresh the screenshots in docs/review.md."""
 
 from __future__ import annotations
 
