@@ -36,7 +36,8 @@ def day(tmp_path):
                             received_at=now - 4 * 86400),
         "old": held_item(subject="Payroll last year", kinds=("pii.ssn",), sender=CLERK,
                          received_at=now - 20 * 86400),
-        "other": held_item(subject="Payroll other office", kinds=("pii.ssn",), received_at=now - 86400),
+        "other": held_item(subject="Payroll other office", kinds=("pii.ssn",), received_at=now - 86400,
+                           body="Payroll run: employee SSN 536-22-6789 (social security), see attached.\n"),
         "budget": held_item(subject="Budget draft", kinds=("confidential.marking",), rule="outbound/confidential",
                             sender=CLERK, received_at=now - 3600),
         "exe": exe_item(received_at=now - 600),
@@ -48,6 +49,11 @@ def day(tmp_path):
     yield site, gateway
     gateway.stop()
     sink.stop()
+
+
+def released(site) -> list:
+    """The messages themselves at the next hop, not our notices about them."""
+    return [m for m in site.sink.messages if b"\r\nX-Gateway-Notice:" not in m.data.split(b"\r\n\r\n")[0]]
 
 
 def log_in(driver, base: str, name: str, password: str) -> None:
@@ -97,9 +103,9 @@ def test_a_reviewers_day_from_the_queue_to_the_audit_log(day, browser, tmp_path)
     assert browser.find_element(By.ID, "bulk-summary").text == "2 released"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#bulk-done li[data-id]")) == 2
     deadline = time.time() + 10
-    while len(site.sink.messages) < 2 and time.time() < deadline:
+    while len(released(site)) < 2 and time.time() < deadline:
         time.sleep(0.05)
-    assert sorted(m.data.split(b"Subject: ")[1].split(b"\r\n")[0] for m in site.sink.messages) == [
+    assert sorted(m.data.split(b"Subject: ")[1].split(b"\r\n")[0] for m in released(site)) == [
         b"Payroll April", b"Payroll March"]
 
     # Delete the third: all on the page that still matches, confirmed.
@@ -128,6 +134,8 @@ def test_a_reviewers_day_from_the_queue_to_the_audit_log(day, browser, tmp_path)
     groups = browser.find_elements(By.CSS_SELECTOR, "#findings tr.group")
     assert len(groups) == 2 and "attachments" in groups[0].text and "antivirus" in groups[1].text
     browser.get(base + f"/held/{site.items['other'].id}")
+    marked = [m.text for m in browser.find_elements(By.CSS_SELECTOR, "#body-text mark.evidence")]
+    assert marked == ["***-**-6789"] and "536-22" not in browser.find_element(By.ID, "body-text").text
     shot(browser, "review-message-findings.png", tmp_path)
 
     # The audit log, as an admin: filtered by who and what, then grouped per message.
@@ -148,3 +156,60 @@ def test_a_reviewers_day_from_the_queue_to_the_audit_log(day, browser, tmp_path)
                                                                         for s in sections}
     assert browser.find_element(By.ID, "audit-csv").get_attribute("href").endswith("/audit.csv?who=rita")
     shot(browser, "review-audit.png", tmp_path)
+
+
+@pytest.fixture
+def asked(tmp_path):
+    sink = ThreadSink().start()
+    site = make_site(tmp_path, sink, {"pack": held_item(subject="Board pack for the auditors", kinds=("pii.ssn",))},
+                     notify={"from": "mail-policy@example.gov", "itsd": "itsd@example.gov",
+                             "itsd_immediate": ["pii", "virus"]})
+    gateway = ThreadedGateway(site.settings).start()
+    yield site, gateway
+    gateway.stop()
+    sink.stop()
+
+
+def test_a_release_request_reaches_itsd_and_the_answer_leads_back(asked, browser, tmp_path):  # noqa: F811
+    import email
+    import email.policy
+    import re
+
+    from selenium.webdriver.common.by import By
+
+    from gateway.notify.notifier import Notifier
+    from gateway.notify.tokens import make_token
+
+    site, gateway = asked
+    base, item = gateway.base_url, site.items["pack"]
+
+    def notices_to(address: str) -> list:
+        site.run(lambda s: Notifier(site.settings, s).run_once())
+        return [email.message_from_bytes(m.data, policy=email.policy.default).get_body(("plain",)).get_content()
+                for m in site.sink.messages if address in m.rcpt_tos]
+
+    # The sender asks for release from the link in their notice.
+    browser.get(base + f"/request/{make_token(site.settings.review.secret_key, item.id, 'alice@example.gov')}")
+    browser.find_element(By.NAME, "justification").send_keys("The auditors need the board pack by Friday.")
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "#request-form button[type=submit]"))
+    assert "sent to ITSD" in browser.page_source
+
+    # ITSD gets a notice at once (pii is in itsd_immediate) with a link to the message; a reviewer follows it.
+    [itsd] = notices_to("itsd@example.gov")
+    assert "Release requested by alice@example.gov" in itsd and "by Friday" in itsd
+    link = re.search(r"(http://\S+/held/" + item.id + ")", itsd).group(1)
+    browser.get(link)
+    browser.find_element(By.ID, "name").send_keys("rita")
+    browser.find_element(By.ID, "password").send_keys("rita-review-password")
+    click_and_wait(browser, browser.find_element(By.ID, "login"))
+    assert browser.find_element(By.ID, "subject").text == "Board pack for the auditors"
+    form = browser.find_element(By.ID, "answer-form")
+    form.find_element(By.NAME, "text").send_keys("Which auditors? Please name the firm.")
+    click_and_wait(browser, form.find_element(By.CSS_SELECTOR, "button"))
+
+    # The sender's answer notice links back to their request page, which shows the answer.
+    [answer] = notices_to("alice@example.gov")
+    back = re.search(r"(http://\S+/request/\S+)", answer).group(1)
+    browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+    browser.get(back)
+    assert "Which auditors? Please name the firm." in browser.page_source
