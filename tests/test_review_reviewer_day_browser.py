@@ -133,10 +133,12 @@ def test_a_reviewers_day_from_the_queue_to_the_audit_log(day, browser, tmp_path)
     browser.get(base + f"/held/{site.items['exe'].id}")
     groups = browser.find_elements(By.CSS_SELECTOR, "#findings tr.group")
     assert len(groups) == 2 and "attachments" in groups[0].text and "antivirus" in groups[1].text
+    shot(browser, "review-message-findings.png", tmp_path)
     browser.get(base + f"/held/{site.items['other'].id}")
     marked = [m.text for m in browser.find_elements(By.CSS_SELECTOR, "#body-text mark.evidence")]
     assert marked == ["***-**-6789"] and "536-22" not in browser.find_element(By.ID, "body-text").text
-    shot(browser, "review-message-findings.png", tmp_path)
+    browser.execute_script("document.querySelector('section.body').scrollIntoView()")
+    shot(browser, "review-message-evidence.png", tmp_path)
 
     # The audit log, as an admin: filtered by who and what, then grouped per message.
     browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
