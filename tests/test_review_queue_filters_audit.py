@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 import time
 import warnings
 
@@ -53,6 +54,10 @@ def site(request, tmp_path):
         "conf": held_item(subject="Budget draft", kinds=("confidential.marking",), rule="outbound/confidential",
                           received_at=now - 3600),
         "exe": exe_item(received_at=now - 600),
+        "two": held_item(subject="Two person memo", kinds=("commercial.quote",), approvals=2,
+                         received_at=now - 7200),
+        "virus": held_item(subject="Invoice 4471", kinds=("virus",), rule="inbound/malware", direction="inbound",
+                           sender="billing@supplier.example", rcpts=("carol@example.gov",), received_at=now - 300),
     }, url=url)
     yield site
     sink.stop()
@@ -101,6 +106,28 @@ def test_the_queue_offers_choices_built_from_what_is_held_and_a_reason_per_row(c
     exe = exe[exe.index('<td class="reason"'):]
     assert "Windows executable setup.exe" in exe[:exe.index("</td>")]   # not "not scanned"
     assert "+1 more" in exe[:exe.index("</td>")]                        # two groups, not five findings
+
+
+def test_bulk_on_everything_the_filter_matches_confirms_then_lists_done_and_refused(client, site):
+    from tests.review_fixtures import csrf_of
+
+    login(client, "rita")
+    csrf = csrf_of(client.get("/").text)
+    confirm = client.post("/bulk", data={"csrf": csrf, "action": "release", "step": "confirm", "scope": "filter",
+                                         "filter": "status=held&direction=outbound", "reason": "checked"}).text
+    assert re.search(r'id="bulk-count"><strong>3</strong> will be released', confirm)     # ssn, card, conf
+    assert re.search(r'id="bulk-second"><strong>1</strong> need a second approval', confirm)
+    assert "bulk-admin" not in confirm and site.items["virus"].id not in confirm       # inbound: not matched
+    admin = client.post("/bulk", data={"csrf": csrf, "action": "release", "step": "confirm", "scope": "filter",
+                                       "filter": "q=invoice", "reason": "checked"}).text
+    assert re.search(r'id="bulk-admin"><strong>1</strong> need an admin', admin)
+    ids = re.findall(r'name="ids" value="([^"]+)"', confirm)
+    assert len(ids) == 4
+    done = client.post("/bulk", data={"csrf": csrf, "action": "release", "step": "do", "ids": ids,
+                                      "reason": "checked"}).text
+    assert "3 released, 1 approved (a second reviewer must approve)" in done
+    assert site.run(lambda s: s.get(site.items["two"].id)).status == "held"
+    assert len(re.findall(r'<li data-id=', done[done.index('id="bulk-done"'):done.index('id="bulk-refused"')])) == 4
 
 
 def test_findings_are_grouped_per_part_and_detector_and_all_kept(client, site):

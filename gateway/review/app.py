@@ -194,22 +194,26 @@ async def bulk(request: Request) -> Response:
                 plan["ready"].append(item)
         return page(request, "bulk.html", auth, action=form["action"], verb=verb, items=items, plan=plan,
                     reason=form["reason"])
-    done, refused = [], []
+    done, approved, refused = [], [], []
     for item in items:
         try:
             if form["action"] == "release":
                 outcome = await service.release(item.id, auth.user, form["reason"])
             else:
                 outcome = await service.delete(item.id, auth.user, form["reason"])
-            if outcome.status in ("released", "partly-released", "approved", "deleted"):
+            if outcome.status == "approved":
+                approved.append((item, outcome.message))
+            elif outcome.status in ("released", "partly-released", "deleted"):
                 done.append((item, outcome.message))
             else:
                 refused.append((item, outcome.message))
         except Refused as e:
             refused.append((item, str(e)))
-    summary = f"{len(done)} {verb}" + (f"; {len(refused)} not: " + "; ".join(
+    summary = f"{len(done)} {verb}" + (f", {len(approved)} approved (a second reviewer must approve)"
+                                       if approved else "") + (f"; {len(refused)} not: " + "; ".join(
         f"{i.id}: {why}" for i, why in refused[:5]) if refused else "")
-    return page(request, "bulk_result.html", auth, action=form["action"], verb=verb, done=done, refused=refused,
+    return page(request, "bulk_result.html", auth, action=form["action"], verb=verb, done=done + approved,
+                refused=refused,
                 summary=summary, ok=not refused)
 
 
