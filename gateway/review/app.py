@@ -169,7 +169,10 @@ async def bulk(request: Request) -> Response:
     ids = form["ids"]
     if form["scope"] == "filter":        # every message the queue's filter matches (at most one form's worth)
         try:
-            query = Query.from_params({**dict(parse_qsl(form["filter"])), "offset": "0"}, limit=MAX_FORM_IDS)
+            params = {"status": "held", **dict(parse_qsl(form["filter"]))}       # as the queue reads them
+            if params["status"] == "any":
+                params["status"] = ""
+            query = Query.from_params(params, limit=MAX_FORM_IDS)
         except ValueError as e:
             return back(request, "/", False, str(e))
         ids = [i.id for i in (await c.store.query(replace(query, offset=0, limit=MAX_FORM_IDS))).items]
