@@ -320,6 +320,11 @@ class ReleaseService:
             raise Refused("Please give a business justification (at least a sentence)", status=422)
         await self.store.request_release(item_id, address, justification)
         await self.store.audit(address, "release-requested", item_id, justification, {"via": "sender link"})
+        if self.planner is not None:
+            try:
+                await self.store.enqueue(self.planner.requested(item, address, justification))
+            except Exception:          # the request stands (the queue shows it) even if the notice cannot be queued
+                log.exception("could not queue the ITSD notice of the release request for %s", item_id)
 
     async def withdraw(self, item_id: str, address: str) -> None:
         """The sender withdraws their held message: deleted, never delivered."""

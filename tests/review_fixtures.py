@@ -66,10 +66,13 @@ class Site:
         return asyncio.run(go())
 
 
-def make_site(tmp_path: Path, sink: ThreadSink, items: dict[str, HeldItem], **review) -> Site:
-    url = f"sqlite:///{tmp_path / 'review.db'}"
+def make_site(tmp_path: Path, sink: ThreadSink, items: dict[str, HeldItem], *, url: str = "",
+              notify: dict | None = None, **review) -> Site:
+    url = url or f"sqlite:///{tmp_path / 'review.db'}"
     settings = config.from_dict({
         "quarantine": {"url": url}, "relay": {"next_hop": f"127.0.0.1:{sink.port}", "timeout": 5.0},
+        "smtp": {"listen": f"127.0.0.1:{free_port()}"}, "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+        **({"notify": notify} if notify else {}),
         "domains": {"local": ["example.gov"]}, "networks": {"internal": ["127.0.0.1/32"]},
         "review": {"listen": f"127.0.0.1:{free_port()}", "secret_key": "test-secret-key-0123456789", **review},
     }, source="<test>")

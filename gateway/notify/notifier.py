@@ -164,6 +164,9 @@ class Notifier:
         if row.template == "held" and row.role == "sender" and row.held_id:
             token = make_token(self.secret, row.held_id, row.recipient)
             context["request_url"] = f"{base_url(self.settings)}/request/{token}"
+        if row.template == "decided" and row.context.get("outcome") == "answered" and row.held_id:
+            token = make_token(self.secret, row.held_id, row.recipient)       # back to their request page
+            context["request_url"] = f"{base_url(self.settings)}/request/{token}"
         if row.template == "itsd" and row.held_id:
             context["url"] = f"{base_url(self.settings)}/held/{row.held_id}"
         return context

@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from gateway.config import ConfigError, Settings
+from gateway.findinggroups import grouped
 from gateway.headers import header_text, safe_value
 from gateway.model import Mail, Verdict
 from gateway.notify.audience import audience, load_supervisors
@@ -41,9 +42,9 @@ def held_context(item: HeldItem, notice: str = "") -> dict:
             "received": when(item.received_at), "mail_from": item.mail_from or "<>",
             "rcpt_tos": list(item.rcpt_tos)[:50], "rule": item.rule, "kinds": list(item.kinds),
             "notice": notice, "provision": str(item.extra.get("provision", "")),
-            "findings": [{"detail": safe_value(f.detail), "part": safe_value(f.part or ""),     # one line each
-                          "evidence": list(f.evidence)[:5]}
-                         for f in item.findings[:20]]}
+            "findings": [{"detail": safe_value("; ".join(g.details)),      # one line per part and detector
+                          "part": safe_value(g.part if g.part != "message" else ""), "evidence": list(g.evidence)[:5]}
+                         for g in grouped(item.findings)[:20]]}
 
 
 def next_boundary(now: float, mode: str, settings: Settings) -> float:
@@ -118,6 +119,21 @@ class Planner:
                 notices.append(OutboxNotice(itsd, "itsd", "itsd", context, item.id, "itsd",
                                             next_boundary(now, "itsd", settings)))
         return notices
+
+    def requested(self, item: HeldItem, address: str, justification: str) -> list[OutboxNotice]:
+        """A sender's release request, to ITSD: at once for the categories ITSD hears of at once (or when
+        there is no ITSD digest), else in the ITSD digest. None without an ITSD address."""
+        settings = self.settings
+        itsd = settings.notify.itsd
+        if not itsd:
+            return []
+        context = {**held_context(item), "requested_by": header_text(address, 320),
+                   "justification": safe_value(justification[:2000])}
+        urgent = bool(set(item.categories) & set(settings.notify.itsd_immediate))
+        if urgent or settings.notify.itsd_digest_minutes <= 0:
+            return [OutboxNotice(itsd, "itsd", "itsd", context, item.id)]
+        return [OutboxNotice(itsd, "itsd", "itsd", context, item.id, "itsd", next_boundary(time.time(), "itsd",
+                                                                                             settings))]
 
     def decided(self, item: HeldItem, outcome: str, reason: str = "", to: str = "") -> list[OutboxNotice]:
         """released | deleted | answered: to the internal sender (or to `to`, the requester)."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from gateway.findinggroups import reason
 from gateway.model import Finding, Mail, Verdict
 
 
@@ -99,7 +100,7 @@ class HeldItem:
         return {"id": self.id, "status": self.status, "direction": self.direction, "mail_from": self.mail_from,
                 "rcpt_tos": list(self.rcpt_tos), "subject": self.subject, "rule": self.rule,
                 "kinds": list(self.kinds), "received_at": self.received_at, "size": self.size,
-                "legal_hold": self.legal_hold}
+                "legal_hold": self.legal_hold, "reason": reason(self.rule, self.recorded_findings)}
 
     @classmethod
     def from_mail(cls, mail: Mail, verdict: Verdict) -> HeldItem:
@@ -140,13 +141,15 @@ class Query:
 
     status: str | None = None
     direction: str | None = None
-    category: str | None = None
-    rule: str | None = None
+    category: str | None = None      # a category ("pii"), or a kind ("pii.ssn")
+    kind: str | None = None          # exact kind
+    rule: str | None = None          # substring of the rule name
     sender: str | None = None
     recipient: str | None = None
     since: float | None = None       # received_at >= since
     until: float | None = None       # received_at < until
     text: str | None = None          # in the subject
+    search: str | None = None        # in the sender, the recipients, the subject or the findings
     requested: bool = False          # only items whose sender asked for release (not yet answered)
     sort: str = "received"           # a key of SORTS
     descending: bool = True
@@ -172,9 +175,10 @@ class Query:
         order = text("order") or "desc"
         if order not in ("asc", "desc"):
             raise ValueError("order must be asc or desc")
-        return cls(status=status, direction=text("direction"), category=text("category"), rule=text("rule"),
+        return cls(status=status, direction=text("direction"), category=text("category"), kind=text("kind"),
+                   rule=text("rule"), search=text("q"),
                    sender=text("sender"), recipient=text("recipient"), since=_when("since", text("since")),
-                   until=_when("until", text("until"), end=True), text=text("subject") or text("q"), sort=sort,
+                   until=_when("until", text("until"), end=True), text=text("subject"), sort=sort,
                    descending=order == "desc", offset=min(max(0, _number("offset", text("offset"), 0)), 10**9),
                    limit=max(1, min(_number("limit", text("limit"), limit), 1000)),
                    requested=text("requested") in ("1", "true", "yes", "on"))
@@ -319,7 +323,13 @@ class Store(Protocol):
     # audit, append-only
     async def audit(self, actor: str, action: str, held_id: str | None = None, reason: str = "",
                     detail: dict | None = None) -> None: ...
-    async def audit_log(self, *, held_id: str | None = None, limit: int = 200) -> list[AuditEntry]: ...
+    async def audit_log(self, *, held_id: str | None = None, limit: int = 200, offset: int = 0,
+                        actor: str | None = None, action: str | None = None, since: float | None = None,
+                        until: float | None = None) -> list[AuditEntry]: ...
+    async def audit_count(self, *, held_id: str | None = None, actor: str | None = None, action: str | None = None,
+                          since: float | None = None, until: float | None = None) -> int: ...
+    async def audit_actions(self) -> list[str]: ...
+    async def choices(self, *, status: str | None = "held") -> dict[str, list[str]]: ...
     # accounts
     async def add_user(self, name: str, role: str, password_hash: str) -> None: ...
     async def set_password(self, name: str, password_hash: str) -> bool: ...

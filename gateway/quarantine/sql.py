@@ -51,21 +51,35 @@ def like(text: str) -> str:
     return f"%{escaped}%"
 
 
+SEARCHED = ("mail_from", "rcpt_tos", "subject", "findings", "rescan_findings")
+
+
 def where(query: Query) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
-    simple = (("status = ?", query.status), ("direction = ?", query.direction), ("rule = ?", query.rule),
-              ("id IN (SELECT held_id FROM held_category WHERE category = ?)", query.category))
+    category = query.category
+    kinds = [k for k in (query.kind, category if category and "." in category else None) if k]
+    if category and "." in category:            # "pii.ssn" in the category box means the kind
+        category = None
+    simple = (("status = ?", query.status), ("direction = ?", query.direction),
+              ("id IN (SELECT held_id FROM held_category WHERE category = ?)", category))
     for clause, value in simple:
         if value:
             clauses.append(clause)
             args.append(value)
+    for kind in kinds:          # findings are stored as JSON written by findings_json: '"kind": "pii.ssn"'
+        clauses.append("(LOWER(findings) LIKE ? ESCAPE '\\' OR LOWER(rescan_findings) LIKE ? ESCAPE '\\')")
+        args += [like(json.dumps({"kind": kind})[1:-1])] * 2
     for clause, value in (("LOWER(mail_from) LIKE ? ESCAPE '\\'", query.sender),
                           ("LOWER(rcpt_tos) LIKE ? ESCAPE '\\'", query.recipient),
-                          ("LOWER(subject) LIKE ? ESCAPE '\\'", query.text)):
+                          ("LOWER(subject) LIKE ? ESCAPE '\\'", query.text),
+                          ("LOWER(rule) LIKE ? ESCAPE '\\'", query.rule)):
         if value:
             clauses.append(clause)
             args.append(like(value))
+    if query.search:
+        clauses.append("(" + " OR ".join(f"LOWER({c}) LIKE ? ESCAPE '\\'" for c in SEARCHED) + ")")
+        args += [like(query.search)] * len(SEARCHED)
     if query.requested:
         clauses.append("id IN (SELECT held_id FROM release_request WHERE answered_at IS NULL)")
     if query.since is not None:
@@ -299,14 +313,34 @@ class SqlStore:
                           "RETURNING id", time.time(), actor[:200], action, held_id, reason[:4000],
                           json.dumps(detail or {}))
 
-    async def audit_log(self, *, held_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
-        if held_id is None:
-            rows = await self._fetch("SELECT id, at, actor, action, held_id, reason, detail FROM audit "
-                                     "ORDER BY id DESC LIMIT ?", int(limit))
-        else:
-            rows = await self._fetch("SELECT id, at, actor, action, held_id, reason, detail FROM audit "
-                                     "WHERE held_id = ? ORDER BY id DESC LIMIT ?", held_id, int(limit))
+    async def audit_log(self, *, held_id: str | None = None, limit: int = 200, offset: int = 0,
+                        actor: str | None = None, action: str | None = None, since: float | None = None,
+                        until: float | None = None) -> list[AuditEntry]:
+        """Newest first; actor is a case-insensitive substring, the rest exact."""
+        clause, args = _audit_where(held_id, actor, action, since, until)
+        rows = await self._fetch(f"SELECT id, at, actor, action, held_id, reason, detail FROM audit{clause} "
+                                 "ORDER BY id DESC LIMIT ? OFFSET ?", *args, int(limit), max(0, int(offset)))
         return [AuditEntry(int(r[0]), float(r[1]), r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
+    async def audit_count(self, *, held_id: str | None = None, actor: str | None = None, action: str | None = None,
+                          since: float | None = None, until: float | None = None) -> int:
+        clause, args = _audit_where(held_id, actor, action, since, until)
+        return int((await self._fetch(f"SELECT COUNT(*) FROM audit{clause}", *args))[0][0])
+
+    async def audit_actions(self) -> list[str]:
+        return [r[0] for r in await self._fetch("SELECT DISTINCT action FROM audit ORDER BY action")]
+
+    async def choices(self, *, status: str | None = "held") -> dict[str, list[str]]:
+        """The categories, kinds and rules of what is held now: the queue's filter choices."""
+        clause, args = (" WHERE status = ?", [status]) if status else ("", [])
+        rows = await self._fetch(f"SELECT rule, findings, rescan_findings FROM held{clause} "
+                                 "ORDER BY received_at DESC LIMIT 5000", *args)
+        rules, kinds = set(), set()
+        for rule, findings, rescan in rows:
+            rules.add(rule)
+            kinds.update(f.kind for f in (*findings_from_json(findings), *findings_from_json(rescan)))
+        return {"categories": sorted({k.split(".", 1)[0] for k in kinds}), "kinds": sorted(kinds),
+                "rules": sorted(rules)}
 
     # --- accounts ------------------------------------------------------------------------------------
 
@@ -541,6 +575,19 @@ class SqlStore:
                                  "WHERE held_id = ? AND answered_at IS NULL RETURNING held_id",
                                  time.time(), by[:200], answer[:4000], item_id)
         return bool(rows)
+
+
+def _audit_where(held_id: str | None, actor: str | None, action: str | None, since: float | None,
+                 until: float | None) -> tuple[str, list[Any]]:
+    clauses, args = [], []
+    for clause, value in (("held_id = ?", held_id), ("action = ?", action), ("at >= ?", since), ("at < ?", until)):
+        if value is not None and value != "":
+            clauses.append(clause)
+            args.append(value)
+    if actor:
+        clauses.append("LOWER(actor) LIKE ? ESCAPE '\\'")
+        args.append(like(actor))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
 async def _record_findings(conn: Conn, item_id: str, findings: Sequence[Finding]) -> None:

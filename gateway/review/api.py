@@ -9,6 +9,7 @@ import json
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway.findinggroups import grouped
 from gateway.quarantine import HeldItem, Query
 from gateway.release import Refused
 from gateway.review.auth import Auth
@@ -38,7 +39,9 @@ def detail(item: HeldItem) -> dict[str, object]:
     """The fields of `gateway quarantine show --json`, plus the release state."""
     return {**item.summary(), "client_address": item.client_address, "helo": item.helo, "sha256": item.sha256,
             "findings": [f.as_dict() for f in item.findings],
-            "rescan_findings": [f.as_dict() for f in item.rescan_findings], "virus_names": list(item.virus_names),
+            "rescan_findings": [f.as_dict() for f in item.rescan_findings],
+            "finding_groups": [g.as_dict() for g in grouped(item.recorded_findings)],
+"virus_names": list(item.virus_names),
             "notice": item.extra.get("notice", ""),
             "error": item.error, "released_to": list(item.released_to), "decided_by": item.decided_by,
             "approvals_required": item.approvals_required, "release_role": item.release_role}

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import importlib.resources
+import io
+import json
 import re
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from markupsafe import Markup
 from starlette.applications import Starlette
@@ -25,7 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from gateway import accounts
+from gateway import accounts, findinggroups
 from gateway.config import Settings
 from gateway.notify.notifier import link_secret
 from gateway.quarantine import SORTS, STATUSES, Query
@@ -33,6 +37,7 @@ from gateway.release import Refused, ReleaseService, may
 from gateway.review import charts, render
 from gateway.review.auth import LOGIN_COOKIE, Authenticator, client_bucket
 from gateway.review.pages import (
+    MAX_FORM_IDS,
     Ctx,
     back,
     csrf_failed,
@@ -42,6 +47,7 @@ from gateway.review.pages import (
     page,
     safe_next,
     user_of,
+    when,
 )
 from gateway.review.pages import (
     client_address as _client,
@@ -135,38 +141,83 @@ async def queue(request: Request) -> Response:
     sort_links = {key: link(sort=key, order="asc" if query.sort == key and query.descending else "desc", offset=0)
                   for key in SORTS}
     requested = await c.store.open_requests([i.id for i in result.items])
+    filter_string = urlencode({k: v for k, v in request.query_params.items()
+                               if v and k not in ("offset", "limit", "select", "sort", "order")})
     return page(request, "queue.html", auth, 400 if error else 200, items=result.items, total=result.total,
+                filter_string=filter_string, select_all=request.query_params.get("select") == "page",
                 query=query, params=params, held_now=held_now, requested=requested,
-                error=error, counts=await c.store.counts(), oldest=(time.time() - oldest) if oldest else None,
+                error=error, counts=await c.store.counts(), choices=await c.store.choices(), now=time.time(),
+                reason=findinggroups.reason, oldest=(time.time() - oldest) if oldest else None,
                 statuses=STATUSES, sort_links=sort_links, link=link,
                 prev=link(offset=max(0, query.offset - query.limit)) if query.offset else None,
                 next=link(offset=query.offset + query.limit) if query.offset + query.limit < result.total else None)
 
 
 async def bulk(request: Request) -> Response:
+    """POST /bulk: step=confirm shows what would happen (how many, which need an admin or a second
+    approval) and asks again; otherwise it acts and lists what was done and what was refused, and why."""
     auth = await user_of(request)
     if auth is None:
         return login_needed(request)
     form = await form_of(request, auth)
     if form is None:
         return csrf_failed(request, auth)
-    service = ctx(request).service
-    if form["action"] not in ("release", "delete") or not form["ids"]:
+    c = ctx(request)
+    service = c.service
+    if form["action"] not in ("release", "delete"):
         return back(request, "/", False, "Choose messages and an action.")
-    done, failed = [], []
-    for item_id in form["ids"]:
+    ids = form["ids"]
+    if form["scope"] == "filter":        # every message the queue's filter matches (at most one form's worth)
+        try:
+            params = {"status": "held", **dict(parse_qsl(form["filter"]))}       # as the queue reads them
+            if params["status"] == "any":
+                params["status"] = ""
+            query = Query.from_params(params, limit=MAX_FORM_IDS)
+        except ValueError as e:
+            return back(request, "/", False, str(e))
+        ids = [i.id for i in (await c.store.query(replace(query, offset=0, limit=MAX_FORM_IDS))).items]
+    if not ids:
+        return back(request, "/", False, "Choose messages and an action.")
+    items = [i for i in [await c.store.get(i, with_raw=False) for i in dict.fromkeys(ids) if ID.match(i)] if i]
+    verb = "released" if form["action"] == "release" else "deleted"
+    if form["step"] == "confirm":
+        plan: dict[str, list] = {"ready": [], "admin": [], "virus": [], "second": [], "not_held": []}
+        for item in items:
+            if item.status != "held":
+                plan["not_held"].append(item)
+            elif form["action"] == "delete":
+                plan["ready"].append(item)
+            elif not may(auth.user, "release", item):
+                plan["admin"].append(item)
+            elif item.virus_names:
+                plan["virus"].append(item)
+            elif item.approvals_required > 1:
+                plan["second"].append(item)
+            else:
+                plan["ready"].append(item)
+        return page(request, "bulk.html", auth, action=form["action"], verb=verb, items=items, plan=plan,
+                    reason=form["reason"])
+    done, approved, refused = [], [], []
+    for item in items:
         try:
             if form["action"] == "release":
-                outcome = await service.release(item_id, auth.user, form["reason"])
+                outcome = await service.release(item.id, auth.user, form["reason"])
             else:
-                outcome = await service.delete(item_id, auth.user, form["reason"])
-            (done if outcome.status in ("released", "partly-released", "approved", "deleted") else failed).append(
-                f"{item_id}: {outcome.message}")
+                outcome = await service.delete(item.id, auth.user, form["reason"])
+            if outcome.status == "approved":
+                approved.append((item, outcome.message))
+            elif outcome.status in ("released", "partly-released", "deleted"):
+                done.append((item, outcome.message))
+            else:
+                refused.append((item, outcome.message))
         except Refused as e:
-            failed.append(f"{item_id}: {e}")
-    verb = "released" if form["action"] == "release" else "deleted"
-    message = f"{len(done)} {verb}" + (f"; {len(failed)} not: " + "; ".join(failed[:5]) if failed else "")
-    return back(request, "/", not failed, message)
+            refused.append((item, str(e)))
+    summary = f"{len(done)} {verb}" + (f", {len(approved)} approved (a second reviewer must approve)"
+                                       if approved else "") + (f"; {len(refused)} not: " + "; ".join(
+        f"{i.id}: {why}" for i, why in refused[:5]) if refused else "")
+    return page(request, "bulk_result.html", auth, action=form["action"], verb=verb, done=done + approved,
+                refused=refused,
+                summary=summary, ok=not refused)
 
 
 # --- one message ----------------------------------------------------------------------------------
@@ -321,13 +372,89 @@ async def notices_retry(request: Request) -> Response:
     return back(request, "/dashboard", True, f"{count} failed notice(s) queued again")
 
 
+AUDIT_PAGE = 100
+
+
+def audit_filters(request: Request) -> tuple[dict, dict[str, str]]:
+    """The audit log's filters from the query string (who, action, message, from, to); ValueError on a bad one."""
+    p = request.query_params
+
+    def text(key: str) -> str:
+        return re.sub(r"[\x00-\x1f\x7f]", "", p.get(key, "")).strip()[:200]
+
+    shown = {k: text(k) for k in ("who", "action", "message", "since", "until")}
+    dates = Query.from_params({"since": shown["since"], "until": shown["until"]})
+    return {"actor": shown["who"] or None, "action": shown["action"] or None, "held_id": shown["message"] or None,
+            "since": dates.since, "until": dates.until}, shown
+
+
 async def audit_page(request: Request) -> Response:
     auth = await user_of(request)
     if auth is None:
         return login_needed(request)
     if auth.user.role != "admin":
         return page(request, "error.html", auth, 403, message="Only an admin can read the whole audit log.")
-    return page(request, "audit.html", auth, entries=await ctx(request).store.audit_log(limit=500))
+    store = ctx(request).store
+    try:
+        filters, shown = audit_filters(request)
+        offset = min(max(0, int(request.query_params.get("offset", "0") or 0)), 10**9)
+    except ValueError as e:
+        return page(request, "error.html", auth, 400, message=str(e))
+    entries = await store.audit_log(limit=AUDIT_PAGE, offset=offset, **filters)
+    total = await store.audit_count(**filters)
+    grouped_view = request.query_params.get("group") == "message"
+    groups: dict[str, list] = {}
+    if grouped_view:
+        for e in entries:
+            groups.setdefault(e.held_id or "", []).append(e)
+    base = {k: v for k, v in shown.items() if v}
+    if grouped_view:
+        base["group"] = "message"
+
+    def link(**changes: object) -> str:
+        return "/audit?" + urlencode({**base, **{k: str(v) for k, v in changes.items()}})
+
+    return page(request, "audit.html", auth, entries=entries, total=total, offset=offset, shown=shown,
+                actions=await store.audit_actions(), groups=groups, grouped_view=grouped_view,
+                csv_link="/audit.csv?" + urlencode({k: v for k, v in shown.items() if v}),
+                group_link=link() if grouped_view else link(group="message"),
+                prev=link(offset=max(0, offset - AUDIT_PAGE)) if offset else None,
+                next=link(offset=offset + AUDIT_PAGE) if offset + AUDIT_PAGE < total else None)
+
+
+async def audit_csv(request: Request) -> Response:
+    """GET /audit.csv: every entry the filters match (no paging), for records requests; audited."""
+    auth = await user_of(request)
+    if auth is None:
+        return login_needed(request)
+    if auth.user.role != "admin":
+        return page(request, "error.html", auth, 403, message="Only an admin can export the audit log.")
+    store = ctx(request).store
+    try:
+        filters, shown = audit_filters(request)
+    except ValueError as e:
+        return page(request, "error.html", auth, 400, message=str(e))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "at_utc", "who", "action", "message", "reason", "detail"])
+    offset = 0
+    while True:
+        batch = await store.audit_log(limit=5000, offset=offset, **filters)
+        for e in batch:
+            writer.writerow([e.id, when(e.at), csv_cell(e.actor), e.action, e.held_id or "", csv_cell(e.reason),
+                             csv_cell(json.dumps(e.detail, sort_keys=True))])
+        offset += len(batch)
+        if len(batch) < 5000:
+            break
+    await store.audit(auth.user.name, "audit-export", None, "", {"rows": offset, "filters": shown,
+                                                                 "client": _client(request)})
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet will not run as a formula (mail-controlled text reaches the log)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 # --- the app --------------------------------------------------------------------------------------
@@ -380,6 +507,7 @@ def routes() -> list:
         Route("/request/{token}", request_page, methods=["GET", "POST"]),
         Route("/api/notices", api.notices),
         Route("/audit", audit_page),
+        Route("/audit.csv", audit_csv),
         Route("/held/{id}", message),
         Route("/held/{id}/preview", preview),
         Route("/held/{id}/raw", raw),
@@ -406,6 +534,7 @@ def create_app(settings: Settings,
             secret = settings.review.secret_key or await store.secret("review-cookie-key")
             templates = Jinja2Templates(directory=str(HERE / "templates"))
             templates.env.globals["Markup"] = Markup
+            templates.env.globals["groups"] = findinggroups.grouped
             templates.env.tests["picture_part"] = render.is_picture_part
             app.state.ctx = Ctx(settings, serving, Authenticator(settings.review, store, secret), templates,
                                 await link_secret(settings, store))

@@ -118,7 +118,8 @@ async def form_of(request: Request, auth: Auth) -> dict | None:
     return {"reason": str(form.get("reason", ""))[:4000], "ids": [str(v) for v in form.getlist("ids")][:MAX_FORM_IDS],
             "rcpt": [str(v) for v in form.getlist("rcpt")][:1000], "action": str(form.get("action", "")),
             "on": str(form.get("on", "")), "text": str(form.get("text", ""))[:4000],
-            "confirm": str(form.get("confirm", ""))[:1000]}
+            "confirm": str(form.get("confirm", ""))[:1000], "step": str(form.get("step", ""))[:20],
+            "scope": str(form.get("scope", ""))[:20], "filter": str(form.get("filter", ""))[:4000]}
 
 
 def csrf_failed(request: Request, auth: Auth) -> Response:

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import magic
 import nh3
 from markupsafe import Markup, escape
 
-from gateway import htmldepth, mime
+from gateway import documents, htmldepth, mime
 from gateway.config import Settings
 from gateway.model import Finding
-from gateway.plaintext import html_to_text
+from gateway.plaintext import html_to_text, normalise
 from gateway.quarantine import HeldItem
 
 MAX_TEXT = 200_000
@@ -37,6 +38,8 @@ class Attachment:
     size: int
     sha256: str
     scan: tuple[str, ...]          # the findings about this part, or ("no findings",)
+    text: Markup | None = None     # its text with the evidence highlighted, when a finding names it
+    highlights: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def needles(findings: tuple[Finding, ...]) -> list[str]:
     found: set[str] = set()
     for f in findings:
         for e in f.evidence:
-            e = e.strip()
+            e = e.strip().strip("…").strip()
             if not e:
                 continue
             if "*" not in e:
@@ -74,19 +77,82 @@ def needles(findings: tuple[Finding, ...]) -> list[str]:
     return sorted((n for n in found if len(n) >= 3), key=len, reverse=True)[:50]
 
 
-def highlight(text: str, terms: list[str]) -> tuple[Markup, int]:
-    if not terms:
-        return Markup(escape(text)), 0
-    pattern = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE)
+# Folding for the highlight, as the detectors read text (gateway/detectors/contentscan.py normalise):
+# case, accents and look-alike letters, l33t digits and symbols; separators (blanks, dots, dashes,
+# underscores, zero-width characters) are skipped, so "S.S.N", "s s n" and "ЅЅN" all find "ssn".
+_LOOKALIKE = str.maketrans({"а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "х": "x", "у": "y", "і": "i",
+                            "ѕ": "s", "ј": "j", "ԁ": "d", "ο": "o", "α": "a", "ν": "v", "ι": "i", "κ": "k",
+                            "ρ": "p", "τ": "t", "4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "|": "i",
+                            "0": "o", "5": "s", "$": "s", "7": "t", "+": "t"})
+_SKIP = frozenset(" \t\r\n\f\v.-_\u00a0\u200b\u200c\u200d\u2060\ufeff")
+
+
+def folded(text: str) -> tuple[str, list[int]]:
+    """`text` folded for matching, and for each folded character the index of its original."""
     out: list[str] = []
-    last = count = 0
-    for match in pattern.finditer(text):
-        out.append(str(escape(text[last:match.start()])))
-        out.append(f'<mark class="evidence">{escape(match.group(0))}</mark>')
-        last = match.end()
-        count += 1
+    index: list[int] = []
+    for i, c in enumerate(text):
+        if c in _SKIP:
+            continue
+        base = unicodedata.normalize("NFKD", c.lower())
+        base = "".join(b for b in base if not unicodedata.combining(b)) or c
+        for b in base.translate(_LOOKALIKE):
+            out.append(b)
+            index.append(i)
+    return "".join(out), index
+
+
+def spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
+    """Where the terms occur in `text` after folding both, as merged (start, end) of the original."""
+    hay, index = folded(text)
+    found: list[tuple[int, int]] = []
+    for term in terms:
+        needle = folded(term)[0]
+        if len(needle) < 3:
+            continue
+        at = hay.find(needle)
+        while at != -1 and len(found) < 1000:
+            found.append((index[at], index[at + len(needle) - 1] + 1))
+            at = hay.find(needle, at + len(needle))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(found):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def highlight(text: str, terms: list[str]) -> tuple[Markup, int]:
+    """The text escaped, each match of the evidence in <mark>; a sensitive value a match touches is
+    widened to and shown as its mask (gateway/evidence.py), as the evidence itself is."""
+    marks = spans(text, terms) if terms else []
+    if not marks:
+        return Markup(escape(text)), 0
+    from gateway.evidence import redactions
+
+    secret = redactions(text)
+    out: list[str] = []
+    last = 0
+    for start, end in marks:
+        if start < last:
+            continue
+        shown: list[str] = []
+        for r_start, r_end, _masked in secret:       # widen to every value the match touches, masked
+            if r_start < end and r_end > start:
+                start, end = min(start, r_start), max(end, r_end)
+        start = max(start, last)
+        cut = start
+        for r_start, r_end, masked in secret:
+            if r_start >= start and r_end <= end:
+                shown += [str(escape(text[cut:r_start])), str(escape(masked))]
+                cut = r_end
+        shown.append(str(escape(text[cut:end])))
+        out.append(str(escape(text[last:start])))
+        out.append('<mark class="evidence">' + "".join(shown) + "</mark>")
+        last = end
     out.append(str(escape(text[last:])))
-    return Markup("".join(out)), count
+    return Markup("".join(out)), len(marks)
 
 
 def true_type(payload: bytes) -> str:
@@ -111,16 +177,37 @@ def render(settings: Settings, item: HeldItem) -> Rendered | None:
         body, source = html_to_text(html_part.text()), "text/html (as text)"
     else:
         body, source = "", ""
-    text, count = highlight(body[:MAX_TEXT], needles(item.findings))
+    terms = needles(item.recorded_findings)
+    text, count = highlight(body[:MAX_TEXT], terms)
     attachments = []
     for part in parsed.attachments:
         scan = tuple(f"{f.kind}: {f.detail}" for f in item.findings if f.part and
                      (f.part == part.label or f.part.startswith(f"part {part.path}:") or f.part == f"part {part.path}"))
+        shown, marks = (attachment_text(settings, part, terms) if scan and terms else (None, 0))
         attachments.append(Attachment(
             label=part.label, name=part.filename or "(no name)", declared=part.content_type,
             true_type=true_type(part.payload), size=len(part.payload),
-            sha256=hashlib.sha256(part.payload).hexdigest(), scan=scan or ("no findings",)))
+            sha256=hashlib.sha256(part.payload).hexdigest(), scan=scan or ("no findings",), text=shown,
+            highlights=marks))
     return Rendered(headers, text, source, html_part is not None, attachments, count, parsed.defects)
+
+
+def attachment_text(settings: Settings, part: mime.Part, terms: list[str]) -> tuple[Markup | None, int]:
+    """The attachment's text as the detectors read it (gateway/documents.py, the same limits), with the
+    evidence highlighted; None when it has no text or cannot be read."""
+    import time
+
+    kind = documents.sniff(part.payload, part.content_type, part.filename or "")
+    limits_ = settings.text
+    if kind is None or len(part.payload) > limits_.max_attachment_bytes:
+        return None, 0
+    try:
+        doc = documents.extract(kind, part.payload, part.charset, limits_, time.monotonic() + limits_.max_seconds)
+    except Exception:          # hostile input a library fails on: no text shown, never a crash
+        return None, 0
+    if not doc.text:
+        return None, 0
+    return highlight(normalise(doc.text)[:MAX_TEXT] if kind != "html" else doc.text[:MAX_TEXT], terms)
 
 
 def preview_html(settings: Settings, item: HeldItem) -> str | None:
