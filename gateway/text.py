@@ -16,10 +16,16 @@ zone that tells detectors how to weigh it:
 - ``metadata``: document properties of an attachment (title, subject, keywords, custom properties
   such as Microsoft Purview sensitivity labels).
 
+- ``filename``: the name of an attachment or archive member (a file named "CONFIDENTIAL-payroll.xlsx").
+
 Attachment text comes from PDF (pypdf), the Office Open XML formats (DOCX, XLSX, PPTX), the
 OpenDocument formats (ODT, ODS, ODP), RTF, HTML and plain text/CSV, within the limits of
 `TextSettings`; what could not be read within them is listed in `MessageText.unscanned` and reported
-by the detectors as `unscanned.text_limits`.
+by the detectors as `unscanned.text_limits`. Archive members (zip, 7z, rar, tar, gzip, bzip2, xz,
+nested) are read the same way, each a segment of its own ("part 2: docs.zip > memo.docx"), from the
+archive inventory the antivirus and filetype detectors share (gateway/archives.py, opened once within
+its limits); what the inventory could not open (encrypted, over its limits) stays the antivirus
+detector's unscanned finding.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from gateway import documents, htmldepth, offload
+from gateway import archives, documents, htmldepth, offload
 from gateway.config import Settings, TextSettings
 from gateway.mime import Part
 from gateway.model import Mail
@@ -53,9 +59,14 @@ class _Budget:
         return text
 
 
-def extract(mail: Mail, limits: TextSettings | None = None) -> MessageText:
-    """Build the MessageText of a message (blocking: run it in a worker thread)."""
+def extract(mail: Mail, limits: TextSettings | None = None,
+            inventory: archives.Inventory | None = None) -> MessageText:
+    """Build the MessageText of a message (blocking: run it in a worker thread). `inventory` is the
+    message's shared archive inventory; without one, archives are opened here with the default limits."""
     limits = limits or TextSettings()
+    if inventory is None and has_archives(mail):
+        inventory = archives.build(mail, archives.Limits())
+    members = _by_attachment(inventory)
     started = time.perf_counter()
     budget = _Budget(limits)
     subject = normalise(mail.parsed.subject)
@@ -68,7 +79,9 @@ def extract(mail: Mail, limits: TextSettings | None = None) -> MessageText:
             first_body = False
             segments.extend(_body_segments(part, source, forward or part.nested_in_message, budget))
         elif part.is_attachment:
+            segments.extend(_name_segments(part.label, part.filenames))
             segments.extend(_attachment_segments(part, budget))
+            segments.extend(_member_segments(members.get(part.label, ()), budget))
     if mail.parsed.limit_exceeded:
         budget.unscanned.append(f"message: MIME {mail.parsed.limit_exceeded} limit reached, later parts unread")
     return MessageText(tuple(s for s in segments if s.text or s.source == "subject"),
@@ -96,18 +109,70 @@ def _body_segments(part: Part, source: str, forward: bool, budget: _Budget) -> l
 
 
 def _attachment_segments(part: Part, budget: _Budget) -> list[Segment]:
-    label = part.label
     kind = documents.sniff(part.payload, part.content_type, part.filename or "")
+    return _document_segments(part.label, kind, part.payload, part.charset, budget)
+
+
+def has_archives(mail: Mail) -> bool:
+    """Whether an attachment is an archive whose members hold text (an Office document is a zip too,
+    but is read as one document)."""
+    return any(archives.sniff(p.payload) and documents.sniff(p.payload, p.content_type, p.filename or "") != "zipdoc"
+               for p in mail.parsed.attachments)
+
+
+def _by_attachment(inventory: archives.Inventory | None) -> dict[str, list[archives.File]]:
+    """The archive members of each attachment (by its label), in the inventory's order; members of a
+    document read as a whole (a .docx in a zip) left out: their text is the document's."""
+    out: dict[str, list[archives.File]] = {}
+    if inventory is None:
+        return out
+    top: dict[str, str] = {}         # label -> its attachment's label; absent below a document
+    for f in inventory.files:
+        if f.depth == 0:
+            if documents.sniff(f.data, f.content_type or "", f.name) != "zipdoc":
+                top[f.label] = f.label
+            continue
+        root = top.get(f.parent)
+        if root is None:
+            continue
+        out.setdefault(root, []).append(f)
+        if documents.sniff(f.data, "", f.name) != "zipdoc":
+            top[f.label] = root
+    return out
+
+
+_MAX_NAME = 1000
+
+
+def _name_segments(label: str, names: tuple[str, ...]) -> list[Segment]:
+    """The file's names, in the ``filename`` zone (not budgeted: a few hundred characters at most)."""
+    return [Segment(label, name[:_MAX_NAME], "filename") for name in dict.fromkeys(names) if name.strip()]
+
+
+def _member_segments(files: list[archives.File], budget: _Budget) -> list[Segment]:
+    """Names and text of an attachment's archive members; encrypted members have a name only."""
+    out: list[Segment] = []
+    for f in files:
+        out.extend(_name_segments(f.label, f.names))
+        if f.encrypted or not f.data:
+            continue
+        kind = documents.sniff(f.data, "", f.name)
+        out.extend(_document_segments(f.label, kind, f.data, None, budget))
+    return out
+
+
+def _document_segments(label: str, kind: str | None, data: bytes, charset: str | None,
+                       budget: _Budget) -> list[Segment]:
     if kind is None:
         return []
-    if len(part.payload) > budget.limits.max_attachment_bytes:
+    if len(data) > budget.limits.max_attachment_bytes:
         budget.unscanned.append(f"{label}: over the {budget.limits.max_attachment_bytes} byte attachment limit")
         return []
     if time.monotonic() > budget.deadline:
         budget.unscanned.append(f"{label}: the {budget.limits.max_seconds:g} s text extraction time ran out")
         return []
     try:
-        doc = documents.extract(kind, part.payload, part.charset, budget.limits, budget.deadline)
+        doc = documents.extract(kind, data, charset, budget.limits, budget.deadline)
     except documents.Unreadable as e:
         budget.unscanned.append(f"{label}: {e}")
         return []
@@ -130,7 +195,11 @@ async def message_text(mail: Mail, settings: Settings) -> MessageText:
     is large or has attachments, gateway/offload.py). Its limits are the pipeline's (the message's
     context), else the caller's settings: the same for every detector, whichever asks first."""
     settings = mail.context.settings or settings
-    text = await offload.once(mail, "text", len(mail.raw), lambda: extract(mail, settings.text))
+    inventory = None
+    if mail.context.text is None and has_archives(mail):
+        # the antivirus and filetype detectors' inventory: the archives are opened once per message
+        inventory = await archives.inventory(mail, archives.limits_for(settings.antivirus))
+    text = await offload.once(mail, "text", len(mail.raw), lambda: extract(mail, settings.text, inventory))
     # Text read from images and scanned PDF pages (gateway/ocr.py, computed once per message too;
     # what OCR could not read within its limits is the `ocr` detector's unscanned.ocr_limits).
     found = await message_ocr(mail, settings)

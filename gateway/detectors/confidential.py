@@ -1,7 +1,8 @@
 """confidential: confidentiality markers and sensitivity labels (policy: Confidentiality of Department Information).
 
 Markers come from a site-editable lexicon (policies/confidential.toml) compiled into one automaton.
-They count in the subject, new and forwarded body text, attachment text and document properties;
+They count in the subject, new and forwarded body text, attachment and archive member text, document
+properties and file names (a marker there counts as a label);
 reply quotations, legal disclaimer footers and hidden HTML text do not count, so a reply to a
 privileged thread or an ordinary "If you are not the intended recipient" footer is not reported.
 Sensitivity-label headers (Microsoft Purview `msip_labels`, RFC 2156 `Sensitivity`) whose label
@@ -35,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
 _LABEL_NAME = re.compile(r"(?i)MSIP_Label_[0-9a-f-]+_Name\s*=\s*([^;]{1,100})")
 _PROPERTY_LABEL = re.compile(r"(?im)^MSIP_Label_[0-9a-f-]+_Name: (.{1,100})$")
 _NEGATED = frozenset({"non", "not", "un", "no", "nonconfidential"})
-ZONE_WEIGHT = {"new": 1.0, "forwarded": 1.0, "metadata": 1.0}
+ZONE_WEIGHT = {"new": 1.0, "forwarded": 1.0, "metadata": 1.0, "filename": 1.0}
 
 
 class Confidential:
@@ -107,7 +108,8 @@ class Confidential:
                 points = hit.entry.weight * zone_weight
                 if segment.zone == "metadata":
                     points *= self.metadata_factor
-                elif _label_use(norm, hit, segment.source == "subject"):
+                elif segment.zone == "filename" or _label_use(norm, hit, segment.source == "subject"):
+                    # a marker in a file name labels the file, like a stamp on its first page
                     points *= self.label_factor
                 # a weak word counts once however it is qualified ("confidential", "strictly confidential")
                 key = hit.entry.phrase.lower() if hit.entry.weight >= 1 else hit.entry.phrase.lower().split()[-1]
