@@ -16,7 +16,8 @@ zone that tells detectors how to weigh it:
 - ``metadata``: document properties of an attachment (title, subject, keywords, custom properties
   such as Microsoft Purview sensitivity labels).
 
-- ``filename``: the name of an attachment or archive member (a file named "CONFIDENTIAL-payroll.xlsx").
+- ``filename``: the name of an attachment or archive member (a file named "CONFIDENTIAL-payroll.xlsx"),
+  with the source "part 2: CONFIDENTIAL-payroll.xlsx (file name)".
 
 Attachment text comes from PDF (pypdf), the Office Open XML formats (DOCX, XLSX, PPTX), the
 OpenDocument formats (ODT, ODS, ODP), RTF, HTML and plain text/CSV, within the limits of
@@ -146,7 +147,8 @@ _MAX_NAME = 1000
 
 def _name_segments(label: str, names: tuple[str, ...]) -> list[Segment]:
     """The file's names, in the ``filename`` zone (not budgeted: a few hundred characters at most)."""
-    return [Segment(label, name[:_MAX_NAME], "filename") for name in dict.fromkeys(names) if name.strip()]
+    return [Segment(f"{label} (file name)", name[:_MAX_NAME], "filename") for name in dict.fromkeys(names)
+            if name.strip()]
 
 
 def _member_segments(files: list[archives.File], budget: _Budget) -> list[Segment]:
