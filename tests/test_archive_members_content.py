@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from gateway import archives
 from tests import contentmail as cm
 from tests import files
 from tests.peers import send
@@ -190,3 +191,21 @@ async def test_an_archive_of_public_notices_is_delivered(gw, sink, caplog):
     assert await gw.store.list() == []
     [logged] = [r.fields for r in caplog.records if r.name == "gateway.message"]
     assert logged["rule"] == "outbound/default", logged
+
+
+async def test_archives_are_opened_once_for_the_virus_file_type_and_content_checks(gw, sink, monkeypatch):
+    opened: list[str] = []
+    build = archives.build
+
+    def counting(mail, limits):
+        opened.append(mail.id)
+        return build(mail, limits)
+
+    monkeypatch.setattr(archives, "build", counting)
+    archive = files.zip_of({"census/enrollment-2027.docx": cm.docx(PAYROLL)}, deflate=True)
+    raw = cm.message("Census attached.\n", subject="census", sender=HR, to=VENDOR,
+                     attachments=(("enrollment.zip", "application/zip", archive),))
+    await outbound(gw, raw)
+    item = await held_one(gw, sink)
+    assert finding(item, "pii.ssn").part == "part 2: enrollment.zip > census/enrollment-2027.docx"
+    assert len(opened) == 1
