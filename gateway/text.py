@@ -158,9 +158,22 @@ def _member_segments(files: list[archives.File], budget: _Budget) -> list[Segmen
         out.extend(_name_segments(f.label, f.names))
         if f.encrypted or not f.data:
             continue
-        kind = documents.sniff(f.data, "", f.name)
-        out.extend(_document_segments(f.label, kind, f.data, None, budget))
+        out.extend(_document_segments(f.label, _member_kind(f), f.data, None, budget))
     return out
+
+
+def _member_kind(f: archives.File) -> str | None:
+    """A member has no declared type: its bytes and name, and plain UTF-8 text read as text whatever its
+    name (what `gzip export` leaves: a member named "export")."""
+    kind = documents.sniff(f.data, "", f.name)
+    if kind is None and b"\0" not in f.data[:4096] and not archives.sniff(f.data):
+        try:
+            f.data[:4096].decode("utf-8")
+        except UnicodeDecodeError as e:
+            if e.start < 4090:         # not just a character cut at the end of the sample
+                return None
+        return "text"
+    return kind
 
 
 def _document_segments(label: str, kind: str | None, data: bytes, charset: str | None,

@@ -209,3 +209,16 @@ async def test_archives_are_opened_once_for_the_virus_file_type_and_content_chec
     item = await held_one(gw, sink)
     assert finding(item, "pii.ssn").part == "part 2: enrollment.zip > census/enrollment-2027.docx"
     assert len(opened) == 1
+
+
+async def test_ssns_in_a_gzipped_export_without_an_extension_are_held(gw, sink):
+    import gzip
+
+    export = "EMPLID|NAME|SSN|DEPT\n10442|ROE,JANE|536-22-8726|PERMITS\n10517|WEBB,MARCUS|412-55-1290|SAFETY\n"
+    raw = cm.message("Nightly HR export for the new vendor's test load.\n", subject="export", sender="itsd@example.gov",
+                     to="loader@vendor.example.com",
+                     attachments=(("hr_export.gz", "application/gzip", gzip.compress(export.encode())),))
+    await outbound(gw, raw, sender="itsd@example.gov", to="loader@vendor.example.com")
+    item = await held_one(gw, sink)
+    assert item.rule == "outbound/pii"
+    assert finding(item, "pii.ssn").part == "part 2: hr_export.gz > hr_export"
