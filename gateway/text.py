@@ -67,7 +67,7 @@ def extract(mail: Mail, limits: TextSettings | None = None,
     limits = limits or TextSettings()
     if inventory is None and has_archives(mail):
         inventory = archives.build(mail, archives.Limits())
-    members = _by_attachment(inventory)
+    members = _Members(inventory)
     started = time.perf_counter()
     budget = _Budget(limits)
     subject = normalise(mail.parsed.subject)
@@ -81,8 +81,8 @@ def extract(mail: Mail, limits: TextSettings | None = None,
             segments.extend(_body_segments(part, source, forward or part.nested_in_message, budget))
         elif part.is_attachment:
             segments.extend(_name_segments(part.label, part.filenames))
-            segments.extend(_attachment_segments(part, budget))
-            segments.extend(_member_segments(members.get(part.label, ()), budget))
+            segments.extend(_attachment_segments(part, budget, part.label in members.packages))
+            segments.extend(_member_segments(members.of.get(part.label, ()), members.packages, budget))
     if mail.parsed.limit_exceeded:
         budget.unscanned.append(f"message: MIME {mail.parsed.limit_exceeded} limit reached, later parts unread")
     return MessageText(tuple(s for s in segments if s.text or s.source == "subject"),
@@ -109,8 +109,8 @@ def _body_segments(part: Part, source: str, forward: bool, budget: _Budget) -> l
     return out
 
 
-def _attachment_segments(part: Part, budget: _Budget) -> list[Segment]:
-    kind = documents.sniff(part.payload, part.content_type, part.filename or "")
+def _attachment_segments(part: Part, budget: _Budget, package: bool = False) -> list[Segment]:
+    kind = "zipdoc" if package else documents.sniff(part.payload, part.content_type, part.filename or "")
     return _document_segments(part.label, kind, part.payload, part.charset, budget)
 
 
@@ -121,25 +121,34 @@ def has_archives(mail: Mail) -> bool:
                for p in mail.parsed.attachments)
 
 
-def _by_attachment(inventory: archives.Inventory | None) -> dict[str, list[archives.File]]:
-    """The archive members of each attachment (by its label), in the inventory's order; members of a
-    document read as a whole (a .docx in a zip) left out: their text is the document's."""
-    out: dict[str, list[archives.File]] = {}
-    if inventory is None:
-        return out
-    top: dict[str, str] = {}         # label -> its attachment's label; absent below a document
-    for f in inventory.files:
-        if f.depth == 0:
-            if documents.sniff(f.data, f.content_type or "", f.name) != "zipdoc":
-                top[f.label] = f.label
-            continue
-        root = top.get(f.parent)
-        if root is None:
-            continue
-        out.setdefault(root, []).append(f)
-        if documents.sniff(f.data, "", f.name) != "zipdoc":
-            top[f.label] = root
-    return out
+class _Members:
+    """The archive members of each attachment (by its label), in the inventory's order, and which files
+    are Office or OpenDocument packages: those are read as one document, their zip parts left out."""
+
+    def __init__(self, inventory: archives.Inventory | None) -> None:
+        self.of: dict[str, list[archives.File]] = {}
+        self.packages: set[str] = set()
+        if inventory is None:
+            return
+        children: dict[str, set[str]] = {}
+        for f in inventory.files:
+            if f.depth:
+                children.setdefault(f.parent, set()).add(f.name)
+        top: dict[str, str] = {}         # label -> its attachment's label; absent inside a package
+        for f in inventory.files:
+            if f.depth and f.parent not in top:
+                continue
+            root = top.get(f.parent, f.label)
+            if f.depth:
+                self.of.setdefault(root, []).append(f)
+            names = children.get(f.label, set())
+            # named or typed as a document, or a zip with an OOXML or ODF package's parts (a .docx sent
+            # without a name, its [Content_Types].xml at the end of the zip)
+            if "[Content_Types].xml" in names or {"mimetype", "content.xml"} <= names \
+                    or documents.sniff(f.data, f.content_type or "", f.name) == "zipdoc":
+                self.packages.add(f.label)
+            else:
+                top[f.label] = root
 
 
 _MAX_NAME = 1000
@@ -151,14 +160,15 @@ def _name_segments(label: str, names: tuple[str, ...]) -> list[Segment]:
             if name.strip()]
 
 
-def _member_segments(files: list[archives.File], budget: _Budget) -> list[Segment]:
+def _member_segments(files: list[archives.File], packages: set[str], budget: _Budget) -> list[Segment]:
     """Names and text of an attachment's archive members; encrypted members have a name only."""
     out: list[Segment] = []
     for f in files:
         out.extend(_name_segments(f.label, f.names))
         if f.encrypted or not f.data:
             continue
-        out.extend(_document_segments(f.label, _member_kind(f), f.data, None, budget))
+        kind = "zipdoc" if f.label in packages else _member_kind(f)
+        out.extend(_document_segments(f.label, kind, f.data, None, budget))
     return out
 
 
@@ -172,7 +182,7 @@ def _member_kind(f: archives.File) -> str | None:
         except UnicodeDecodeError as e:
             if e.start < 4090:         # not just a character cut at the end of the sample
                 return None
-        return "text"
+        return "html" if f.data.lstrip()[:1] == b"<" else "text"      # markup (XHTML, XML): its text only
     return kind
 
 
