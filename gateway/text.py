@@ -14,8 +14,7 @@ zone that tells detectors how to weigh it:
 - ``disclaimer``: a standard legal footer ("If you are not the intended recipient ...");
 - ``hidden``: HTML text a reader does not see (display:none, visibility:hidden, tiny fonts);
 - ``metadata``: document properties of an attachment (title, subject, keywords, custom properties
-  such as Microsoft Purview sensitivity labels).
-
+  such as Microsoft Purview sensitivity labels);
 - ``filename``: the name of an attachment or archive member (a file named "CONFIDENTIAL-payroll.xlsx"),
   with the source "part 2: CONFIDENTIAL-payroll.xlsx (file name)".
 
