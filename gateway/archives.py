@@ -23,6 +23,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from gateway import offload
+from gateway.config import AntivirusSettings
 from gateway.model import Mail
 
 log = logging.getLogger("gateway.archives")
@@ -49,6 +50,7 @@ class File:
     content_type: str | None = None     # declared (attachments only)
     depth: int = 0
     encrypted: bool = False             # an encrypted member: its name is known, its content is not
+    parent: str = ""                    # the label of the archive it came out of ("" for an attachment)
 
     @property
     def name(self) -> str:
@@ -155,7 +157,7 @@ class _Walk:
     def member(self, name: str, data: bytes, label: str, depth: int, encrypted: bool = False) -> None:
         child = f"{label} > {name}"
         self.inv.files.append(File(label=child, names=(name,) if name else (), data=data, depth=depth,
-                                   encrypted=encrypted))
+                                   encrypted=encrypted, parent=label))
         if encrypted:
             self.inv.problems.append(Problem("encrypted", child, f"Archive member {shown(name)!r} is encrypted"))
         elif data:
@@ -293,6 +295,13 @@ class _Walk:
         if size > limits.ratio_floor and size / max(packed, 1) > limits.max_ratio:
             self.stop(label, f"declares {size} bytes from {packed}: more than {limits.max_ratio:g} times "
                              f"(a zip bomb?)")
+
+
+def limits_for(av: AntivirusSettings) -> Limits:
+    """The archive limits of the [antivirus] settings: one inventory serves every reader of the message."""
+    return Limits(max_depth=av.archive_max_depth, max_members=av.archive_max_members,
+                  max_bytes=av.archive_max_bytes, max_ratio=av.archive_max_ratio,
+                  ratio_floor=min(Limits().ratio_floor, av.archive_max_bytes // 2))
 
 
 _RAR_READY = False

@@ -17,7 +17,7 @@ from gateway import htmldepth, offload
 from gateway.model import Finding
 
 T = TypeVar("T")
-ZONES = ("new", "quoted", "forwarded", "disclaimer", "hidden", "metadata")
+ZONES = ("new", "quoted", "forwarded", "disclaimer", "hidden", "metadata", "filename")
 
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u200e\u200f\u2060-\u2064\ufeff\u00ad\u034f\u180e]")
 _BLANKS = "[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]"
@@ -28,7 +28,8 @@ _ASCII_ODD = "\x1c\x1d\x1e\x1f"     # ASCII line and blank characters that only 
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    source: str          # "subject", "body", "part 2: report.pdf", "part 2: report.pdf (properties)"
+    source: str          # "subject", "body", "part 2: report.pdf", "part 2: report.pdf (properties)",
+                         # "part 2: docs.zip > memo.docx"
     text: str
     zone: str = "new"    # one of ZONES
 

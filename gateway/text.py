@@ -14,12 +14,18 @@ zone that tells detectors how to weigh it:
 - ``disclaimer``: a standard legal footer ("If you are not the intended recipient ...");
 - ``hidden``: HTML text a reader does not see (display:none, visibility:hidden, tiny fonts);
 - ``metadata``: document properties of an attachment (title, subject, keywords, custom properties
-  such as Microsoft Purview sensitivity labels).
+  such as Microsoft Purview sensitivity labels);
+- ``filename``: the name of an attachment or archive member (a file named "CONFIDENTIAL-payroll.xlsx"),
+  with the source "part 2: CONFIDENTIAL-payroll.xlsx (file name)".
 
 Attachment text comes from PDF (pypdf), the Office Open XML formats (DOCX, XLSX, PPTX), the
 OpenDocument formats (ODT, ODS, ODP), RTF, HTML and plain text/CSV, within the limits of
 `TextSettings`; what could not be read within them is listed in `MessageText.unscanned` and reported
-by the detectors as `unscanned.text_limits`.
+by the detectors as `unscanned.text_limits`. Archive members (zip, 7z, rar, tar, gzip, bzip2, xz,
+nested) are read the same way, each a segment of its own ("part 2: docs.zip > memo.docx"), from the
+archive inventory the antivirus and filetype detectors share (gateway/archives.py, opened once within
+its limits); what the inventory could not open (encrypted, over its limits) stays the antivirus
+detector's unscanned finding.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from gateway import documents, htmldepth, offload
+from gateway import archives, documents, htmldepth, offload
 from gateway.config import Settings, TextSettings
 from gateway.mime import Part
 from gateway.model import Mail
@@ -53,9 +59,14 @@ class _Budget:
         return text
 
 
-def extract(mail: Mail, limits: TextSettings | None = None) -> MessageText:
-    """Build the MessageText of a message (blocking: run it in a worker thread)."""
+def extract(mail: Mail, limits: TextSettings | None = None,
+            inventory: archives.Inventory | None = None) -> MessageText:
+    """Build the MessageText of a message (blocking: run it in a worker thread). `inventory` is the
+    message's shared archive inventory; without one, archives are opened here with the default limits."""
     limits = limits or TextSettings()
+    if inventory is None and has_archives(mail):
+        inventory = archives.build(mail, archives.Limits())
+    members = _Members(inventory)
     started = time.perf_counter()
     budget = _Budget(limits)
     subject = normalise(mail.parsed.subject)
@@ -68,7 +79,9 @@ def extract(mail: Mail, limits: TextSettings | None = None) -> MessageText:
             first_body = False
             segments.extend(_body_segments(part, source, forward or part.nested_in_message, budget))
         elif part.is_attachment:
-            segments.extend(_attachment_segments(part, budget))
+            segments.extend(_name_segments(part.label, part.filenames))
+            segments.extend(_attachment_segments(part, budget, part.label in members.packages))
+            segments.extend(_member_segments(members.of.get(part.label, ()), members.packages, budget))
     if mail.parsed.limit_exceeded:
         budget.unscanned.append(f"message: MIME {mail.parsed.limit_exceeded} limit reached, later parts unread")
     return MessageText(tuple(s for s in segments if s.text or s.source == "subject"),
@@ -95,19 +108,95 @@ def _body_segments(part: Part, source: str, forward: bool, budget: _Budget) -> l
     return out
 
 
-def _attachment_segments(part: Part, budget: _Budget) -> list[Segment]:
-    label = part.label
-    kind = documents.sniff(part.payload, part.content_type, part.filename or "")
+def _attachment_segments(part: Part, budget: _Budget, package: bool = False) -> list[Segment]:
+    kind = "zipdoc" if package else documents.sniff(part.payload, part.content_type, part.filename or "")
+    return _document_segments(part.label, kind, part.payload, part.charset, budget)
+
+
+def has_archives(mail: Mail) -> bool:
+    """Whether an attachment is an archive whose members hold text (an Office document is a zip too,
+    but is read as one document)."""
+    return any(archives.sniff(p.payload) and documents.sniff(p.payload, p.content_type, p.filename or "") != "zipdoc"
+               for p in mail.parsed.attachments)
+
+
+class _Members:
+    """The archive members of each attachment (by its label), in the inventory's order, and which files
+    are Office or OpenDocument packages: those are read as one document, their zip parts left out."""
+
+    def __init__(self, inventory: archives.Inventory | None) -> None:
+        self.of: dict[str, list[archives.File]] = {}
+        self.packages: set[str] = set()
+        if inventory is None:
+            return
+        children: dict[str, set[str]] = {}
+        for f in inventory.files:
+            if f.depth:
+                children.setdefault(f.parent, set()).add(f.name)
+        top: dict[str, str] = {}         # label -> its attachment's label; absent inside a package
+        for f in inventory.files:
+            if f.depth and f.parent not in top:
+                continue
+            root = top.get(f.parent, f.label)
+            if f.depth:
+                self.of.setdefault(root, []).append(f)
+            names = children.get(f.label, set())
+            # named or typed as a document, or a zip with an OOXML or ODF package's parts (a .docx sent
+            # without a name, its [Content_Types].xml at the end of the zip)
+            if "[Content_Types].xml" in names or {"mimetype", "content.xml"} <= names \
+                    or documents.sniff(f.data, f.content_type or "", f.name) == "zipdoc":
+                self.packages.add(f.label)
+            else:
+                top[f.label] = root
+
+
+_MAX_NAME = 1000
+
+
+def _name_segments(label: str, names: tuple[str, ...]) -> list[Segment]:
+    """The file's names, in the ``filename`` zone (not budgeted: a few hundred characters at most)."""
+    return [Segment(f"{label} (file name)", name[:_MAX_NAME], "filename") for name in dict.fromkeys(names)
+            if name.strip()]
+
+
+def _member_segments(files: list[archives.File], packages: set[str], budget: _Budget) -> list[Segment]:
+    """Names and text of an attachment's archive members; encrypted members have a name only."""
+    out: list[Segment] = []
+    for f in files:
+        out.extend(_name_segments(f.label, f.names))
+        if f.encrypted or not f.data:
+            continue
+        kind = "zipdoc" if f.label in packages else _member_kind(f)
+        out.extend(_document_segments(f.label, kind, f.data, None, budget))
+    return out
+
+
+def _member_kind(f: archives.File) -> str | None:
+    """A member has no declared type: its bytes and name, and plain UTF-8 text read as text whatever its
+    name (what `gzip export` leaves: a member named "export")."""
+    kind = documents.sniff(f.data, "", f.name)
+    if kind is None and b"\0" not in f.data[:4096] and not archives.sniff(f.data):
+        try:
+            f.data[:4096].decode("utf-8")
+        except UnicodeDecodeError as e:
+            if e.start < 4090:         # not just a character cut at the end of the sample
+                return None
+        return "html" if f.data.lstrip()[:1] == b"<" else "text"      # markup (XHTML, XML): its text only
+    return kind
+
+
+def _document_segments(label: str, kind: str | None, data: bytes, charset: str | None,
+                       budget: _Budget) -> list[Segment]:
     if kind is None:
         return []
-    if len(part.payload) > budget.limits.max_attachment_bytes:
+    if len(data) > budget.limits.max_attachment_bytes:
         budget.unscanned.append(f"{label}: over the {budget.limits.max_attachment_bytes} byte attachment limit")
         return []
     if time.monotonic() > budget.deadline:
         budget.unscanned.append(f"{label}: the {budget.limits.max_seconds:g} s text extraction time ran out")
         return []
     try:
-        doc = documents.extract(kind, part.payload, part.charset, budget.limits, budget.deadline)
+        doc = documents.extract(kind, data, charset, budget.limits, budget.deadline)
     except documents.Unreadable as e:
         budget.unscanned.append(f"{label}: {e}")
         return []
@@ -131,7 +220,11 @@ async def message_text(mail: Mail, settings: Settings) -> MessageText:
     is large or has attachments, gateway/offload.py). Its limits are the pipeline's (the message's
     context), else the caller's settings: the same for every detector, whichever asks first."""
     settings = mail.context.settings or settings
-    text = await offload.once(mail, "text", len(mail.raw), lambda: extract(mail, settings.text))
+    inventory = None
+    if mail.context.text is None and has_archives(mail):
+        # the antivirus and filetype detectors' inventory: the archives are opened once per message
+        inventory = await archives.inventory(mail, archives.limits_for(settings.antivirus))
+    text = await offload.once(mail, "text", len(mail.raw), lambda: extract(mail, settings.text, inventory))
     # Text read from images and scanned PDF pages (gateway/ocr.py, computed once per message too;
     # what OCR could not read within its limits is the `ocr` detector's unscanned.ocr_limits).
     found = await message_ocr(mail, settings)

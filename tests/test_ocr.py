@@ -68,7 +68,8 @@ async def test_image_only_pdf_pages_are_read_page_by_page():
 async def test_ocr_text_reaches_the_shared_message_text():
     raw = gen.message(("form.png", "image/png", gen.encode(gen.form())))
     extracted = await text.message_text(mail_of(raw), settings())
-    assert [s.source for s in extracted.segments] == ["subject", "body", "part 2: form.png"]
+    assert [s.source for s in extracted.segments] == ["subject", "body", "part 2: form.png (file name)",
+                                                      "part 2: form.png"]
     assert gen.SSN in extracted.joined()
 
 

@@ -44,9 +44,7 @@ EXPLAIN = {
 
 
 def archive_limits(av: AntivirusSettings) -> archives.Limits:
-    return archives.Limits(max_depth=av.archive_max_depth, max_members=av.archive_max_members,
-                           max_bytes=av.archive_max_bytes, max_ratio=av.archive_max_ratio,
-                           ratio_floor=min(archives.Limits().ratio_floor, av.archive_max_bytes // 2))
+    return archives.limits_for(av)
 
 
 class Cache:

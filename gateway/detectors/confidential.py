@@ -1,7 +1,8 @@
 """confidential: confidentiality markers and sensitivity labels (policy: Confidentiality of Department Information).
 
 Markers come from a site-editable lexicon (policies/confidential.toml) compiled into one automaton.
-They count in the subject, new and forwarded body text, attachment text and document properties;
+They count in the subject, new and forwarded body text, attachment and archive member text, document
+properties and file names (a marker there counts as a label);
 reply quotations, legal disclaimer footers and hidden HTML text do not count, so a reply to a
 privileged thread or an ordinary "If you are not the intended recipient" footer is not reported.
 Sensitivity-label headers (Microsoft Purview `msip_labels`, RFC 2156 `Sensitivity`) whose label
@@ -36,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
 _LABEL_NAME = re.compile(r"(?i)MSIP_Label_[0-9a-f-]+_Name\s*=\s*([^;]{1,100})")
 _PROPERTY_LABEL = re.compile(r"(?im)^MSIP_Label_[0-9a-f-]+_Name: (.{1,100})$")
 _NEGATED = frozenset({"non", "not", "un", "no", "nonconfidential"})
-ZONE_WEIGHT = {"new": 1.0, "forwarded": 1.0, "metadata": 1.0}
+ZONE_WEIGHT = {"new": 1.0, "forwarded": 1.0, "metadata": 1.0, "filename": 1.0}
 # Talking about a marker is not marking: a marker counts unless the text around it shows it is explained,
 # announced or cited rather than stamped on what is sent (see `Confidential._talk`).
 _STATUTE = re.compile(r"\b(?:section \d[\d ]*|rsmo|sunshine law|open meetings (?:act|law)|open records (?:act|law)"
@@ -130,7 +131,8 @@ class Confidential:
                     talk.setdefault(phrase, f"public wording {lowered[public[0][0]:public[0][1]]!r}"
                                     if len(public) == 1 else "site public wording")
                     continue
-                label = segment.zone != "metadata" and _label_use(norm, hit, segment.source == "subject")
+                label = segment.zone == "filename" or (
+                    segment.zone != "metadata" and _label_use(norm, hit, segment.source == "subject"))
                 why = "" if segment.zone == "metadata" else _talk(lowered, hit, label)
                 if why:
                     talk.setdefault(phrase, why)
@@ -139,6 +141,7 @@ class Confidential:
                 if segment.zone == "metadata":
                     points *= self.metadata_factor
                 elif label:
+                    # a stamp or heading; a marker in a file name labels the file like a stamp on its first page
                     points *= self.label_factor
                 # a weak word counts once however it is qualified ("confidential", "strictly confidential")
                 key = hit.entry.phrase.lower() if hit.entry.weight >= 1 else hit.entry.phrase.lower().split()[-1]

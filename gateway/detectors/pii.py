@@ -68,11 +68,20 @@ KEYWORDS = {
 _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]{0,6}\.?"
 # Every candidate starts with a digit, so the regular-expression engine skips to digits at C speed;
 # word boundaries and letter prefixes ("A5631933" for a licence) are checked in Python per match.
+# Between the groups of a card number or an SSN: a space, dot, hyphen or dash (en-dash, minus sign, ...),
+# perhaps followed by a line break, or a line break alone; one kind per number (`_separator`).
+_DASHES = "\u2010-\u2015\u2212"
+_GAP = rf"(?:[ .\-{_DASHES}]\n?|\n)"
+_NO_MORE = rf"(?![.{_DASHES}]\d)"          # not the start of a longer dotted or dashed number
 _DIGITS = re.compile(
-    r"\d(?:(?P<card>\d{3}(?P<cs>[ -]?)\d{4}(?P=cs)\d{4}(?P=cs)\d{1,7}|\d{3}[ -]\d{6}[ -]\d{4,5}|\d{12,18})"
-    r"|(?P<ssn>\d{2}(?P<ss>[ -])\d{2}(?P=ss)\d{4})"
+    rf"\d(?:(?P<card>(?:\d{{3}}{_GAP}\d{{4}}{_GAP}\d{{4}}{_GAP}\d{{1,7}}|\d{{3}}{_GAP}\d{{6}}{_GAP}\d{{4,5}}"
+    rf"|\d{{12,18}}){_NO_MORE})"
+    rf"|(?P<ssn>\d{{2}}{_GAP}\d{{2}}{_GAP}\d{{4}}{_NO_MORE})"
     r"|(?P<date>\d?[/.-]\d{1,2}[/.-](?:19|20)?\d{2}|\d{3}-\d{1,2}-\d{1,2})"
     r"|(?P<number>\d{4,16}[A-Za-z]?))(?![\w-])")
+_NOT_DIGITS = re.compile(r"\D+")
+_FIRST_GROUP = re.compile(r"\d+")
+_LONGER = frozenset("." + "".join(chr(c) for c in range(0x2010, 0x2016)) + "\u2212")
 _IBAN = re.compile(r"[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![\w-])")
 _IBAN_ANY_CASE = re.compile(r"(?i)[a-z]{2}\d{2}(?:[ ]?[a-z0-9]{4}){2,7}(?:[ ]?[a-z0-9]{1,3})?(?![\w-])")
 _MONTH_DATE = re.compile(rf"(?i)\b(?:{_MONTH} \d{{1,2}}(?:st|nd|rd|th)?,? (?:19|20)\d{{2}}"
@@ -281,7 +290,9 @@ class Pii:
                 digits = re.sub(r"\D", "", value)
                 if ssn_valid(digits):
                     kw = near("ssn", pos)
-                    found.append(Match("ssn", 2 if kw else 1, "***-**-" + digits[5:], kw, source,
+                    # dotted 3-2-4 is also how part, permit and file numbers are written: an SSN with its keyword
+                    level = (2 if kw else 0) if _separator(value) == "." else (2 if kw else 1)
+                    found.append(Match("ssn", level, "***-**-" + digits[5:], kw, source,
                                        _at(pos, value, "***-**-" + digits[5:])))
             elif group == "iban":
                 if iban_valid(value):
@@ -354,8 +365,9 @@ def _candidates(text: str, keywords: dict[str, list[tuple[int, str]]]) -> list[t
     if text.isascii() and not any(d in text for d in "0123456789"):
         return []        # every shape holds a digit; substring tests take microseconds, each regex pass 0.1 ms
     out: list[tuple[int, str, str]] = []
-    for m in _DIGITS.finditer(text):
-        pos = m.start()
+    at = 0
+    while m := _DIGITS.search(text, at):
+        pos, at = m.start(), m.end()
         prefix = 0
         while prefix < 2 and pos - prefix > 0 and text[pos - prefix - 1].isalpha():
             prefix += 1
@@ -364,6 +376,14 @@ def _candidates(text: str, keywords: dict[str, list[tuple[int, str]]]) -> list[t
         group = next(g for g in ("card", "ssn", "date", "number") if m.group(g) is not None)
         if prefix and group != "number":
             continue
+        if group in ("card", "ssn"):
+            if pos > 1 and text[pos - 1] in _LONGER and text[pos - 2].isdigit():
+                continue        # the end of a longer dotted or dashed number ("1.512.44.3321", a version)
+            if _separator(m.group(0)) is None:
+                # groups separated in mixed ways, or lines of their own (a column of figures): not one
+                # number; what follows its first group is read again as usual
+                at = pos + len(_FIRST_GROUP.match(m.group(0)).group(0))
+                continue
         out.append((pos - prefix, group, text[pos - prefix:m.end()]))
     iban = _IBAN_ANY_CASE if "iban" in keywords else _IBAN
     for m in iban.finditer(text):
@@ -374,6 +394,20 @@ def _candidates(text: str, keywords: dict[str, list[tuple[int, str]]]) -> list[t
         if m:
             out.append((m.start(), "date", m.group(0)))
     return out
+
+
+def _separator(value: str) -> str | None:
+    """The separator between a number's groups ("" for none; a line break alone counts as a space); None
+    when the groups are separated in mixed ways ("512.44-3321") or stand on lines of their own."""
+    gaps = _NOT_DIGITS.findall(value)
+    if not gaps:
+        return ""
+    kinds = {g.rstrip("\n") for g in gaps}
+    alone = sum(g == "\n" for g in gaps)
+    kinds.discard("")
+    if len(kinds) > 1 or (alone and (alone > 1 or kinds - {" "})):
+        return None
+    return kinds.pop() if kinds else " "
 
 
 def _near(positions: list[tuple[int, str]] | None, pos: int, window: int) -> str:
