@@ -23,7 +23,8 @@ import time
 from gateway import config, mime
 from gateway.context import Context
 from gateway.detectors import REGISTRY
-from gateway.detectors.contentscan import ScanGroup, normalise
+from gateway.detectors.contentscan import ScanGroup
+from gateway.normaliser import for_lexicons as normalise
 from gateway.model import Direction, Envelope, Mail
 from gateway.policy import load as load_policy
 from gateway.text import message_text

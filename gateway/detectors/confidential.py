@@ -19,6 +19,7 @@ from gateway import evidence, lexicon
 from gateway.config import Settings
 from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
+from gateway.normaliser import Normalised, phrases
 from gateway.plaintext import MessageText, limits_finding, off_loop_if_large
 from gateway.text import message_text
 
@@ -57,7 +58,7 @@ class Confidential:
         self.metadata_factor = opts["metadata_factor"]
         self.zones = dict(ZONE_WEIGHT, **({"quoted": 1.0} if opts["count_quoted"] else {}))
         self.label_headers = tuple(opts["label_headers"])
-        self.labels = tuple(lexicon.normalise(x).strip().lower() for x in opts["sensitivity_labels"])
+        self.labels = tuple(str(phrases(x)).strip().lower() for x in opts["sensitivity_labels"])
 
     async def check(self, mail: Mail) -> list[Finding]:
         text = await message_text(mail, self.settings)
@@ -86,7 +87,7 @@ class Confidential:
                         evidence=tuple(f"{where}: {n}" for where, n in dict.fromkeys(hits))[:5])]
 
     def _is_confidential_label(self, name: str) -> bool:
-        words = lexicon.normalise(name).strip().lower()
+        words = str(phrases(name)).strip().lower()
         if words.split(" ", 1)[0] in _NEGATED or words.startswith("non "):
             return False
         padded = f" {words} "
@@ -94,8 +95,8 @@ class Confidential:
 
     def score(self, text: MessageText) -> Finding | None:
         """The best contribution of each distinct phrase, summed; a Finding when it reaches the threshold."""
-        best: dict[str, tuple[float, str, str, tuple[str, str, lexicon.Hit]]] = {}
-        # phrase -> (points, group, source, (text, normalised text, hit) for the excerpt)
+        best: dict[str, tuple[float, str, str, tuple[Normalised, lexicon.Hit]]] = {}
+        # phrase -> (points, group, source, (normalised text, hit) for the excerpt)
         for segment in text.segments:
             zone_weight = self.zones.get(segment.zone, 0.0)
             if not zone_weight or not segment.text:
@@ -112,7 +113,7 @@ class Confidential:
                 # a weak word counts once however it is qualified ("confidential", "strictly confidential")
                 key = hit.entry.phrase.lower() if hit.entry.weight >= 1 else hit.entry.phrase.lower().split()[-1]
                 if points > best.get(key, (0.0,))[0]:
-                    best[key] = (points, hit.entry.group, segment.source, (segment.text, norm, hit))
+                    best[key] = (points, hit.entry.group, segment.source, (norm, hit))
         total = sum(p for p, *_ in best.values())
         if total < self.threshold or not best:
             return None
@@ -171,15 +172,8 @@ def _label_use(norm: str, hit: lexicon.Hit, subject: bool) -> bool:
     return not subject and " " in phrase and 0 < len(line) <= 40 and len(phrase) >= 0.6 * len(line)
 
 
-def _excerpt(text: str, norm: str, hit: lexicon.Hit) -> str:
-    """The masked excerpt around a hit, from the text as written (where the pii and credentials
-    recognisers read what their detectors read); from the normalised text if the hit is not found there."""
-    words = norm[hit.start:hit.end].split()
-    if words:
-        pattern = re.compile(r"[\W_]+".join(re.escape(w) for w in words), re.IGNORECASE)
-        before = sum(1 for _ in pattern.finditer(norm, 0, hit.start))     # the same occurrence in the text
-        for i, m in enumerate(pattern.finditer(text)):
-            if i == before:
-                return evidence.excerpt(text, m.start(), m.end())
-    # the normalised text split values the recognisers would know ("ghp_..." -> "ghp ..."): the hit alone
-    return evidence.excerpt(norm, hit.start, hit.end, min(evidence.LIMIT, hit.end - hit.start + 2))
+def _excerpt(norm: Normalised, hit: lexicon.Hit) -> str:
+    """The masked excerpt around a hit, quoted from the text as written (where the pii and credentials
+    recognisers read what their detectors read)."""
+    start, end = norm.span(hit.start, hit.end)
+    return evidence.excerpt(norm.original, start, end)
