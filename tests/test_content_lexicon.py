@@ -196,7 +196,7 @@ def test_building_a_pipeline_compiles_the_lexicons_so_the_first_message_does_not
 def test_the_spaced_letters_hint_never_misses(pieces):
     """normalise() joins s p a c e d letters only when Hyperscan says the hint may match: it must say so
     wherever the hint's regular expression matches (a superset), else spaced words would go unread."""
-    from gateway.detectors.contentscan import _SPACED_HINT, _spaced_hint
+    from gateway.normaliser import _SPACED_HINT, _spaced_hint
 
     lowered = "".join(pieces).lower()
     if re.search(_SPACED_HINT, lowered):
