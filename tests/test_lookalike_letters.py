@@ -61,18 +61,24 @@ async def test_a_disguised_stamp_is_quoted_as_written_with_values_masked():
     assert "536-22-8471" not in f.evidence[0] and "8471" in f.evidence[0]
 
 
+LOOKALIKE = str.maketrans("aeopcxy", "\u0430\u0435\u043e\u0440\u0441\u0445\u0443")      # Cyrillic а е о р с х у
+
+
+def fullwidth(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
 async def test_chain_letter_in_lookalike_letters_is_held(pipeline):
-    body = ("This is not a j\u043ek\u0435. F\u043erw\u0430rd this m\u0435ss\u0430g\u0435 to 10 p\u0435\u043epl\u0435 "
-            "within 24 hours or you will have bad luck for seven years. Do not break the chain.\n")
-    verdict = await outbound(pipeline, "Fwd: read this", body)
+    body = ("Hi all,\n\n" + "This is not a joke. Forward this message to 10 people within 24 hours or you will have "
+            "bad luck for seven years. Do not break the chain.".translate(LOOKALIKE) + "\n\nMaria\n")
+    verdict = await outbound(pipeline, "read this", body)
     assert verdict.action.value != "deliver", verdict
     assert any(f.kind.startswith("chain_letter.") for f in verdict.findings)
 
 
 async def test_political_wording_in_full_width_letters_is_held(pipeline):
-    body = ("Team,\n\n\uff36\uff4f\uff54\uff45 \uff46\uff4f\uff52 Jane Miller on November 3rd! Please "
-            "d\u043en\u0430t\u0435 t\u043ed\u0430y to the campaign to re-elect Jane Miller.\n\nPaid for by Miller "
-            "for Senate.\n")
+    body = ("Team,\n\n" + fullwidth("Vote for Jane Miller on November 3rd! Please donate today to re-elect Jane Miller.")
+            + "\n" + "Paid for by Miller for Senate.".translate(LOOKALIKE) + "\n")
     verdict = await outbound(pipeline, "Election", body)
     assert verdict.action.value != "deliver", verdict
     assert any(f.kind.startswith("political.") for f in verdict.findings)
