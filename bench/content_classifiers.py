@@ -24,8 +24,8 @@ from gateway import config, mime
 from gateway.context import Context
 from gateway.detectors import REGISTRY
 from gateway.detectors.contentscan import ScanGroup
-from gateway.normaliser import for_lexicons as normalise
 from gateway.model import Direction, Envelope, Mail
+from gateway.normaliser import for_lexicons as normalise
 from gateway.policy import load as load_policy
 from gateway.text import message_text
 

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.detectors.contentscan import ScanGroup
-from gateway.normaliser import for_lexicons as normalise
 from gateway.detectors.lexicon import Entry, Lexicon, LexiconError, gate, parse_entries, split_first
 from gateway.model import Envelope
+from gateway.normaliser import for_lexicons as normalise
 from gateway.prefilter import Prefilter, widen
 from gateway.text import extract
 from tests.contentkit import SETTINGS, detector, mail, run

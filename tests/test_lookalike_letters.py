@@ -77,7 +77,8 @@ async def test_chain_letter_in_lookalike_letters_is_held(pipeline):
 
 
 async def test_political_wording_in_full_width_letters_is_held(pipeline):
-    body = ("Team,\n\n" + fullwidth("Vote for Jane Miller on November 3rd! Please donate today to re-elect Jane Miller.")
+    vote = fullwidth("Vote for Jane Miller on November 3rd! Please donate today to re-elect Jane Miller.")
+    body = ("Team,\n\n" + vote
             + "\n" + "Paid for by Miller for Senate.".translate(LOOKALIKE) + "\n")
     verdict = await outbound(pipeline, "Election", body)
     assert verdict.action.value != "deliver", verdict
