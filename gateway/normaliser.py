@@ -161,12 +161,9 @@ def _words_near(text: str) -> list[tuple[int, int]]:
     for run in (_ASCII_RUN if mostly_other else _OTHER_RUN).finditer(text):
         start, end = _word_at(text, *run.span())
         near = [(start, end)]
-        before = text[max(0, start - 4):start].rstrip()
-        if before and not before[-1].isalnum():
-            before = before.rstrip("".join(c for c in before if not c.isalnum()))
-        if start and before and before[-1].isalnum():
-            b = start - (len(text[max(0, start - 4):start]) - len(before))
-            near.append(_word_at(text, b - 1, b))
+        before = list(_WORD.finditer(text, max(0, start - 4), start))
+        if before:
+            near.append(_word_at(text, *before[-1].span()))
         after = _WORD.search(text, end, end + 4)
         if after:
             near.append(_word_at(text, *after.span()))
