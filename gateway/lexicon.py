@@ -61,9 +61,10 @@ class Lexicon:
         """(normalised text, hits): every whole-word occurrence of every phrase, in one pass. The
         normalised text maps the hits back to `text` (`Normalised.span`)."""
         cased = phrases(text)
-        lowered = str(lower(cased))
+        lowered = cased.lower()
         if len(lowered) != len(cased):
             cased = lower(cased)
+            lowered = str(cased)
         lowered = lowered.replace("\n", " ")      # phrases match across line breaks
         if self.empty:
             return cased, []

@@ -299,7 +299,9 @@ def lower(text: Normalised) -> Normalised:
 _ASCII_PUNCTUATION = "!\"#$%'()*+,-./:;<=>?@[\\]^_`{|}~\t\r\x0b\x0c"
 _BYTE_TABLE = bytes.maketrans(_ASCII_PUNCTUATION.encode(), b" " * len(_ASCII_PUNCTUATION))
 _UNICODE_PUNCTUATION = "\u00a0–—‘’“”•·…«»¡¿"
-_SOURCE_SPLIT = re.compile(f"([\\s{re.escape(_ASCII_PUNCTUATION + _UNICODE_PUNCTUATION)}]+)")
+_SEP = f"[\\s{re.escape(_ASCII_PUNCTUATION + _UNICODE_PUNCTUATION)}]"
+_NOT_SEP = f"[^\\s{re.escape(_ASCII_PUNCTUATION + _UNICODE_PUNCTUATION)}]"
+_SOURCE_WORD = re.compile(f"{_NOT_SEP}+")
 
 
 def phrases(text: str | Normalised) -> Normalised:
@@ -335,21 +337,23 @@ def _blanks(text: str) -> str:
 
 class _Paired:
     """Offsets between a text and its `_blanks` form, which has the same words with one blank between:
-    the word an offset falls in is counted in one and found in the other (C-speed counts and a split,
-    done on the first question: only a hit's evidence asks)."""
+    the word an offset falls in is counted in one and found in the other by an expression that skips
+    that many words (C speed; only a hit's evidence asks)."""
 
     def __init__(self, new: str, old: str) -> None:
         self.new, self.old = new, old
-        self.parts: list[str] | None = None
 
     def __call__(self, i: int) -> int:
-        if self.parts is None:
-            self.parts = _SOURCE_SPLIT.split(self.old)
-        new, parts = self.new, self.parts
+        new, old = self.new, self.old
         i = min(i, len(new))
         word = new.count(" ", 0, i) + new.count("\n", 0, i)
         within = i - (max(new.rfind(" ", 0, i), new.rfind("\n", 0, i)) + 1)
-        index = 2 * word + (2 if parts and parts[0] == "" else 0)
-        if index >= len(parts):
-            return len(self.old)
-        return sum(map(len, parts[:index])) + min(within, len(parts[index]))
+        start = _skip(word).match(old).end()
+        length = _SOURCE_WORD.match(old, start)
+        return start + min(within, length.end() - start if length else 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _skip(words: int) -> re.Pattern[str]:
+    """Matches `words` words and the blanks and punctuation before the next one."""
+    return re.compile(f"(?:{_SEP}*{_NOT_SEP}+){{{words}}}{_SEP}*")
