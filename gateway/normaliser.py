@@ -342,13 +342,18 @@ class _Paired:
 
     def __init__(self, new: str, old: str) -> None:
         self.new, self.old = new, old
+        self.words = [0]        # words skipped so far, and where the next one starts in `old`
+        self.starts = [0]
 
     def __call__(self, i: int) -> int:
         new, old = self.new, self.old
         i = min(i, len(new))
         word = new.count(" ", 0, i) + new.count("\n", 0, i)
         within = i - (max(new.rfind(" ", 0, i), new.rfind("\n", 0, i)) + 1)
-        start = _skip(word).match(old).end()
+        k = bisect.bisect_right(self.words, word) - 1       # resume from the nearest word already found
+        start = _skip(word - self.words[k]).match(old, self.starts[k]).end()
+        self.words.insert(k + 1, word)
+        self.starts.insert(k + 1, start)
         length = _SOURCE_WORD.match(old, start)
         return start + min(within, length.end() - start if length else 0)
 
