@@ -121,11 +121,13 @@ def confusables() -> dict[str, str]:
     for char, found in targets.items():
         if unicodedata.normalize("NFKC", char) != char:
             continue        # NFKC reads it first
-        lower = char.lower()
-        if char != lower and len(lower) == 1 and lower in targets:
-            found = {c.upper() for c in targets[lower] if c.isalpha()} or found
         letters = sorted(c for c in found if c.isalpha())
-        same_case = [c for c in letters if c.isupper() == char.isupper()] if char.lower() != char.upper() else []
+        cased = char.lower() != char.upper()
+        same_case = [c for c in letters if c.isupper() == char.isupper()] if cased else letters
+        lower = char.lower()
+        if not same_case and char != lower and len(lower) == 1 and lower in targets:
+            # a capital whose data says a small letter ("І" -> "l"): its small form's letter, capitalised
+            same_case = sorted(c.upper() for c in targets[lower] if c.isalpha())
         table[char] = (same_case or letters or sorted(found))[0]
     table["\u0130"] = "I"       # "İ": its lower case is two characters
     return table

@@ -39,6 +39,7 @@ PANEL = "\n\nMinutes of the selection panel, 3 December.\nScores for the three a
 @pytest.mark.parametrize("stamp", [
     "\u0421ONFIDENTIAL",                                            # Cyrillic С
     "CONF\u0406DENTIAL",                                            # Cyrillic І
+    "CONF\u0399D\u0395\u039d\u03a4\u0399\u0391L",                        # Greek Ι Ε Ν Τ Ι Α
     "\uff23\uff2f\uff2e\uff26\uff29\uff24\uff25\uff2e\uff34\uff29\uff21\uff2c",    # full-width
     "C O N F I D E N T I A L",
     "C.O.N.F.I.D.E.N.T.I.A.L",
