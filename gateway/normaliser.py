@@ -228,6 +228,29 @@ _SPACED_HINT = r"[ .\-_][a-z@$0-9*][ .\-_]{1,2}[a-z@$0-9*](?![\w*])"
 _SPACED = re.compile(r"(?<![\w@$*])[a-zA-Z@$0-9](?P<sep>[ .\-_]{1,2})[a-zA-Z@$0-9*]"
                      r"(?:(?P=sep)[a-zA-Z@$0-9*]){1,30}(?![\w*])")
 _SEPARATOR = re.compile(r"[ .\-_]+")
+_SPACED_AT = re.compile(_SPACED_HINT, re.IGNORECASE)     # starts with a blank: `re` tries only those
+_SPACED_REACH = 100     # a spaced run is at most 94 characters long
+
+
+def _spaced(text: str) -> list[re.Match[str]]:
+    """What `_SPACED.finditer(text)` finds, looked for only near the places where its hint matches (every
+    run holds one): the full expression would be tried at every letter of the text."""
+    found: list[re.Match[str]] = []
+    reach = 0
+    for hint in _SPACED_AT.finditer(text):
+        if hint.end() <= reach:
+            continue
+        lo, hi = max(reach, hint.start() - _SPACED_REACH), min(len(text), hint.end() + _SPACED_REACH)
+        for match in _SPACED.finditer(text, lo, hi):
+            if match.end() > hi - 4 and hi < len(text):      # perhaps cut by the window: read it whole
+                match = _SPACED.match(text, match.start())
+                if match is None:
+                    continue
+            if match.start() >= reach:
+                found.append(match)
+                reach = match.end()
+        reach = max(reach, lo)
+    return found
 
 
 @functools.cache
@@ -242,7 +265,7 @@ def words(text: str | Normalised) -> Normalised:
     text = str(folded)
     edits: list[tuple[int, int, str]] = []
     if _spaced_hint().candidates(text):
-        for match in _SPACED.finditer(text):
+        for match in _spaced(text):
             seps = list(_SEPARATOR.finditer(match.group(0)))
             keep_first = (len(match.group(0)) - sum(len(s.group()) for s in seps) > 3
                           and match.group(0)[0] in "aiAI" and match.group("sep").strip() == "")
