@@ -23,8 +23,9 @@ import time
 from gateway import config, mime
 from gateway.context import Context
 from gateway.detectors import REGISTRY
-from gateway.detectors.contentscan import ScanGroup, normalise
+from gateway.detectors.contentscan import ScanGroup
 from gateway.model import Direction, Envelope, Mail
+from gateway.normaliser import for_lexicons as normalise
 from gateway.policy import load as load_policy
 from gateway.text import message_text
 

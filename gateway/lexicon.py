@@ -1,7 +1,8 @@
 """Phrase lexicons compiled into one Aho-Corasick automaton: every phrase found in one pass over the text.
 
-Text and phrases are compared after the same normalisation: case folded, every run of punctuation and
-blanks turned into one space, "&" kept as a word of its own (a phrase with "and" also matches "&").
+Text and phrases are compared after the same normalisation (gateway.normaliser.phrases: look-alike,
+full-width, spaced, dotted and l33t letters read, every run of punctuation and blanks one space, "&" kept
+as a word of its own, so a phrase with "and" also matches "&"), case folded.
 So "Attorney/Client  Privileged", "attorney-client privileged" and "ATTORNEY CLIENT PRIVILEGED" are one
 phrase. A phrase ending in "*" matches any word ending ("privilege*": privileged, privileges).
 """
@@ -15,11 +16,7 @@ from pathlib import Path
 
 import ahocorasick
 
-# Punctuation becomes blanks through a byte translation table (ASCII) and a few replacements (typographic
-# marks): several times faster than a regular-expression substitution over the text.
-_ASCII_PUNCTUATION = "!\"#$%'()*+,-./:;<=>?@[\\]^_`{|}~\t\r\x0b\x0c"
-_BYTE_TABLE = bytes.maketrans(_ASCII_PUNCTUATION.encode(), b" " * len(_ASCII_PUNCTUATION))
-_UNICODE_PUNCTUATION = "\u00a0–—‘’“”•·…«»¡¿"
+from gateway.normaliser import Normalised, lower, phrases
 
 
 class LexiconError(ValueError):
@@ -41,26 +38,6 @@ class Hit:
     end: int
 
 
-def normalise(text: str) -> str:
-    """Punctuation and blank runs -> one space, line breaks kept (blank lines dropped); the text's case kept."""
-    if not text.isascii():
-        for mark in _UNICODE_PUNCTUATION:
-            if mark in text:
-                text = text.replace(mark, " ")
-    text = text.encode("utf-8", "surrogatepass").translate(_BYTE_TABLE).decode("utf-8", "surrogatepass")
-    if text.isascii() and not any(c in text for c in "\x1c\x1d\x1e\x1f"):
-        # Only spaces and "\n" are blank here: fold them with substring replacements (memchr speed)
-        # rather than splitting every line.
-        while "  " in text:
-            text = text.replace("  ", " ")
-        text = text.replace(" \n", "\n").replace("\n ", "\n")
-        while "\n\n" in text:
-            text = text.replace("\n\n", "\n")
-        return text.strip(" \n")
-    lines = (" ".join(line.split()) for line in text.split("\n"))
-    return "\n".join(line for line in lines if line)
-
-
 class Lexicon:
     def __init__(self, entries: list[Entry]) -> None:
         self.entries = entries
@@ -68,7 +45,7 @@ class Lexicon:
         keys: dict[str, list[tuple[Entry, bool]]] = {}
         for entry in entries:
             prefix = entry.phrase.endswith("*")
-            base = " ".join(normalise(entry.phrase.rstrip("*")).lower().split())
+            base = " ".join(phrases(entry.phrase.rstrip("*")).lower().split())
             if not base:
                 continue
             variants = {base, base.replace(" and ", " & ")}
@@ -80,12 +57,14 @@ class Lexicon:
             self.automaton.make_automaton()
         self.empty = not keys
 
-    def find(self, text: str) -> tuple[str, list[Hit]]:
-        """(normalised text, hits): every whole-word occurrence of every phrase, in one pass."""
-        cased = normalise(text)
+    def find(self, text: str) -> tuple[Normalised, list[Hit]]:
+        """(normalised text, hits): every whole-word occurrence of every phrase, in one pass. The
+        normalised text maps the hits back to `text` (`Normalised.span`)."""
+        cased = phrases(text)
         lowered = cased.lower()
         if len(lowered) != len(cased):
-            cased = lowered
+            cased = lower(cased)
+            lowered = str(cased)
         lowered = lowered.replace("\n", " ")      # phrases match across line breaks
         if self.empty:
             return cased, []

@@ -15,11 +15,11 @@ from selectolax.lexbor import LexborHTMLParser
 
 from gateway import htmldepth, offload
 from gateway.model import Finding
+from gateway.normaliser import ZERO_WIDTH_RE
 
 T = TypeVar("T")
 ZONES = ("new", "quoted", "forwarded", "disclaimer", "hidden", "metadata", "filename")
 
-_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u200e\u200f\u2060-\u2064\ufeff\u00ad\u034f\u180e]")
 _BLANKS = "[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]"
 _SPACES = re.compile(f"[\t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]{_BLANKS}*| {_BLANKS}+")   # not lone spaces
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -95,7 +95,7 @@ def normalise(text: str) -> str:
         if "\n\n\n" in text:
             text = _BLANK_LINES.sub("\n\n", text)
         return text.strip()
-    text = _SPACES.sub(" ", _ZERO_WIDTH.sub("", text))
+    text = _SPACES.sub(" ", ZERO_WIDTH_RE.sub("", text))
     text = "\n".join(line.strip() for line in text.splitlines())
     return _BLANK_LINES.sub("\n\n", text).strip()
 

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.detectors.contentscan import ScanGroup, normalise
+from gateway.detectors.contentscan import ScanGroup
 from gateway.detectors.lexicon import Entry, Lexicon, LexiconError, gate, parse_entries, split_first
 from gateway.model import Envelope
+from gateway.normaliser import for_lexicons as normalise
 from gateway.prefilter import Prefilter, widen
 from gateway.text import extract
 from tests.contentkit import SETTINGS, detector, mail, run
@@ -195,9 +196,22 @@ def test_building_a_pipeline_compiles_the_lexicons_so_the_first_message_does_not
 def test_the_spaced_letters_hint_never_misses(pieces):
     """normalise() joins s p a c e d letters only when Hyperscan says the hint may match: it must say so
     wherever the hint's regular expression matches (a superset), else spaced words would go unread."""
-    from gateway.detectors.contentscan import _SPACED_HINT, _spaced_hint
+    from gateway.normaliser import _SPACED_HINT, _spaced_hint
 
     lowered = "".join(pieces).lower()
     if re.search(_SPACED_HINT, lowered):
         assert _spaced_hint().candidates(lowered)
     assert normalise("y o u are s t u p i d") == "you are stupid"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from([*"ab1@$*_-. \n\téAZ", "f u c k", "s.h.i.t", "C O N F I D E N T I A L", "word ",
+                                 "U.S.A.", "e.g. ", "a-b-c-d-e-f-g-h-i-j-k-l-m-n-o-p-q-r-s-t-u-v-w-x-y-z-"]),
+                max_size=120))
+def test_spaced_letters_found_near_the_hints_are_those_of_a_full_scan(pieces):
+    """The spaced-letter expression runs only in windows around its hint's matches: it must find exactly
+    what it finds over the whole text, runs longer than a window included."""
+    from gateway.normaliser import _SPACED, _spaced
+
+    text = "".join(pieces)
+    assert [m.span() for m in _spaced(text)] == [m.span() for m in _SPACED.finditer(text)]

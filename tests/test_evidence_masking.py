@@ -219,13 +219,13 @@ async def test_no_detector_shows_a_recognised_value(name):
         assert "Hunter2" not in shown and "a1B2c3D4e5" not in shown, shown
 
 
-async def test_a_hit_in_rewritten_text_is_quoted_without_the_rewritten_context():
-    """Joined letters move the offsets, so the content detectors read normalised text: l33t read as
-    letters ("S3cr3t0x" -> "secretox") that no recogniser knows. The excerpt then quotes the hit alone."""
+async def test_a_hit_in_rewritten_text_is_quoted_from_the_text_as_written():
+    """The content detectors read normalised text (letters joined, l33t read: "S3cr3t0x" -> "secretox",
+    which no recogniser knows); the excerpt maps the hit back and quotes the message as written, masked."""
     body = "Y o u  a r e  a  f u c k i n g idiot. password: S3cr3t0x for user jroe. I will kill you."
     [f] = await contentkit.run(contentkit.detector("abusive"), subject="x", body=body)
     shown = " | ".join(f.evidence)
-    assert "idiot" in shown and "i will kill you" in shown
+    assert "f u c k i n g idiot" in shown and "I will kill you" in shown
     assert "secretox" not in shown.lower() and "S3cr3t0x" not in shown and "jroe" not in shown
 
 

@@ -5,7 +5,7 @@ language within proper decorum. Profanity, obscenities, hate mail, harassment, d
 and other inappropriate language are prohibited."
 
 The lexicon (policies/lexicons/abusive.txt) is compiled into a regular expression that tolerates
-obfuscation: repeated letters, masked letters (f*ck); the shared normalisation (contentscan.normalise)
+obfuscation: repeated letters, masked letters (f*ck); the shared normalisation (gateway.normaliser)
 reads l33t (b1tch, a$$) and joins spaced or dotted letters (f u c k, s.h.i.t). Words only match whole,
 so "Scunthorpe", "Essex" and "assassin" stay clean. It is scanned together with the other content
 lexicons in one pass (the pipeline's contentscan.ScanGroup).
@@ -20,11 +20,9 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors.base import options_with_defaults
-from gateway.detectors.contentscan import group_for, normalise, own_group
+from gateway.detectors.contentscan import group_for, own_group
 from gateway.detectors.lexicon import Entry, Hit, Lexicon, distinct, excerpt, parse_entries
 from gateway.model import Finding, Mail
-
-__all__ = ["Abusive", "normalise", "word_pattern"]
 
 DEFAULTS = {"threshold": 1.0, "lexicon": "lexicons/abusive.txt", "max_chars": 200_000, "short_words": 40}
 WORD_LABELS = frozenset({"profanity", "obscenity", "slur", "insult"})
@@ -112,7 +110,7 @@ class Abusive:
         kind = next(k for k in GRAVITY if k in kinds)
         families = sorted({h.entry.label for h in hits})
         words = ", ".join(f'"{h.text}"' for h in hits[:5])
-        evidence = tuple(f"{h.entry.label}: {excerpt(norm, h.start, len(h.text))}" for h in hits[:5])
+        evidence = tuple(f"{h.entry.label}: {excerpt(norm, h.start, h.size)}" for h in hits[:5])
         return [Finding(kind=kind, detector=self.name, score=round(score, 2), evidence=evidence,
                         detail=f"Abusive language ({', '.join(families)}): {words}; "
                                f"score {score:.1f} >= {self.threshold:g}"

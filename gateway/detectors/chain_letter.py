@@ -180,7 +180,7 @@ class ChainLetter:
         depth, fingerprint = await offload.run(
             len(joined), lambda: self.analyse(joined, extracted.subject, hits, store is not None))
         score = sum(h.entry.weight for h in hits)
-        evidence = [f"{h.entry.label.replace('_', ' ')}: {excerpt(norm, h.start, len(h.text), 25)}" for h in hits[:5]]
+        evidence = [f"{h.entry.label.replace('_', ' ')}: {excerpt(norm, h.start, h.size, 25)}" for h in hits[:5]]
         reasons = list(dict.fromkeys(h.entry.label.replace("_", " ") for h in hits))
         if depth >= self.opts["forward_depth"]:
             score += min(0.5, 0.1 * depth)

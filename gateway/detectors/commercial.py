@@ -119,7 +119,7 @@ class Commercial:
         short = lexical >= self.short_lexicon_score and len(text.split(None, self.short_words)) <= self.short_words
         if probability < self.threshold and not short:
             return []
-        evidence = [f"{h.entry.label.replace('_', ' ')}: {excerpt(norm, h.start, len(h.text), 25)}" for h in hits[:4]]
+        evidence = [f"{h.entry.label.replace('_', ' ')}: {excerpt(norm, h.start, h.size, 25)}" for h in hits[:4]]
         evidence += [SIGNAL_TEXT[s] for s in sigs if s in SIGNAL_TEXT][:2]
         top = [f'"{f}"' for f, w in contributions if w > 0 and not f.startswith("sig:")][:5]
         if top:

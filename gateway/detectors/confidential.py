@@ -20,6 +20,7 @@ from gateway import evidence, lexicon
 from gateway.config import Settings
 from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.model import Finding, Mail
+from gateway.normaliser import Normalised, phrases
 from gateway.plaintext import MessageText, limits_finding, off_loop_if_large
 from gateway.text import message_text
 
@@ -71,12 +72,12 @@ class Confidential:
         self.label_factor = opts["label_factor"]
         self.metadata_factor = opts["metadata_factor"]
         self.zones = dict(ZONE_WEIGHT, **({"quoted": 1.0} if opts["count_quoted"] else {}))
-        phrases = opts["public_phrases"]
-        if not isinstance(phrases, list) or not all(isinstance(p, str) and p.strip() for p in phrases):
+        public = opts["public_phrases"]
+        if not isinstance(public, list) or not all(isinstance(p, str) and p.strip() for p in public):
             raise OptionError(f"detector {self.name!r}: public_phrases must be a list of non-empty strings")
-        self.public = _phrase_pattern(phrases)
+        self.public = _phrase_pattern(public)
         self.label_headers = tuple(opts["label_headers"])
-        self.labels = tuple(lexicon.normalise(x).strip().lower() for x in opts["sensitivity_labels"])
+        self.labels = tuple(str(phrases(x)).strip().lower() for x in opts["sensitivity_labels"])
 
     async def check(self, mail: Mail) -> list[Finding]:
         text = await message_text(mail, self.settings)
@@ -105,7 +106,7 @@ class Confidential:
                         evidence=tuple(f"{where}: {n}" for where, n in dict.fromkeys(hits))[:5])]
 
     def _is_confidential_label(self, name: str) -> bool:
-        words = lexicon.normalise(name).strip().lower()
+        words = str(phrases(name)).strip().lower()
         if words.split(" ", 1)[0] in _NEGATED or words.startswith("non "):
             return False
         padded = f" {words} "
@@ -113,9 +114,9 @@ class Confidential:
 
     def score(self, text: MessageText) -> Finding | None:
         """The best contribution of each distinct phrase, summed; a Finding when it reaches the threshold."""
-        best: dict[str, tuple[float, str, str, tuple[str, str, lexicon.Hit]]] = {}
+        best: dict[str, tuple[float, str, str, tuple[Normalised, lexicon.Hit]]] = {}
         talk: dict[str, str] = {}      # phrase -> why it was not counted (explained, announced, public wording)
-        # phrase -> (points, group, source, (text, normalised text, hit) for the excerpt)
+        # phrase -> (points, group, source, (normalised text, hit) for the excerpt)
         for segment in text.segments:
             zone_weight = self.zones.get(segment.zone, 0.0)
             if not zone_weight or not segment.text:
@@ -146,7 +147,7 @@ class Confidential:
                 # a weak word counts once however it is qualified ("confidential", "strictly confidential")
                 key = hit.entry.phrase.lower() if hit.entry.weight >= 1 else hit.entry.phrase.lower().split()[-1]
                 if points > best.get(key, (0.0,))[0]:
-                    best[key] = (points, hit.entry.group, segment.source, (segment.text, norm, hit))
+                    best[key] = (points, hit.entry.group, segment.source, (norm, hit))
         total = sum(p for p, *_ in best.values())
         if total < self.threshold or not best:
             return None
@@ -188,11 +189,11 @@ def _talk(lowered: str, hit: lexicon.Hit, label: bool) -> str:
     return ""
 
 
-def _phrase_pattern(phrases: list[str]) -> re.Pattern[str] | None:
+def _phrase_pattern(public: list[str]) -> re.Pattern[str] | None:
     """One pattern over the normalised lower-case text for site public wording; "*" ends a word freely."""
     bodies = []
-    for phrase in phrases:
-        words = lexicon.normalise(phrase.replace("*", " * ")).lower().split()
+    for phrase in public:
+        words = str(phrases(phrase.replace("*", " * "))).lower().split()
         parts = [r"\w*" if w == "*" else re.escape(w) for w in words]
         bodies.append(r"\b" + " ".join(parts).replace(r" \w*", r"\w*") + r"\b")
     return re.compile("|".join(bodies)) if bodies else None
@@ -241,15 +242,8 @@ def _label_use(norm: str, hit: lexicon.Hit, subject: bool) -> bool:
     return not subject and " " in phrase and 0 < len(line) <= 40 and len(phrase) >= 0.6 * len(line)
 
 
-def _excerpt(text: str, norm: str, hit: lexicon.Hit) -> str:
-    """The masked excerpt around a hit, from the text as written (where the pii and credentials
-    recognisers read what their detectors read); from the normalised text if the hit is not found there."""
-    words = norm[hit.start:hit.end].split()
-    if words:
-        pattern = re.compile(r"[\W_]+".join(re.escape(w) for w in words), re.IGNORECASE)
-        before = sum(1 for _ in pattern.finditer(norm, 0, hit.start))     # the same occurrence in the text
-        for i, m in enumerate(pattern.finditer(text)):
-            if i == before:
-                return evidence.excerpt(text, m.start(), m.end())
-    # the normalised text split values the recognisers would know ("ghp_..." -> "ghp ..."): the hit alone
-    return evidence.excerpt(norm, hit.start, hit.end, min(evidence.LIMIT, hit.end - hit.start + 2))
+def _excerpt(norm: Normalised, hit: lexicon.Hit) -> str:
+    """The masked excerpt around a hit, quoted from the text as written (where the pii and credentials
+    recognisers read what their detectors read)."""
+    start, end = norm.span(hit.start, hit.end)
+    return evidence.excerpt(norm.original, start, end)

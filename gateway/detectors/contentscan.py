@@ -3,8 +3,8 @@
 A pipeline owns one `ScanGroup` with the commercial, political, abusive and chain-letter lexicons
 (each of those detectors offers its `shared_lexicon`), and the first detector to ask for a message's
 hits starts one pass of one expression (in a thread) that the others await. A detector used outside
-a pipeline scans a group of its own (`own_group`, `group_for`). `normalise` is what that pass reads: lower case,
-spaced or dotted letters joined, l33t read as letters.
+a pipeline scans a group of its own (`own_group`, `group_for`). That pass reads gateway.normaliser's
+`for_lexicons` text; hits are quoted from the text as written.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import re
 
 from gateway import offload
 from gateway.config import Settings
-from gateway.detectors.lexicon import Hit, Lexicon, Normalised, compile_trie, gate
+from gateway.detectors.lexicon import Hit, Lexicon, compile_trie, gate
 from gateway.model import Mail
+from gateway.normaliser import Normalised, for_lexicons
 from gateway.prefilter import Prefilter
 from gateway.text import message_text
 
@@ -29,7 +30,7 @@ class ScanGroup:
 
     The pipeline adds its detectors' lexicons when it is built; the first detector to ask for a
     message's hits starts the scan (in a thread) and the others await the same result. The text scanned is the
-    normalised text (see `normalise`). A hit is offered to every member lexicon at its start, so two
+    normalised text (gateway.normaliser.for_lexicons). A hit is offered to every member lexicon at its start, so two
     detectors can both see a phrase that starts at the same place; an entry of one lexicon that would
     start INSIDE another's match is not seen (rare, and only ever a missed extra hit).
     """
@@ -64,17 +65,16 @@ class ScanGroup:
             for name, lexicon in members.items():
                 entry, stop = lexicon.identify(text, start, end)
                 if entry is not None:
-                    out[name].append(Hit(entry, text[start:stop], start))
+                    out[name].append(_hit(text, entry, start, stop))
                     count += 1
             if count >= limit:
                 break
         return out
 
     async def hits(self, mail: Mail, name: str, settings: Settings,
-                   max_chars: int = 200_000) -> tuple[list[Hit], str]:
-        """(this member's hits in the message, the text they point into: the message text, or the
-        normalised text (a `Normalised`) when normalising moved offsets). Shared through the message's context when this
-        is the pipeline's group."""
+                   max_chars: int = 200_000) -> tuple[list[Hit], Normalised]:
+        """(this member's hits in the message, the normalised text they point into, which maps them back
+        to the message text). Shared through the message's context when this is the pipeline's group."""
         context = mail.context
         if context.lexicons is self:
             task = context.lexicon_hits
@@ -84,28 +84,26 @@ class ScanGroup:
         else:
             text, found = await self._run(mail, settings, max_chars)
         if name not in found:       # added after this message's scan started
-            found[name] = await offload.run(len(text), lambda: self.members[name].scan(normalise(text)))
+            found[name] = await offload.run(len(text), lambda: [_hit(text, h.entry, h.start, h.start + len(h.text))
+                                                                for h in self.members[name].scan(text)])
         return found[name], text
 
-    async def _run(self, mail: Mail, settings: Settings, max_chars: int) -> tuple[str, dict[str, list[Hit]]]:
+    async def _run(self, mail: Mail, settings: Settings, max_chars: int) -> tuple[Normalised, dict[str, list[Hit]]]:
         text = (await message_text(mail, settings)).joined()[:max_chars]
 
-        def work() -> tuple[str, dict[str, list[Hit]]]:
-            norm = normalise(text)
+        def work() -> tuple[Normalised, dict[str, list[Hit]]]:
+            norm = for_lexicons(text)
             found = self.scan(norm)
             hit = any(found.values())       # most mail: none, and no quoted lines to look for
             quoted = [m.span() for m in _QUOTED.finditer(norm)] if hit and ">" in norm else []
             starts = [a for a, _ in quoted]
-            # Same offsets: show what the message really says ("b1tch", "Order now"); otherwise (letters
-            # were joined) the normalised text.
-            shown = text if len(norm) == len(text) else Normalised(norm)
 
             def remake(h: Hit) -> Hit:
                 i = bisect.bisect_right(starts, h.start) - 1
                 inside = i >= 0 and h.start < quoted[i][1]
-                return Hit(h.entry, shown[h.start:h.start + len(h.text)], h.start, inside)
+                return Hit(h.entry, h.text, h.start, inside, h.length)
 
-            return shown, {name: [remake(h) for h in hits] for name, hits in found.items()}
+            return norm, {name: [remake(h) for h in hits] for name, hits in found.items()}
 
         return await offload.run(len(text), work)
 
@@ -117,63 +115,12 @@ def _compile(bodies: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str],
     return (*compile_trie(bodies), Prefilter([gate(b) for b in bodies]))
 
 
-# --- normalisation shared by every lexicon: what obfuscation hides, read back -----------------------
-
-_LEET = str.maketrans({"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "|": "i", "0": "o",
-                       "5": "s", "$": "s", "7": "t", "+": "t"})
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@$!|+*#")
-# A digit or symbol next to a letter. Written to start with the (rare) digit or symbol so that `re` skips
-# ahead to candidates instead of trying every letter: three times faster on prose.
-_PAIR = re.compile(r"[0-9@$!|+*#](?:(?<=[a-z][0-9@$!|+*#])|(?=[a-z]))")
-_TOKEN_END = re.compile(r"[a-z0-9@$!|+*#]*")
-# Necessary for _SPACED: two single characters in a row, each after a separator ("f u c k" has " u c").
-# Asked of Hyperscan (a superset, `_spaced_hint`): `re` tried it at every blank, 0.16 ms per 13 KB.
-_SPACED_HINT = r"[ .\-_][a-z@$0-9*][ .\-_]{1,2}[a-z@$0-9*](?![\w*])"
-_SPACED = re.compile(r"(?<![\w@$*])[a-z@$0-9](?P<sep>[ .\-_]{1,2})[a-z@$0-9*](?:(?P=sep)[a-z@$0-9*]){1,30}(?![\w*])")
-
-
-def normalise(text: str) -> str:
-    """Lower case, s p a c e d or d.o.t.t.e.d letters joined, l33t read as letters (only inside words
-    that mix letters and digits or symbols, so "$100" and "room 101" stay). Each step first looks for
-    its trigger with a cheap expression."""
-    text = text.lower()
-    if _spaced_hint().candidates(text):
-        text = _SPACED.sub(_join, text)
-    out, last = [], 0
-    for match in _PAIR.finditer(text):
-        if match.start() < last:
-            continue
-        start = match.start()
-        while start > 0 and text[start - 1] in _TOKEN_CHARS:
-            start -= 1
-        end = _TOKEN_END.match(text, match.end()).end()
-        out += [text[last:start], _leet(text[start:end])]
-        last = end
-    if not out:
-        return text
-    out.append(text[last:])
-    return "".join(out)
-
-
-@functools.cache
-def _spaced_hint() -> Prefilter:
-    return Prefilter([_SPACED_HINT])
-
-
-def _leet(token: str) -> str:
-    if len(token) > 24 or not any(c.isalpha() for c in token):
-        return token
-    core = token.rstrip("!|")
-    return core.translate(_LEET) + token[len(core):]
-
-
-def _join(match: re.Match[str]) -> str:
-    """'f u c k' -> 'fuck'; a leading 'a' or 'i' stays a word of its own ('a f u c k' -> 'a fuck')."""
-    run = match.group(0)
-    letters = re.sub(r"[ .\-_]", "", run)
-    if len(letters) > 3 and letters[0] in "ai" and match.group("sep").strip() == "":
-        return letters[0] + " " + letters[1:]
-    return letters
+def _hit(norm: str, entry, start: int, stop: int) -> Hit:
+    """A hit as the message writes it ("b1tch", "C O N F"), with its length in the normalised text."""
+    if isinstance(norm, Normalised):
+        a, b = norm.span(start, stop)
+        return Hit(entry, norm.original[a:b], start, length=stop - start)
+    return Hit(entry, norm[start:stop], start)
 
 
 def own_group(name: str, lexicon: Lexicon) -> ScanGroup:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import evidence
+from gateway.normaliser import Normalised
 
 _LINE = re.compile(r"^\s*(-?[0-9.]+)\t+([a-z0-9_]+)\t+(.+?)\s*$")
 _GAP = r"[\W_]+"
@@ -43,6 +44,12 @@ class Hit:
     text: str           # the matched text as it stood in the message
     start: int
     quoted: bool = False    # on a "> " quoted line (a reply quoting someone else)
+    length: int = -1        # its length in the normalised text scanned, when `text` is the original
+
+    @property
+    def size(self) -> int:
+        """The hit's length in the text its `start` points into."""
+        return len(self.text) if self.length < 0 else self.length
 
 
 class Lexicon:
@@ -309,14 +316,11 @@ def score(hits: Iterable[Hit]) -> float:
     return sum(h.entry.weight for h in distinct(hits))
 
 
-class Normalised(str):
-    """Normalised text whose offsets moved (letters joined, l33t read): what the message says cannot be
-    quoted from it, and the recognisers that mask evidence cannot read it, so `excerpt` quotes only the hit."""
-
-
 def excerpt(text: str, start: int, length: int, width: int = 30) -> str:
     """A short one-line masked excerpt around a hit, for evidence: at most `width` characters of
-    context on each side and evidence.LIMIT in all."""
+    context on each side and evidence.LIMIT in all. A hit in normalised text is quoted from the text
+    as written (where the recognisers that mask evidence read what their detectors read)."""
     if isinstance(text, Normalised):
-        width = 0
+        start, end = text.span(start, start + length)
+        text, length = text.original, end - start
     return evidence.excerpt(text, start, start + length, min(evidence.LIMIT, length + 2 * width + 2))

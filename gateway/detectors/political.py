@@ -82,7 +82,7 @@ class Political:
         what = ", ".join(LABEL_TEXT[label] for label in ORDER if label in labels)
         phrases = ", ".join(f'"{" ".join(h.text.split())}"' for h in hits[:4])
         return [Finding(kind=KIND_OF[first], detector=self.name, score=round(score, 2),
-                        evidence=tuple(f"{h.entry.label}: {excerpt(text, h.start, len(h.text), 25)}" for h in hits[:5]),
+                        evidence=tuple(f"{h.entry.label}: {excerpt(text, h.start, h.size, 25)}" for h in hits[:5]),
                         detail=f"Political content ({what}): {phrases}; score {score:.1f} >= {self.threshold:g}"
                                + (f"; not counted (reported in a news clipping, {clipping}, the reader not addressed): "
                                   f"{reported[0].text!r}" if reported else ""))]
