@@ -84,7 +84,7 @@ class ScanGroup:
         else:
             text, found = await self._run(mail, settings, max_chars)
         if name not in found:       # added after this message's scan started
-            found[name] = await offload.run(len(text), lambda: [_hit(text, h.entry, h.start, h.start + len(h.text))
+            found[name] = await offload.run(len(text), lambda: [_hit(text, h.entry, h.start, h.start + h.size)
                                                                 for h in self.members[name].scan(text)])
         return found[name], text
 

@@ -80,7 +80,7 @@ class SocialLogin:
         recipients = [r for r in mail.envelope.rcpt_tos if self.settings.is_local(r)]
         evidence = [f"sender {from_address or mail.envelope.mail_from} ({service})",
                     f"to department address {recipients[0]}"]
-        evidence += [f"{h.entry.label.replace('_', ' ')}: {excerpt(text, h.start, len(h.text), 25)}" for h in hits[:3]]
+        evidence += [f"{h.entry.label.replace('_', ' ')}: {excerpt(text, h.start, h.size, 25)}" for h in hits[:3]]
         return [Finding(kind=f"social_login.{first}", detector=self.name, score=round(score, 2),
                         evidence=tuple(evidence),
                         detail=f"A social networking service ({service}) sent a {what} to a department "
