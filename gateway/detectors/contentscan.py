@@ -29,10 +29,11 @@ class ScanGroup:
     """The lexicons of several detectors scanned together: one expression, one pass per message.
 
     The pipeline adds its detectors' lexicons when it is built; the first detector to ask for a
-    message's hits starts the scan (in a thread) and the others await the same result. The text scanned is the
-    normalised text (gateway.normaliser.for_lexicons). A hit is offered to every member lexicon at its start, so two
-    detectors can both see a phrase that starts at the same place; an entry of one lexicon that would
-    start INSIDE another's match is not seen (rare, and only ever a missed extra hit).
+    message's hits starts the scan (in a thread) and the others await the same result. The text
+    scanned is the normalised text (gateway.normaliser.for_lexicons). A hit is offered to every
+    member lexicon at its start, so two detectors can both see a phrase that starts at the same
+    place; an entry of one lexicon that would start INSIDE another's match is not seen (rare, and
+    only ever a missed extra hit).
     """
 
     def __init__(self, key: str) -> None:
