@@ -151,3 +151,27 @@ async def test_smtp_answers_within_three_seconds_of_start(tmp_path, sink):
         await stop(proc)
     assert listening <= 3.0
     assert len(sink.messages) == 1
+
+
+async def test_review_app_alone_reloads_on_sighup(tmp_path, sink):
+    site = tmp_path / "site.toml"
+    site.write_text(DELIVER)
+    review_port = free_port()
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(config(tmp_path, free_port(), sink.port, workers=1).replace(
+        "[review]\nenabled = false\n", f'[review]\nlisten = "127.0.0.1:{review_port}"\n'))
+    with (tmp_path / "gateway.log").open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "review", "--config", str(cfg),
+                                                    cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=out)
+    try:
+        await wait_log(tmp_path, r"review app listening")
+        site.write_text(BAD)
+        proc.send_signal(signal.SIGHUP)
+        refused = await wait_log(tmp_path, r"policy reload refused.*")
+        assert f"{site}:3" in refused[0], refused
+        site.write_text(REJECT)
+        proc.send_signal(signal.SIGHUP)
+        await wait_log(tmp_path, r"policy reloaded in process (\d+)")
+        assert proc.returncode is None
+    finally:
+        await stop(proc)
