@@ -288,10 +288,10 @@ def main(settings: Settings) -> None:
 
 
 def preflight(settings: Settings) -> None:
-    """What can stop start-up (the policy, detector options, DKIM and ARC keys), checked in the supervisor
-    while its workers start, so a mistake is reported once, clearly, with exit code 2."""
+    """What can stop start-up (the policy, detector options, DKIM and ARC keys), checked in the supervisor,
+    so that a mistake is reported once, clearly, with exit code 2: the keys before the workers are
+    spawned, the policy (seconds of compiling) while they start."""
     build_pipeline(settings)
-    dkimsign.finishers(settings)
 
 
 async def run(settings: Settings) -> None:
@@ -423,6 +423,7 @@ async def supervise(settings: Settings, count: int) -> None:
     observability.enable_multiprocess(os.environ.get(observability.MULTIPROC_ENV) or owned_dir)
     context = multiprocessing.get_context("spawn")
     stop = _stop_event()
+    dkimsign.finishers(settings)        # a bad key stops start-up before any worker is spawned
 
     def spawn(index: int):
         process = context.Process(target=_worker, args=(settings, index), name=f"gateway-worker-{index}")
