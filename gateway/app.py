@@ -379,7 +379,16 @@ async def serve(settings: Settings, *, smtp: bool = True, services: bool = True,
     try:
         if listen_first:
             await gateway.start_smtp(reuse_port=reuse_port)
-            await gateway.warm()
+            warming = asyncio.ensure_future(gateway.warm())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({warming, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not warming.done():      # SIGTERM while warming: refuse new sessions now, finish those in flight
+                for server in gateway.servers:
+                    server.close()
+                if gateway.limiter:
+                    gateway.limiter.drain()
+            await warming
         if services and settings.notify.enabled:   # sends the outbox's due notices (gateway/notify/notifier.py)
             from gateway.notify.notifier import Notifier
             notifier = Notifier(settings, gateway.store)      # a missing translation catalog stops start-up here
@@ -462,7 +471,14 @@ async def supervise(settings: Settings, count: int) -> None:
     services = None
     try:
         # Checked here while the workers start (a second or two of compiling), not before: listening sooner.
-        await in_background(preflight, settings)
+        checking = asyncio.ensure_future(in_background(preflight, settings))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({checking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if checking.done():
+            checking.result()           # a policy that does not load: raised, the workers stopped below
+        else:                           # SIGTERM first: the workers drain now, the check is abandoned
+            checking.add_done_callback(lambda task: task.cancelled() or task.exception())
 
         def reloaded() -> None:
             """This process validated the new policy: every worker loads it too."""
@@ -471,10 +487,12 @@ async def supervise(settings: Settings, count: int) -> None:
                     os.kill(process.pid, signal.SIGHUP)
 
         # The node's services (milter, review app, notifier, /metrics adding up the workers) run here.
-        services = asyncio.create_task(serve(settings, smtp=False, stop=stop, reloaded=reloaded,
-                                               reloader=reloader))
+        if not stop.is_set():
+            services = asyncio.create_task(serve(settings, smtp=False, stop=stop, reloaded=reloaded,
+                                                 reloader=reloader))
         while not stop.is_set():
-            if services.done():         # the services stopped by themselves: a start-up error (port in use...)
+            # the services stopped by themselves: a start-up error (port in use...)
+            if services is not None and services.done():
                 failed = True
                 stop.set()
                 break
