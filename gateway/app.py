@@ -8,11 +8,17 @@ worker processes, each with its own listening socket on the same address (SO_REU
 kernel spreads connections over them), serves /metrics and /healthz itself (adding up the workers'
 metrics, prometheus-client multiprocess mode), restarts a worker that dies, and on SIGTERM or
 SIGINT passes SIGTERM to every worker and waits for them to drain.
+
+SIGHUP reloads the policy (`Gateway.reload`): the supervisor validates it and, if it loads, passes
+SIGHUP on to every worker; each swaps it in between messages. The SMTP listener accepts before the
+pipeline is built, so that a restart closes the hop for about a second rather than the seconds the
+lexicons take to compile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import multiprocessing
@@ -22,10 +28,12 @@ import signal
 import socket
 import ssl
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from gateway import authresults, dkimsign, logs, observability
 from gateway import policy as policy_module
@@ -41,24 +49,51 @@ from gateway.release import ReleaseService
 from gateway.smtp import ConnectionLimiter, GatewaySMTP, Handler
 
 log = logging.getLogger("gateway.app")
+T = TypeVar("T")
+
+
+def build_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
+    """The policy and the site file read and validated, and every detector built from them (its lexicons
+    compiled): what start-up and a reload do; raises PolicyError (with file and line) or LexiconError.
+    With the store, chain letters are remembered department-wide."""
+    return Pipeline(settings, policy_module.load(settings), store=store)
+
+
+async def in_background(fn: Callable[..., T], *args: object) -> T:
+    """`fn` in a thread of its own at a lower CPU priority (Linux: nice 10 for that thread only): building
+    a pipeline takes seconds of CPU that must not slow the start of the other workers or the mail in flight."""
+    def niced() -> T:
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        return fn(*args)
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gateway-build")
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, niced)
+    finally:
+        pool.shutdown(wait=False)
 
 
 @dataclass
 class Gateway:
     settings: Settings
     store: Store
-    pipeline: Pipeline
+    pipeline: Pipeline | None
     actions: Actions
     servers: list[asyncio.base_events.Server] = field(default_factory=list)
     limiter: ConnectionLimiter | None = None
     milter: MilterServer | None = None
+    observer: observability.Observer | None = None
+    _handling: Handling | None = None
+    _services: list[ReleaseService] = field(default_factory=list)
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
-    async def create(cls, settings: Settings) -> Gateway:
-        policy = policy_module.load(settings)
-        store = open_store(settings.quarantine.url)
-        pipeline = Pipeline(settings, policy, store=store)    # chain letters are remembered in the store
+    async def create(cls, settings: Settings, *, warm: bool = False) -> Gateway:
+        """`warm`: without the pipeline yet (listen first, then `warm()`); messages wait for it."""
         finishers = dkimsign.finishers(settings)      # reads the DKIM/ARC keys: a bad one stops start-up here
+        store = open_store(settings.quarantine.url)
+        pipeline = None if warm else build_pipeline(settings, store)
         await store.open()
         actions = Actions(settings, store, finishers=finishers,
                           extra_headers=header_sources(authresults.extra_headers(settings), scanned_header))
@@ -66,18 +101,54 @@ class Gateway:
         if settings.notify.enabled:           # notices about held mail (gateway/notify/, docs/notifications.md)
             from gateway.notify.plan import Planner
             actions.planner = Planner(settings)
-        recovered = await gateway.release_service().recover()
+        recovered = await ReleaseService(settings, store, pipeline, actions).recover()
         if recovered:
             log.warning("interrupted releases back to held: %s", ", ".join(recovered))
         return gateway
 
+    async def warm(self) -> None:
+        """Build the pipeline in a thread while the listener already accepts; raises what `build_pipeline` does."""
+        async with self._reloading:
+            self._swap(await in_background(build_pipeline, self.settings, self.store))
+        log.info("pipeline ready in process %d: %s", os.getpid(), ", ".join(self.pipeline.policy.sources))
+
+    async def reload(self) -> bool:
+        """Re-read the policy, the site file and the lexicons; swap them in for the next messages. A policy
+        that does not load is refused (logged with its file and line) and the current one stays."""
+        async with self._reloading:
+            started = time.perf_counter()
+            try:
+                pipeline = await in_background(build_pipeline, self.settings, self.store)
+            except Exception as e:
+                log.error("policy reload refused, the current policy stays: %s", e)
+                return False
+            old = self._swap(pipeline)
+        log.info("policy reloaded in process %d in %.2f s: %s", os.getpid(), time.perf_counter() - started,
+                 ", ".join(pipeline.policy.sources))
+        if old is not None:
+            asyncio.get_running_loop().create_task(_close_when_idle(old, self.settings.pipeline.message_timeout))
+        return True
+
+    def _swap(self, pipeline: Pipeline) -> Pipeline | None:
+        old, self.pipeline = self.pipeline, pipeline
+        self.handling().swap(pipeline)
+        for service in self._services:
+            service.pipeline = pipeline
+        if self.observer is not None:
+            self.observer.detectors = pipeline.detectors
+        return old
+
     def release_service(self) -> ReleaseService:
         """Release/delete/note/legal hold for the CLI, the review app and the API (gateway/release.py)."""
-        return ReleaseService(self.settings, self.store, self.pipeline, self.actions)
+        service = ReleaseService(self.settings, self.store, self.pipeline, self.actions)
+        self._services.append(service)          # a reload hands it the new pipeline
+        return service
 
     def handling(self) -> Handling:
         """The one message path both front ends hand their messages to (gateway/handling.py)."""
-        return Handling(self.pipeline, self.actions)
+        if self._handling is None:
+            self._handling = Handling(self.pipeline, self.actions)
+        return self._handling
 
     def tls_context(self) -> ssl.SSLContext | None:
         smtp = self.settings.smtp
@@ -143,8 +214,20 @@ class Gateway:
             server.close()
         if self.milter:
             await self.milter.close()
-        await self.pipeline.close()
+        if self.pipeline is not None:
+            await self.pipeline.close()
         await self.store.close()
+
+
+async def _close_when_idle(pipeline: Pipeline, limit: float) -> None:
+    """A replaced pipeline: closed once the messages that started with it are done (or after `limit`)."""
+    end = time.monotonic() + limit + 5
+    while pipeline.active and time.monotonic() < end:
+        await asyncio.sleep(0.1)
+    try:
+        await pipeline.close()
+    except Exception:
+        log.exception("closing the replaced pipeline")
 
 
 @contextlib.asynccontextmanager
@@ -159,11 +242,54 @@ async def release_service_for(settings: Settings) -> AsyncIterator[ReleaseServic
 
 
 async def review_alone(settings: Settings) -> None:
-    """`gateway review`: the review app and API alone on [review] listen."""
+    """`gateway review`: the review app and API alone on [review] listen; SIGHUP reloads the policy that
+    a release re-scans with."""
     from gateway.review.server import run_alone
 
-    async with release_service_for(settings) as service:
-        await run_alone(settings, service)
+    reloader = Reloader()
+    gateway = await Gateway.create(settings)
+
+    async def reload() -> None:
+        await gateway.reload()
+
+    reloader.attach(reload)
+    try:
+        await run_alone(settings, gateway.release_service())
+    finally:
+        await gateway.close()
+
+
+class Reloader:
+    """SIGHUP -> a reload: installed first thing, so that a SIGHUP received while the process is still
+    starting is not lost but done once the gateway is up."""
+
+    def __init__(self) -> None:
+        self.target: Callable[[], Awaitable[None]] | None = None
+        self.pending = False
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.signal)
+
+    def signal(self) -> None:
+        if self.target is None:
+            self.pending = True
+        else:
+            _spawn(self.target())
+
+    def attach(self, target: Callable[[], Awaitable[None]]) -> None:
+        self.target = target
+        if self.pending:
+            self.pending = False
+            _spawn(target())
+
+
+def _spawn(coro) -> asyncio.Task:
+    """A task kept referenced until done (a signal handler's work)."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return task
+
+
+_tasks: set[asyncio.Task] = set()
 
 
 def worker_count(settings: Settings) -> int:
@@ -187,18 +313,25 @@ def main(settings: Settings) -> None:
 
 
 def preflight(settings: Settings) -> None:
-    """What can stop start-up (the policy, detector options, DKIM and ARC keys), checked in this
-    process before any worker is spawned, so a mistake is reported once, clearly, with exit code 2."""
-    Pipeline(settings, policy_module.load(settings))
-    dkimsign.finishers(settings)
+    """What can stop start-up (the policy, detector options, DKIM and ARC keys), checked in the supervisor,
+    so that a mistake is reported once, clearly, with exit code 2: the keys before the workers are
+    spawned, the policy (seconds of compiling) while they start."""
+    build_pipeline(settings)
 
 
 async def run(settings: Settings) -> None:
-    preflight(settings)
-    if worker_count(settings) > 1 and settings.smtp.enabled:
-        await supervise(settings, worker_count(settings))
-    else:
-        await serve(settings)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)       # until the reload handler is installed
+    pidfile = Path(settings.smtp.pidfile) if settings.smtp.pidfile else None
+    if pidfile is not None:
+        pidfile.write_text(f"{os.getpid()}\n")
+    try:
+        if worker_count(settings) > 1 and settings.smtp.enabled:
+            await supervise(settings, worker_count(settings))
+        else:
+            await serve(settings)
+    finally:
+        if pidfile is not None and pidfile.read_text().strip() == str(os.getpid()):
+            pidfile.unlink(missing_ok=True)
 
 
 def _stop_event() -> asyncio.Event:
@@ -223,29 +356,56 @@ def tune_malloc() -> None:
 
 
 async def serve(settings: Settings, *, smtp: bool = True, services: bool = True, reuse_port: bool = False,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, reloaded: Callable[[], None] | None = None,
+                reloader: Reloader | None = None) -> None:
     """One process until SIGTERM: the SMTP listener (`smtp`) and the node's services (`services`: the
     milter front end, the review app, the notifier, /metrics and /healthz). A single process runs both;
-    with worker processes the workers run SMTP and the supervisor runs the services."""
+    with worker processes the workers run SMTP and the supervisor runs the services.
+
+    The SMTP listener accepts before the pipeline is built (its lexicons take seconds to compile):
+    messages received meanwhile wait for it. SIGHUP reloads the policy; `reloaded` is called after a
+    reload that succeeded (the supervisor passes it on to the workers)."""
     stop = stop or _stop_event()
+    reloader = reloader or Reloader()
     tune_malloc()
-    gateway = await Gateway.create(settings)
+    listen_first = smtp and settings.smtp.enabled
+    gateway = await Gateway.create(settings, warm=listen_first)
+
+    async def reload() -> None:
+        if await gateway.reload() and reloaded is not None:
+            reloaded()
+
+    reloader.attach(reload)
     notifier = review = metrics = None
-    if services and settings.notify.enabled:   # sends the outbox's due notices (gateway/notify/notifier.py)
-        from gateway.notify.notifier import Notifier
-        notifier = Notifier(settings, gateway.store)      # a missing translation catalog stops start-up here
-    if smtp and settings.smtp.enabled:
-        await gateway.start_smtp(reuse_port=reuse_port)
-    if services and settings.milter.enabled:
-        await gateway.start_milter()
-    if notifier is not None:
-        await notifier.start()
-    if services and settings.review.enabled:   # the ITSD review app and API on [review] listen (gateway/review/)
-        from gateway.review.server import start as start_review
-        review = await start_review(settings, gateway.release_service())
-    if services and settings.metrics.listen:
-        metrics = await start_metrics(observability.Observer(settings, gateway.store, gateway.pipeline.detectors),
-                                      settings.metrics.listen)
+    try:
+        if listen_first:
+            await gateway.start_smtp(reuse_port=reuse_port)
+            warming = asyncio.ensure_future(gateway.warm())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({warming, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not warming.done():      # SIGTERM while warming: refuse new sessions now, finish those in flight
+                for server in gateway.servers:
+                    server.close()
+                if gateway.limiter:
+                    gateway.limiter.drain()
+            await warming
+        if services and settings.notify.enabled:   # sends the outbox's due notices (gateway/notify/notifier.py)
+            from gateway.notify.notifier import Notifier
+            notifier = Notifier(settings, gateway.store)      # a missing translation catalog stops start-up here
+        if services and settings.milter.enabled:
+            await gateway.start_milter()
+        if notifier is not None:
+            await notifier.start()
+        if services and settings.review.enabled:   # the ITSD review app and API on [review] listen (gateway/review/)
+            from gateway.review.server import start as start_review
+            review = await start_review(settings, gateway.release_service())
+        if services and settings.metrics.listen:
+            gateway.observer = observability.Observer(settings, gateway.store, gateway.pipeline.detectors)
+            metrics = await start_metrics(gateway.observer, settings.metrics.listen)
+    except BaseException:
+        await gateway.close()
+        raise
     await stop.wait()
     log.info("stopping: draining sessions in flight")
     await gateway.drain(settings.smtp.drain_timeout)
@@ -297,6 +457,7 @@ async def supervise(settings: Settings, count: int) -> None:
     observability.enable_multiprocess(os.environ.get(observability.MULTIPROC_ENV) or owned_dir)
     context = multiprocessing.get_context("spawn")
     stop = _stop_event()
+    dkimsign.finishers(settings)        # a bad key stops start-up before any worker is spawned
 
     def spawn(index: int):
         process = context.Process(target=_worker, args=(settings, index), name=f"gateway-worker-{index}")
@@ -304,14 +465,35 @@ async def supervise(settings: Settings, count: int) -> None:
         process.started_at = time.monotonic()
         return process
 
-    workers = [spawn(i) for i in range(count)]
+    workers = [spawn(i) for i in range(count)]      # they inherit SIGHUP ignored until they handle it
     log.info("started %d worker processes: %s", count, ", ".join(str(p.pid) for p in workers))
-    # The node's services (milter, review app, notifier, /metrics adding up the workers) run here.
-    services = asyncio.create_task(serve(settings, smtp=False, stop=stop))
+    reloader = Reloader()           # after the spawns: they inherit SIGHUP ignored, not this handler
     failed = False
+    services = None
     try:
+        # Checked here while the workers start (a second or two of compiling), not before: listening sooner.
+        checking = asyncio.ensure_future(in_background(preflight, settings))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({checking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if checking.done():
+            checking.result()           # a policy that does not load: raised, the workers stopped below
+        else:                           # SIGTERM first: the workers drain now, the check is abandoned
+            checking.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+        def reloaded() -> None:
+            """This process validated the new policy: every worker loads it too."""
+            for process in workers:
+                if process.is_alive():
+                    os.kill(process.pid, signal.SIGHUP)
+
+        # The node's services (milter, review app, notifier, /metrics adding up the workers) run here.
+        if not stop.is_set():
+            services = asyncio.create_task(serve(settings, smtp=False, stop=stop, reloaded=reloaded,
+                                                 reloader=reloader))
         while not stop.is_set():
-            if services.done():         # the services stopped by themselves: a start-up error (port in use...)
+            # the services stopped by themselves: a start-up error (port in use...)
+            if services is not None and services.done():
                 failed = True
                 stop.set()
                 break
@@ -345,8 +527,13 @@ async def supervise(settings: Settings, count: int) -> None:
             _mark_dead(process.pid)
     finally:
         stop.set()
+        for process in workers:         # preflight refused the policy: the workers go too
+            if process.is_alive():
+                process.terminate()
+                process.join(5)
         try:
-            await services
+            if services is not None:
+                await services
         except Exception:
             log.exception("the supervisor's services failed")
             failed = True

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("run", cmd_run, "run the gateway (SMTP and/or milter front end) until SIGTERM")
+    command("reload", cmd_reload, "reload the policy of the running gateway: SIGHUP to the pid in [smtp] pidfile")
 
     check = command("check", cmd_check, "run the full pipeline and policy offline on .eml files")
     check.add_argument("--direction", choices=[d.value for d in Direction])
@@ -195,6 +196,25 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.app import main
     announce(args, settings)
     main(settings)          # uvloop where available; worker processes per [smtp] workers
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace, settings: Settings) -> int:
+    """SIGHUP to the main process named by [smtp] pidfile; it validates the policy and passes it on to its
+    workers (a refusal is in the gateway's log, with file and line)."""
+    import signal
+
+    if not settings.smtp.pidfile:
+        print("gateway: no [smtp] pidfile is set, so the running gateway cannot be found", file=sys.stderr)
+        return 1
+    try:
+        pid = int(Path(settings.smtp.pidfile).read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as e:
+        print(f"gateway: cannot signal the gateway named in {settings.smtp.pidfile}: {e}", file=sys.stderr)
+        return 1
+    print(f"gateway: SIGHUP sent to {pid} ({settings.smtp.pidfile}); the gateway's log says whether the policy "
+          "was reloaded or refused", file=sys.stderr)
     return 0
 
 

@@ -56,6 +56,7 @@ class SmtpSettings:
     spool_dir: str = ""                     # where (default: the system temporary directory)
     memory_budget: int = 64 * 1024 * 1024   # message bytes inspected at once per worker; others wait on disk
     drain_timeout: float = 30.0             # on SIGTERM, how long sessions in flight may take to finish
+    pidfile: str = ""                       # the main process's pid, for `gateway reload` (SIGHUP)
 
 
 @dataclass(frozen=True)

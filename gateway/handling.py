@@ -12,6 +12,7 @@ message shows in the same log line and metrics without being counted as a second
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from gateway.model import Envelope, Mail, Verdict
 from gateway.pipeline import Pipeline
 
 log = logging.getLogger("gateway.handling")
+TEMPFAIL_STARTING = "451 4.3.2 Starting up, please try again later"
 
 
 class Handoff(Protocol):
@@ -55,16 +57,40 @@ class Handled:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+WARMUP_WAIT = 60.0
+"""How long a message received while the process is still building its pipeline waits for it (then 451)."""
+
+
 class Handling:
-    def __init__(self, pipeline: Pipeline, actions: Actions) -> None:
+    """`pipeline` may be None while the process warms up (messages wait for `ready`) and is replaced on a
+    policy reload: each message keeps the pipeline it started with."""
+
+    def __init__(self, pipeline: Pipeline | None, actions: Actions) -> None:
         self.pipeline = pipeline
         self.actions = actions
+        self.ready = asyncio.Event()
+        if pipeline is not None:
+            self.ready.set()
+
+    def swap(self, pipeline: Pipeline) -> Pipeline | None:
+        """The pipeline for the next messages; the one they replace (messages in flight keep it)."""
+        old, self.pipeline = self.pipeline, pipeline
+        self.ready.set()
+        return old
 
     async def handle(self, envelope: Envelope, raw: bytes, handoff: Handoff, *, queue_id: str = "") -> Handled:
         """Inspect, decide, act, log and measure one message; never raises for our own errors (451)."""
         started = time.perf_counter()
+        if self.pipeline is None:
+            try:
+                await asyncio.wait_for(self.ready.wait(), WARMUP_WAIT)
+            except TimeoutError:
+                await handoff.failed()
+                observability.reply_only(TEMPFAIL_STARTING, handoff.front)
+                return Handled(TEMPFAIL_STARTING)
+        pipeline = self.pipeline
         try:
-            inspection = await self.pipeline.inspect(envelope, raw)
+            inspection = await pipeline.inspect(envelope, raw)
             mail, verdict = inspection.mail, inspection.verdict
             action_start = time.perf_counter()
             reply = await self.actions.apply(mail, verdict, handoff)

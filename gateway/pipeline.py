@@ -61,6 +61,7 @@ class Pipeline:
         self.settings = settings
         self.policy = policy
         self.store = store          # shared memory for detectors (chain letters), handed on in each context
+        self.active = 0                 # messages being inspected: a replaced pipeline closes at 0
         self.limits = mime.Limits(
             max_depth=settings.pipeline.max_depth, max_parts=settings.pipeline.max_parts,
             max_header_bytes=settings.pipeline.max_header_bytes,
@@ -111,6 +112,14 @@ class Pipeline:
         """Parse, scan and decide. `earlier` marks a re-scan (release from the quarantine): detectors
         that judge how the message arrived (`rescan = False`, e.g. DKIM/SPF) are not run again, and
         their findings from receipt are kept."""
+        self.active += 1
+        try:
+            return await self._inspect(envelope, raw, direction, mail_id, received_at, earlier)
+        finally:
+            self.active -= 1
+
+    async def _inspect(self, envelope: Envelope, raw: bytes, direction: Direction | None, mail_id: str | None,
+                       received_at: float | None, earlier: tuple[Finding, ...] | None) -> Inspection:
         timings: dict[str, float] = {}
         mail_id = mail_id or new_id()
         received_at = received_at or time.time()
