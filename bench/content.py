@@ -8,7 +8,7 @@ times, for each message shape:
   text extraction included (the first detector to ask extracts; inline for typical mail), as wall-clock
   time, as the process's CPU time, and as the best round (on a loaded machine the wall clock mostly
   measures waiting for a core; the best round approximates an idle machine);
-- `extract`: the shared text extraction alone (gateway.text.extract, in this thread);
+- `extract`: the shared text extraction alone (gateway.message.text.extract, in this thread);
 - one line per detector: its check() with the text already extracted.
 With --corpus, also 20 KB +/- 4 KB messages from a labelled corpus (any manifest.tsv folder).
 """
@@ -24,13 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway import mime, policy
+from gateway import policy
 from gateway.config import Settings
 from gateway.context import Context
 from gateway.detectors import REGISTRY
-from gateway.detectors.contentscan import ScanGroup
+from gateway.matching.contentscan import ScanGroup
+from gateway.message import mime
+from gateway.message.text import extract, message_text
 from gateway.model import Direction, Envelope, Mail
-from gateway.text import extract, message_text
 
 CONTENT = ("confidential", "pii", "credentials", "commercial", "political", "abusive", "chain_letter",
            "social_login", "external_email")

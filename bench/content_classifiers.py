@@ -3,7 +3,7 @@ on a typical 20 KB message: plain text + HTML alternative, ordinary office prose
 
 Usage: .venv/bin/python bench/content_classifiers.py [--runs 300] [--size 20000]
 
-Prints, in milliseconds, the median and p99 of: the shared text extraction (gateway.text, built once per
+Prints, in milliseconds, the median and p99 of: the shared text extraction (gateway.message.text, built once per
 message and shared by all content detectors), the shared lexicon scan (a pipeline's ScanGroup: normalisation and
 one pass of one expression for the commercial, political, abusive and chain-letter lexicons), each
 detector's own remaining work once those are done (the model, signals, sketches, scoring), and
@@ -20,14 +20,15 @@ import re
 import statistics
 import time
 
-from gateway import config, mime
+from gateway import config
 from gateway.context import Context
 from gateway.detectors import REGISTRY
-from gateway.detectors.contentscan import ScanGroup
+from gateway.matching.contentscan import ScanGroup
+from gateway.matching.normaliser import for_lexicons as normalise
+from gateway.message import mime
+from gateway.message.text import message_text
 from gateway.model import Direction, Envelope, Mail
-from gateway.normaliser import for_lexicons as normalise
 from gateway.policy import load as load_policy
-from gateway.text import message_text
 
 WORDS = re.compile(r"\w+")
 NAMES = ("commercial", "political", "abusive", "chain_letter", "social_login", "external_email")

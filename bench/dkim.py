@@ -1,7 +1,7 @@
 """DKIM signing (and verifying) cost per message: RSA-2048 vs Ed25519 (RFC 8463).
 
 Usage: .venv/bin/python bench/dkim.py [--n 200]
-Signs a 5 KB and a 1 MB message with each key type through gateway.dkimsign (dkimpy underneath,
+Signs a 5 KB and a 1 MB message with each key type through gateway.senderauth.dkimsign (dkimpy underneath,
 relaxed/relaxed, the headers we sign), and verifies them with dkimpy, the key injected as the DNS
 answer. Prints milliseconds per message (median of N runs) on one core.
 """
@@ -74,9 +74,9 @@ def inbound_check(n: int) -> None:
 
     from gateway import config
     from gateway.detectors.auth import Auth
-    from gateway.dns import StaticResolver
-    from gateway.mime import parse
+    from gateway.message.mime import parse
     from gateway.model import Envelope, Mail
+    from gateway.senderauth.dns import StaticResolver
 
     with tempfile.TemporaryDirectory() as tmp:
         pem, record = dkimsign.keygen("rsa")

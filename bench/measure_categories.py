@@ -19,8 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from gateway import config, mime
+from gateway import config
 from gateway.detectors import REGISTRY
+from gateway.message import mime
 from gateway.model import Direction, Envelope, Mail
 from gateway.policy import load as load_policy
 

@@ -1,8 +1,8 @@
-"""MIME parse cost and defects on the development corpus: gateway.mime.parse per message, median and
+"""MIME parse cost and defects on the development corpus: gateway.message.mime.parse per message, median and
 p99 per folder, and how many messages of each folder carry a structural defect (what the `mime`
 detector would hold as malformed.*). Prints numbers (docs/architecture.md, "Hostile MIME").
 
-With --baseline REV, gateway/mime.py as of that git revision is timed on the same messages in the
+With --baseline REV, gateway/message/mime.py as of that git revision is timed on the same messages in the
 same run (interleaved, so both see the same machine load).
 
 Usage:  .venv/bin/python bench/mime_parse.py [--corpus ../shared/corpus] [--repeat 3] [--baseline REV] [folders ...]
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway import mime
+from gateway.message import mime
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 if not DEFAULT_CORPUS.exists():
@@ -35,9 +35,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def baseline_module(rev: str):
-    """gateway/mime.py as of git revision `rev`, imported as module `mime_baseline`."""
+    """gateway/message/mime.py as of git revision `rev`, imported as module `mime_baseline`."""
     root = Path(__file__).resolve().parents[1]
-    source = subprocess.run(["git", "-C", str(root), "show", f"{rev}:gateway/mime.py"], check=True,
+    source = subprocess.run(["git", "-C", str(root), "show", f"{rev}:gateway/message/mime.py"], check=True,
                             capture_output=True).stdout
     path = Path(tempfile.mkdtemp()) / "mime_baseline.py"
     path.write_bytes(source)
@@ -61,7 +61,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     ap.add_argument("--repeat", type=int, default=3, help="parse each message this many times; best time counts")
-    ap.add_argument("--baseline", help="also time gateway/mime.py as of this git revision")
+    ap.add_argument("--baseline", help="also time gateway/message/mime.py as of this git revision")
     ap.add_argument("folders", nargs="*", default=["ham", "commercial", "confidential", "malformed"])
     args = ap.parse_args()
     old = baseline_module(args.baseline) if args.baseline else None

@@ -3,7 +3,7 @@ models per image. Prints a table; not a test.
 
     .venv/bin/python bench/ocr.py [--rounds 5]
 
-Every row is the median wall time of one message through gateway.ocr.read_message (or the detector),
+Every row is the median wall time of one message through gateway.message.ocr.read_message (or the detector),
 with the content-hash cache emptied before each round unless the row is about the cache. `workers=1`
 rows measure cost; the last rows measure a 4-page PDF with 1 and 2 workers (latency on 2 cores).
 """
@@ -21,8 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway import adult_models, config, mime, ocr
+from gateway import config
+from gateway.message import mime, ocr
 from gateway.model import Direction, Envelope, Mail
+from gateway.scanners import adult_models
 from tests import imagegen as gen
 
 

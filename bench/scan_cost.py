@@ -20,11 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway import archives, config, mime
-from gateway.clamd import Clamd
+from gateway import config
 from gateway.detectors.antivirus import Antivirus
 from gateway.detectors.filetype import FileType
+from gateway.message import archives, mime
 from gateway.model import Direction, Envelope, Mail
+from gateway.scanners.clamd import Clamd
 from tests import files
 from tests.clamav import ClamdServer
 
@@ -103,7 +104,7 @@ def detectors(server: ClamdServer, repeat: int) -> None:
 
 
 def archive_inspection(repeat: int) -> None:
-    print("\n## Archive inspection (median ms; gateway.archives.expand, no clamd)")
+    print("\n## Archive inspection (median ms; gateway.message.archives.expand, no clamd)")
     limits = archives.Limits()
     cases = {
         "zip, 100 x 10 KB text": files.zip_of({f"f{i}.txt": text(10 * KB, i) for i in range(100)},

@@ -1,4 +1,4 @@
-"""Coverage-guided fuzz target (atheris, libFuzzer) for the parser entry point: gateway.mime.parse, and what
+"""Coverage-guided fuzz target (atheris, libFuzzer) for the parser entry point: gateway.message.mime.parse, and what
 the pipeline does next with its result (header decoding, the subject, headers.rewrite on the raw bytes).
 
 Any exception escaping is a finding: mime.parse must never raise on attacker bytes, and the limits must hold.
@@ -20,7 +20,8 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from gateway import headers, mime
+    from gateway import headers
+    from gateway.message import mime
 
 LIMITS = mime.Limits(max_depth=8, max_parts=50, max_header_bytes=16 * 1024, max_decoded_bytes=256 * 1024)
 HERE = Path(__file__).resolve().parent
@@ -36,7 +37,7 @@ SEEDS = [
 
 def test_one(data: bytes) -> None:
     # What this target found so far (a non-ASCII charset name in an encoded word, a NUL in a charset)
-    # is fixed in gateway/mime.py and kept as regression tests in tests/test_properties.py.
+    # is fixed in gateway/message/mime.py and kept as regression tests in tests/test_properties.py.
     check(data)
 
 

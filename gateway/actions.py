@@ -13,11 +13,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from gateway import authresults, headers
+from gateway import headers
 from gateway.config import Settings
 from gateway.model import Action, Direction, Mail, Verdict
 from gateway.quarantine import HeldItem, Store, StoreError
 from gateway.relay import Reply
+from gateway.senderauth import authresults
 
 if TYPE_CHECKING:
     from gateway.handling import Handoff

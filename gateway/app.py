@@ -35,18 +35,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from gateway import authresults, dkimsign, logs, observability
+from gateway import logs, observability
 from gateway import policy as policy_module
 from gateway.actions import Actions, header_sources
 from gateway.config import Settings, split_host_port
-from gateway.dataread import ByteBudget
 from gateway.detectors.antivirus import scanned_header
 from gateway.handling import Handling
 from gateway.milter.session import MilterServer
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Store, open_store
 from gateway.release import ReleaseService
-from gateway.smtp import ConnectionLimiter, GatewaySMTP, Handler
+from gateway.senderauth import authresults, dkimsign
+from gateway.smtp.dataread import ByteBudget
+from gateway.smtp.server import ConnectionLimiter, GatewaySMTP, Handler
 
 log = logging.getLogger("gateway.app")
 T = TypeVar("T")

@@ -234,7 +234,7 @@ def cmd_dkim_keygen(args: argparse.Namespace, settings: Settings) -> int:
     import os
     import re
 
-    from gateway.dkimsign import keygen, zone_strings
+    from gateway.senderauth.dkimsign import keygen, zone_strings
 
     label = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
     if not all(label.fullmatch(p) for p in args.selector.split(".")):
@@ -279,7 +279,7 @@ def offline_envelope(settings: Settings, raw: bytes, mail_from: str | None, rcpt
     The client counts as internal when the sender is local, so that outbound mail is possible."""
     from email.utils import getaddresses
 
-    from gateway.mime import parse
+    from gateway.message.mime import parse
 
     if mail_from is None or not rcpts:
         msg = parse(raw).message

@@ -137,7 +137,7 @@ class AntivirusSettings:
 
 @dataclass(frozen=True)
 class TextSettings:
-    """Limits of the shared text extraction for content detectors (gateway/text.py)."""
+    """Limits of the shared text extraction for content detectors (gateway/message/text.py)."""
 
     max_attachment_bytes: int = 20 * 1024 * 1024   # larger attachments are not read: unscanned.text_limits
     max_body_chars: int = 2_000_000                  # one body part
@@ -224,7 +224,7 @@ class NotifySettings:
 
 @dataclass(frozen=True)
 class OcrSettings:
-    """Text in images and scanned PDF pages (gateway/ocr.py)."""
+    """Text in images and scanned PDF pages (gateway/message/ocr.py)."""
     enabled: bool = True
     max_pages: int = 20                     # images + PDF pages read per message; more: unscanned.ocr_limits
     max_seconds: float = 15.0               # per message; keep well under [pipeline] detector_timeout
@@ -398,7 +398,7 @@ def _validate(settings: Settings) -> None:
     if bool(settings.smtp.tls_cert) != bool(settings.smtp.tls_key):
         raise ConfigError(f"{settings.source}: [smtp] tls_cert and tls_key go together")
     if settings.antivirus.clamd:
-        from gateway.clamd import parse_address
+        from gateway.scanners.clamd import parse_address
         try:
             parse_address(settings.antivirus.clamd)
         except ValueError as e:
@@ -430,7 +430,7 @@ def _validate_review(settings: Settings) -> None:
 
 def _validate_auth(settings: Settings) -> None:
     """[auth] and [dkim]: the shape only; key files are read (and named on error) at start-up."""
-    from gateway.dns import check_resolver_spec
+    from gateway.senderauth.dns import check_resolver_spec
 
     try:
         check_resolver_spec(settings.auth.resolver)

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.archives import Inventory
-    from gateway.authresults import AuthResults
     from gateway.config import Settings
-    from gateway.detectors.contentscan import ScanGroup
-    from gateway.detectors.lexicon import Hit
-    from gateway.ocr import OcrResult
-    from gateway.plaintext import MessageText
+    from gateway.matching.contentscan import ScanGroup
+    from gateway.matching.weighted import Hit
+    from gateway.message.archives import Inventory
+    from gateway.message.ocr import OcrResult
+    from gateway.message.plaintext import MessageText
     from gateway.quarantine import Store
+    from gateway.senderauth.authresults import AuthResults
 
 
 @dataclass(eq=False)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from gateway.context import Context
 
 if TYPE_CHECKING:
-    from gateway.mime import ParsedMessage
+    from gateway.message.mime import ParsedMessage
 
 
 class Direction(StrEnum):

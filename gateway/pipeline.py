@@ -13,16 +13,17 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
-from gateway import mime, offload
-from gateway.authresults import AuthResults
+from gateway import offload
 from gateway.config import Settings
 from gateway.context import Context
 from gateway.detectors import REGISTRY
 from gateway.detectors.base import Detector, OptionError
-from gateway.detectors.contentscan import ScanGroup
+from gateway.matching.contentscan import ScanGroup
+from gateway.message import mime
 from gateway.model import Direction, Envelope, Finding, Mail, Verdict
 from gateway.policy import Policy, PolicyError
 from gateway.quarantine import Store
+from gateway.senderauth.authresults import AuthResults
 
 log = logging.getLogger("gateway.pipeline")
 

@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT))
 
 from gateway import mime  # noqa: E402
 from gateway.detectors.commercial import DEFAULTS, signals  # noqa: E402
-from gateway.detectors.lexicon import Lexicon, distinct  # noqa: E402
-from gateway.detectors.linear import features, sigmoid, tokens  # noqa: E402
+from gateway.matching.linear import features, sigmoid, tokens  # noqa: E402
+from gateway.matching.normaliser import for_lexicons as normalise  # noqa: E402
+from gateway.matching.weighted import Lexicon, distinct  # noqa: E402
+from gateway.message.text import extract  # noqa: E402
 from gateway.model import Direction, Envelope, Mail  # noqa: E402
-from gateway.normaliser import for_lexicons as normalise  # noqa: E402
-from gateway.text import extract  # noqa: E402
 
 MIN_DF = 8
 TOP_K = 1200

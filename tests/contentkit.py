@@ -6,8 +6,9 @@ from __future__ import annotations
 import email
 import time
 
-from gateway import config, mime
+from gateway import config
 from gateway.detectors import REGISTRY
+from gateway.message import mime
 from gateway.model import Direction, Envelope, Finding, Mail
 from gateway.policy import load as load_policy
 from tests.peers import make_message

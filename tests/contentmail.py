@@ -6,8 +6,8 @@ import io
 import time
 from email.message import EmailMessage
 
-from gateway import mime
 from gateway.config import Settings
+from gateway.message import mime
 from gateway.model import Direction, Envelope, Mail
 
 

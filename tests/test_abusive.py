@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.normaliser import for_lexicons as normalise
+from gateway.matching.normaliser import for_lexicons as normalise
 from tests.contentkit import detector, header, run
 from tests.peers import make_message, send
 

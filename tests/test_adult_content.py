@@ -11,11 +11,13 @@ import time
 import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageStat
 
-from gateway import adult_models, config, images, mime
+from gateway import config
 from gateway.detectors import REGISTRY, OptionError
 from gateway.detectors import adult_content as module
 from gateway.detectors.adult_content import AdultContent
+from gateway.message import images, mime
 from gateway.model import Direction, Envelope, Mail
+from gateway.scanners import adult_models
 from tests import imagegen as gen
 from tests.peers import send
 

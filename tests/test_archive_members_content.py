@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gateway import archives
+from gateway.message import archives
 from tests import contentmail as cm
 from tests import files
 from tests.peers import send

@@ -1,4 +1,4 @@
-"""gateway.archives: every format, nested, with every limit; never a crash, never an unbounded read."""
+"""gateway.message.archives: every format, nested, with every limit; never a crash, never an unbounded read."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.archives import Inventory, Limits, expand, sniff
+from gateway.message.archives import Inventory, Limits, expand, sniff
 from tests import files
 
 
@@ -128,7 +128,7 @@ def test_zip_truncated_anywhere_never_crashes():
 
 def test_rar_members_are_expanded_with_unar():
     # No tool here writes RAR, so the RAR 3 archive (one compressed member) comes from the shared corpus.
-    from gateway import mime
+    from gateway.message import mime
 
     here = Path(__file__).resolve()
     [corpus] = [p / "shared" / "corpus" for p in here.parents if (p / "shared" / "corpus").is_dir()][:1]

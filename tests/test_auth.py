@@ -14,9 +14,9 @@ from email import message_from_bytes
 import dkim
 import pytest
 
-from gateway import dkimsign, dmarc
-from gateway.authresults import AuthResults, DkimResult, claimed_authserv_id, remove_claimed
-from gateway.dns import DnsTempError, StaticResolver
+from gateway.senderauth import dkimsign, dmarc
+from gateway.senderauth.authresults import AuthResults, DkimResult, claimed_authserv_id, remove_claimed
+from gateway.senderauth.dns import DnsTempError, StaticResolver
 from tests.peers import make_message, send
 
 OUTSIDE = "127.0.0.2"        # not in the test gateway's internal networks (127.0.0.1/32)

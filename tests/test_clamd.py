@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import clamd, config
+from gateway import config
+from gateway.scanners import clamd
 from tests import files
 from tests.clamav import FOUND, ClamdServer, HangingScanner
 from tests.peers import free_port

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from gateway import observability
-from gateway.clamd import Clamd, ScanTimeout, parse_version
+from gateway.scanners.clamd import Clamd, ScanTimeout, parse_version
 from tests.clamav import ClamdServer, HangingScanner
 from tests.peers import Sink, free_port, send
 from tests.test_perf_core import _sample, _wait_listening

@@ -125,7 +125,7 @@ def test_the_models_features_are_those_of_every_unigram_and_bigram():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from gateway.detectors.linear import LinearModel, features, tokens
+    from gateway.matching.linear import LinearModel, features, tokens
     from tests.test_robustness import CORPUS_DIR
 
     model = LinearModel.load(SHIPPED_POLICY_DIR / "models" / "commercial.json")

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.detectors.contentscan import ScanGroup
-from gateway.detectors.lexicon import Entry, Lexicon, LexiconError, gate, parse_entries, split_first
+from gateway.matching.contentscan import ScanGroup
+from gateway.matching.normaliser import for_lexicons as normalise
+from gateway.matching.prefilter import Prefilter, widen
+from gateway.matching.weighted import Entry, Lexicon, LexiconError, gate, parse_entries, split_first
+from gateway.message.text import extract
 from gateway.model import Envelope
-from gateway.normaliser import for_lexicons as normalise
-from gateway.prefilter import Prefilter, widen
-from gateway.text import extract
 from tests.contentkit import SETTINGS, detector, mail, run
 from tests.test_chain_letter import HOAX, LUCK, PYRAMID
 from tests.test_commercial import AD, BUSINESS
@@ -100,7 +100,7 @@ async def test_government_trap_phrases_trip_no_content_detector(direction):
         assert findings == [], name
 
 
-# --- the Hyperscan prefilter (gateway/prefilter.py): a superset, never a miss -------------------------
+# --- the Hyperscan prefilter (gateway/matching/prefilter.py): a superset, never a miss -------------------------
 
 UNICODE_TEXTS = [normalise(t) for t in (
     "Je vends mes délicieux cookies maison, commandez maintenant : order now!",
@@ -196,7 +196,7 @@ def test_building_a_pipeline_compiles_the_lexicons_so_the_first_message_does_not
 def test_the_spaced_letters_hint_never_misses(pieces):
     """normalise() joins s p a c e d letters only when Hyperscan says the hint may match: it must say so
     wherever the hint's regular expression matches (a superset), else spaced words would go unread."""
-    from gateway.normaliser import _SPACED_HINT, _spaced_hint
+    from gateway.matching.normaliser import _SPACED_HINT, _spaced_hint
 
     lowered = "".join(pieces).lower()
     if re.search(_SPACED_HINT, lowered):
@@ -211,7 +211,7 @@ def test_the_spaced_letters_hint_never_misses(pieces):
 def test_spaced_letters_found_near_the_hints_are_those_of_a_full_scan(pieces):
     """The spaced-letter expression runs only in windows around its hint's matches: it must find exactly
     what it finds over the whole text, runs longer than a window included."""
-    from gateway.normaliser import _SPACED, _spaced
+    from gateway.matching.normaliser import _SPACED, _spaced
 
     text = "".join(pieces)
     assert [m.span() for m in _spaced(text)] == [m.span() for m in _SPACED.finditer(text)]

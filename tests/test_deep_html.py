@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from gateway.message.text import html_text
 from gateway.model import Envelope
 from gateway.review import render
-from gateway.text import html_text
 from tests import contentmail as cm
 from tests.peers import send
 from tests.quarantine_fixtures import held_item
@@ -40,7 +40,7 @@ def cpu(fn, *args):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_text_and_preview_of_deep_html_take_under_a_second(shape):
-    from gateway import htmldepth
+    from gateway.message import htmldepth
 
     markup = SHAPES[shape]
     spent, (visible, hidden) = cpu(html_text, markup)

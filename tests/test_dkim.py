@@ -13,11 +13,12 @@ from pathlib import Path
 import dkim
 import pytest
 
-from gateway import cli, config, dkimsign
+from gateway import cli, config
 from gateway.app import Gateway
 from gateway.detectors.auth import verify_dkim
-from gateway.dns import StaticResolver, ThreadBridge
 from gateway.model import Action, Direction, Envelope, Verdict
+from gateway.senderauth import dkimsign
+from gateway.senderauth.dns import StaticResolver, ThreadBridge
 from tests.conftest import make_settings
 from tests.peers import make_message, send
 

@@ -8,7 +8,8 @@ import re
 import dkim
 import dns.zone
 
-from gateway import cli, dkimsign
+from gateway import cli
+from gateway.senderauth import dkimsign
 from tests.peers import make_message
 
 

@@ -1,4 +1,4 @@
-"""Transfer encodings and embedded blocks decoded as mail clients decode them (gateway.encodings)."""
+"""Transfer encodings and embedded blocks decoded as mail clients decode them (gateway.message.encodings)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import email
 
 import pytest
 
-from gateway import encodings
+from gateway.message import encodings
 from tests import hostile
 
 DATA = bytes(range(256)) * 3

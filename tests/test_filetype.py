@@ -1,4 +1,4 @@
-"""filetype and the file-name reading in gateway.mime, on messages parsed as the pipeline parses them."""
+"""filetype and the file-name reading in gateway.message.mime, on messages parsed as the pipeline parses them."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import dataclasses
 
 import pytest
 
-from gateway import config, mime
+from gateway import config
 from gateway.detectors import OptionError
 from gateway.detectors.filetype import FileType, extensions, unicode_tricks
+from gateway.message import mime
 from gateway.model import Direction, Envelope, Mail
 from tests import files
 

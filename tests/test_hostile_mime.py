@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import mime
 from gateway import policy as policy_module
+from gateway.message import mime
 from gateway.model import Direction, Envelope, Finding
 from gateway.pipeline import Pipeline
 from tests import hostile

@@ -18,7 +18,7 @@ import random
 
 import pytest
 
-from gateway import encodings, mime
+from gateway.message import encodings, mime
 from gateway.model import Direction
 from tests import files
 from tests.hostile import CRLF, TEXT_PART, Variant, head, mixed, standard, zip_part

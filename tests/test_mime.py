@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import mime
+from gateway.message import mime
 
 
 def multipart(parts: list[bytes], boundary: bytes = b"b1", close: bool = True, headers: bytes = b"") -> bytes:

@@ -19,7 +19,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import headers, mime
+from gateway import headers
+from gateway.message import mime
 from gateway.model import Action, Direction, Envelope, Finding, Mail, Verdict
 from gateway.notify.compose import compose
 from gateway.notify.notifier import Notifier

@@ -1,4 +1,4 @@
-"""OCR of images and scanned PDF pages (gateway/ocr.py): real tesseract and poppler on pictures made
+"""OCR of images and scanned PDF pages (gateway/message/ocr.py): real tesseract and poppler on pictures made
 here; the limits end to end through a real SMTP session and the quarantine."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import config, images, mime, ocr, poppler, text
+from gateway import config
 from gateway.detectors import REGISTRY
+from gateway.message import images, mime, ocr, poppler, text
 from gateway.model import Direction, Envelope, Mail
 from tests import imagegen as gen
 from tests.peers import send

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import observability
-from gateway.dataread import DataState, Spool, read_data
+from gateway.smtp.dataread import DataState, Spool, read_data
 from tests.peers import RawClient, Sink, free_port, make_message, send
 
 MAX_LINE = 999          # aiosmtpd: a line of more than 1001 bytes with its CRLF is too long

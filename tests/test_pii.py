@@ -177,7 +177,7 @@ async def test_a_licence_plate_is_not_a_licence_number():
 
 
 def test_keywords_from_hyperscan_are_the_automatons():
-    """ASCII text takes Hyperscan's whole-word pass (gateway/keywords.py); it must find exactly what the
+    """ASCII text takes Hyperscan's whole-word pass (gateway/matching/keywords.py); it must find exactly what the
     automaton with the Python boundary checks finds: same kinds, positions, keywords and order."""
     import random
 

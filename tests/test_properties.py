@@ -11,7 +11,8 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import headers, mime
+from gateway import headers
+from gateway.message import mime
 from gateway.model import Action, Direction, Finding
 from gateway.policy import Policy, Rule
 from tests.test_robustness import CORPUS_DIR
@@ -259,7 +260,7 @@ def test_rewrite_on_real_corpus_headers_keeps_bodies():
         assert names_of(out) == ["x-gateway-id"] + before + ([] if "subject" in before else ["subject"]), path
 
 
-# --- found by the fuzzer (fuzz/fuzz_mime.py), to be fixed in gateway/mime.py --------------------------------
+# --- found by the fuzzer (fuzz/fuzz_mime.py), to be fixed in gateway/message/mime.py --------------------------------
 # Both end in 451 for the message (never a delivery), but a message that always answers 451 is retried for days.
 
 def test_encoded_word_with_a_non_ascii_charset_name_does_not_raise():
@@ -295,7 +296,7 @@ def test_fast_address_parse_is_aiosmtpds(arg, local_part_limit):
     """GatewaySMTP._getaddr's fast path gives aiosmtpd's own answer (address, rest), or hands over."""
     from aiosmtpd.smtp import SMTP
 
-    from gateway.smtp import GatewaySMTP
+    from gateway.smtp.server import GatewaySMTP
 
     ours, theirs = GatewaySMTP.__new__(GatewaySMTP), SMTP.__new__(SMTP)
     ours.local_part_limit = theirs.local_part_limit = local_part_limit

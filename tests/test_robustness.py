@@ -12,9 +12,9 @@ from typing import ClassVar
 
 import pytest
 
-from gateway import mime
 from gateway import policy as policy_module
 from gateway.detectors import REGISTRY
+from gateway.message import mime
 from gateway.model import Action, Envelope, Finding
 from gateway.pipeline import PARSE_INLINE_BYTES, Pipeline
 from tests.conftest import CORPUS, make_settings

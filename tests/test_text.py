@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import Settings, TextSettings
-from gateway.plaintext import html_text
-from gateway.quoting import split_body
-from gateway.text import extract, message_text
+from gateway.message.plaintext import html_text
+from gateway.message.quoting import split_body
+from gateway.message.text import extract, message_text
 from tests import contentmail as cm
 
 
@@ -202,7 +202,7 @@ def test_footer_without_a_blank_line_keeps_the_text_above_it():
 
 def test_a_failing_html_parser_falls_back_to_stripping_tags(monkeypatch):
     """lexbor cannot be made to fail from input here, so the failure is injected."""
-    import gateway.text as text_module
+    import gateway.message.text as text_module
 
     def broken(markup):
         raise RuntimeError("parser failure")
@@ -257,7 +257,7 @@ def test_the_cue_gate_is_the_substring_test_it_replaces():
     text and on generated text around the cues, the non-ASCII ones and upper-case letters included."""
     import random
 
-    from gateway import quoting
+    from gateway.message import quoting
     from tests.test_robustness import CORPUS_DIR
 
     def expected(lowered: str, cues: tuple[str, ...]) -> bool:

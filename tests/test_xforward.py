@@ -3,7 +3,7 @@ believed only from [smtp] xforward_hosts, lasts one transaction, feeds direction
 
 from __future__ import annotations
 
-from gateway.smtp import parse_xforward
+from gateway.smtp.server import parse_xforward
 from tests.peers import RawClient
 from tests.test_milter_session import MALFORMED
 

@@ -5,7 +5,7 @@ language within proper decorum. Profanity, obscenities, hate mail, harassment, d
 and other inappropriate language are prohibited."
 
 The lexicon (policies/lexicons/abusive.txt) is compiled into a regular expression that tolerates
-obfuscation: repeated letters, masked letters (f*ck); the shared normalisation (gateway.normaliser)
+obfuscation: repeated letters, masked letters (f*ck); the shared normalisation (gateway.matching.normaliser)
 reads l33t (b1tch, a$$) and joins spaced or dotted letters (f u c k, s.h.i.t). Words only match whole,
 so "Scunthorpe", "Essex" and "assassin" stay clean. It is scanned together with the other content
 lexicons in one pass (the pipeline's contentscan.ScanGroup).
@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors.base import options_with_defaults
-from gateway.detectors.contentscan import group_for, own_group
-from gateway.detectors.lexicon import Entry, Hit, Lexicon, distinct, excerpt, parse_entries
+from gateway.matching.contentscan import group_for, own_group
+from gateway.matching.weighted import Entry, Hit, Lexicon, distinct, excerpt, parse_entries
 from gateway.model import Finding, Mail
 
 DEFAULTS = {"threshold": 1.0, "lexicon": "lexicons/abusive.txt", "max_chars": 200_000, "short_words": 40}

@@ -18,11 +18,12 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any, ClassVar
 
-from gateway import adult_models, images
 from gateway.config import Settings
 from gateway.detectors.base import OptionError, options_with_defaults
-from gateway.images import ImageError, Picture
+from gateway.message import images
+from gateway.message.images import ImageError, Picture
 from gateway.model import Finding, Mail
+from gateway.scanners import adult_models
 
 log = logging.getLogger("gateway.detectors.adult_content")
 

@@ -1,9 +1,9 @@
 """antivirus: every file is scanned by clamd, or held (policy: Provisions for Retrieving and Transmitting
 Information, "All files downloaded from the Internet must be checked for computer viruses").
 
-Scanned through clamd's INSTREAM (gateway.clamd): every attachment and non-text part, and the raw
+Scanned through clamd's INSTREAM (gateway.scanners.clamd): every attachment and non-text part, and the raw
 message once as a whole, so that what a MIME trick hides from our parser is still seen by clamd's.
-clamd opens the archives itself (ScanArchive); gateway.archives reports what nobody can open
+clamd opens the archives itself (ScanArchive); gateway.message.archives reports what nobody can open
 (encrypted, over the limits, unparsable). Anything not scanned is `unscanned.<reason>`, never clean.
 """
 
@@ -18,11 +18,12 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from gateway import archives, clamd
 from gateway.config import AntivirusSettings, Settings
 from gateway.detectors.base import options_with_defaults
 from gateway.headers import safe_value
+from gateway.message import archives
 from gateway.model import Finding, Mail, Verdict
+from gateway.scanners import clamd
 
 log = logging.getLogger("gateway.antivirus")
 

@@ -2,11 +2,11 @@
 
 Runs only on inbound mail. DKIM (dkimpy: every signature, up to `[auth] max_signatures`), ARC
 (dkimpy) and SPF (pyspf) run in the detector's bounded thread pool (hashing and RSA are CPU work); their DNS
-look-ups go through the configured asynchronous resolver on the event loop (gateway.dns).
-DMARC (gateway.dmarc) then combines the results with the From domains.
+look-ups go through the configured asynchronous resolver on the event loop (gateway.senderauth.dns).
+DMARC (gateway.senderauth.dmarc) then combines the results with the From domains.
 
 The results go to `mail.context.auth` for the Authentication-Results header
-(gateway.authresults); the findings are for the policy:
+(gateway.senderauth.authresults); the findings are for the policy:
 - auth.dkim_fail      a DKIM signature failed to verify (body or header changed, wrong key) and none passed
 - auth.dmarc_fail     the From domain publishes p=quarantine or p=reject and the message fails DMARC
 - auth.spoofed_local  mail from outside claims a department domain (From header or MAIL FROM)
@@ -25,12 +25,12 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
-from gateway import dmarc
-from gateway.authresults import AuthResults, DkimResult
 from gateway.config import Settings
 from gateway.detectors.base import options_with_defaults
-from gateway.dns import DnsTempError, Resolver, ThreadBridge, make_resolver
 from gateway.model import Direction, Finding, Mail
+from gateway.senderauth import dmarc
+from gateway.senderauth.authresults import AuthResults, DkimResult
+from gateway.senderauth.dns import DnsTempError, Resolver, ThreadBridge, make_resolver
 
 DEFAULTS: dict[str, Any] = {"min_key_bits": 1024}
 MAX_FROM = 5

@@ -25,8 +25,8 @@ class Detector(Protocol):
     # child process, a worker thread): they run as concurrent tasks, the others in turn (gateway/pipeline.py).
     # Optional: `prepare()`, one-time work (compiling) that the pipeline runs when it is built, so that
     # the first message does not wait for it.
-    # Optional: `shared_lexicon`, a content lexicon (detectors/lexicon.py) the pipeline scans together
-    # with the others in one pass per message (detectors/contentscan.py).
+    # Optional: `shared_lexicon`, a content lexicon (matching/weighted.py) the pipeline scans together
+    # with the others in one pass per message (matching/contentscan.py).
 
     def __init__(self, settings: Settings, options: Mapping[str, Any]) -> None: ...
 

@@ -41,11 +41,11 @@ from typing import Any, ClassVar
 from gateway import offload
 from gateway.config import Settings
 from gateway.detectors.base import options_with_defaults
-from gateway.detectors.contentscan import group_for, own_group
-from gateway.detectors.lexicon import Hit, Lexicon, distinct, excerpt
+from gateway.matching.contentscan import group_for, own_group
+from gateway.matching.weighted import Hit, Lexicon, distinct, excerpt
+from gateway.message.text import message_text
 from gateway.model import Finding, Mail
 from gateway.quarantine import Store
-from gateway.text import message_text
 
 DEFAULTS = {"threshold": 1.0, "lexicon": "lexicons/chain_letter.txt", "max_chars": 100_000,
             "remember_score": 0.6, "duplicate_weight": 1.0, "similarity": 0.6, "memory_size": 5000,

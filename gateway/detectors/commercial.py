@@ -23,12 +23,12 @@ from typing import Any, ClassVar
 from gateway import offload
 from gateway.config import Settings
 from gateway.detectors.base import OptionError, options_with_defaults
-from gateway.detectors.contentscan import group_for, own_group
-from gateway.detectors.lexicon import Hit, Lexicon, distinct, excerpt
-from gateway.detectors.linear import LinearModel, sigmoid
-from gateway.mime import ParsedMessage
+from gateway.matching.contentscan import group_for, own_group
+from gateway.matching.linear import LinearModel, sigmoid
+from gateway.matching.weighted import Hit, Lexicon, distinct, excerpt
+from gateway.message.mime import ParsedMessage
+from gateway.message.text import message_text
 from gateway.model import Finding, Mail
-from gateway.text import message_text
 
 DEFAULTS = {"threshold": 0.6, "lexicon": "lexicons/commercial.txt", "model": "models/commercial.json",
             "max_chars": 100_000, "model_chars": 10_000, "short_words": 200, "short_lexicon_score": 1.8,

@@ -16,13 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from gateway import evidence, lexicon
+from gateway import evidence
 from gateway.config import Settings
 from gateway.detectors.base import OptionError, options_with_defaults
+from gateway.matching import phrases as lexicon
+from gateway.matching.normaliser import Normalised, phrases
+from gateway.message.plaintext import MessageText, limits_finding, off_loop_if_large
+from gateway.message.text import message_text
 from gateway.model import Finding, Mail
-from gateway.normaliser import Normalised, phrases
-from gateway.plaintext import MessageText, limits_finding, off_loop_if_large
-from gateway.text import message_text
 
 DEFAULTS: dict[str, Any] = {
     "lexicon": "confidential.toml",     # relative to [policy] dir, or an absolute path

@@ -22,10 +22,10 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors.base import OptionError, options_with_defaults
+from gateway.matching.prefilter import Prefilter
+from gateway.message.plaintext import MessageText, limits_finding, off_loop_if_large
+from gateway.message.text import message_text
 from gateway.model import Finding, Mail
-from gateway.plaintext import MessageText, limits_finding, off_loop_if_large
-from gateway.prefilter import Prefilter
-from gateway.text import message_text
 
 LEVELS = {"low": 0, "medium": 1, "high": 2}
 DEFAULTS: dict[str, Any] = {

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors.base import OptionError, options_with_defaults
-from gateway.mime import Part
+from gateway.message.mime import Part
 from gateway.model import Direction, Finding, Mail
 
 DEFAULTS: dict[str, Any] = {"partner_domains": [], "trusted_senders": []}

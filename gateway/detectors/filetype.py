@@ -1,7 +1,7 @@
 """filetype: files dangerous to the department's network, by their TRUE type (policy: Provisions for
 Retrieving and Transmitting Information).
 
-Every attachment and archive member (gateway.archives) is typed by libmagic on its decoded content;
+Every attachment and archive member (gateway.message.archives) is typed by libmagic on its decoded content;
 executables, scripts, disk images (policies/dangerous_types.toml, site-editable) and Office documents
 with macros (oletools) are `dangerous_file.<category>`. A name or Content-Type that hides the true
 type, a double extension, or a Unicode trick in a name is `dangerous_file.mismatch`. Every name a
@@ -21,11 +21,11 @@ from typing import Any, ClassVar
 
 import magic
 
-from gateway import archives
-from gateway.archives import shown
 from gateway.config import Settings
 from gateway.detectors.antivirus import archive_limits
 from gateway.detectors.base import OptionError, options_with_defaults
+from gateway.message import archives
+from gateway.message.archives import shown
 from gateway.model import Finding, Mail
 
 log = logging.getLogger("gateway.filetype")

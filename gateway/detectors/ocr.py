@@ -1,6 +1,6 @@
 """ocr: pictures whose text could not be read within the per-message OCR limits ([ocr] in gateway.toml).
 
-The reading itself is gateway/ocr.py, shared with the text extraction that the content detectors
+The reading itself is gateway/message/ocr.py, shared with the text extraction that the content detectors
 use; this detector only makes sure that what was left unread is a finding, never a silent pass.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from gateway import ocr
 from gateway.config import Settings
 from gateway.detectors.base import OptionError, options_with_defaults
+from gateway.message import ocr
 from gateway.model import Finding, Mail
 
 

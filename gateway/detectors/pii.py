@@ -32,10 +32,10 @@ import ahocorasick
 
 from gateway.config import Settings
 from gateway.detectors.base import OptionError, options_with_defaults
-from gateway.keywords import WholeWords
+from gateway.matching.keywords import WholeWords
+from gateway.message.plaintext import limits_finding, off_loop_if_large
+from gateway.message.text import message_text
 from gateway.model import Finding, Mail
-from gateway.plaintext import limits_finding, off_loop_if_large
-from gateway.text import message_text
 
 LEVELS = {"low": 0, "medium": 1, "high": 2}
 DEFAULTS: dict[str, Any] = {

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors.base import options_with_defaults
-from gateway.detectors.contentscan import group_for, own_group
-from gateway.detectors.lexicon import Lexicon, distinct, excerpt
+from gateway.matching.contentscan import group_for, own_group
+from gateway.matching.weighted import Lexicon, distinct, excerpt
 from gateway.model import Finding, Mail
 
 DEFAULTS = {"threshold": 1.0, "lexicon": "lexicons/political.txt", "max_chars": 100_000}

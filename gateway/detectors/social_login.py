@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors.base import options_with_defaults
-from gateway.detectors.lexicon import Lexicon, distinct, excerpt
+from gateway.matching.weighted import Lexicon, distinct, excerpt
+from gateway.message.text import message_text
 from gateway.model import Finding, Mail
-from gateway.text import message_text
 
 DEFAULTS = {"threshold": 1.0, "domain_weight": 0.7, "domains": "social_networks.txt",
             "lexicon": "lexicons/social_login.txt", "max_chars": 20_000}

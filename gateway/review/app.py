@@ -272,7 +272,7 @@ async def picture(request: Request) -> Response:
     item = await c.store.get(item_id) if ID.match(item_id) else None
     if item is None or item.raw is None or not label:
         return Response("no such picture", status_code=404, media_type="text/plain")
-    from gateway import images, mime
+    from gateway.message import images, mime
 
     def blurred() -> bytes | None:
         return images.thumbnail_for_part(mime.parse(item.raw), label)

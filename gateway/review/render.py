@@ -13,10 +13,10 @@ import magic
 import nh3
 from markupsafe import Markup, escape
 
-from gateway import documents, htmldepth, mime
 from gateway.config import Settings
+from gateway.message import documents, htmldepth, mime
+from gateway.message.plaintext import html_to_text, normalise
 from gateway.model import Finding
-from gateway.plaintext import html_to_text, normalise
 from gateway.quarantine import HeldItem
 
 MAX_TEXT = 200_000
@@ -77,7 +77,7 @@ def needles(findings: tuple[Finding, ...]) -> list[str]:
     return sorted((n for n in found if len(n) >= 3), key=len, reverse=True)[:50]
 
 
-# Folding for the highlight, as the detectors read text (gateway/detectors/contentscan.py normalise):
+# Folding for the highlight, as the detectors read text (gateway/matching/contentscan.py normalise):
 # case, accents and look-alike letters, l33t digits and symbols; separators (blanks, dots, dashes,
 # underscores, zero-width characters) are skipped, so "S.S.N", "s s n" and "ЅЅN" all find "ssn".
 _LOOKALIKE = str.maketrans({"а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "х": "x", "у": "y", "і": "i",
@@ -193,7 +193,7 @@ def render(settings: Settings, item: HeldItem) -> Rendered | None:
 
 
 def attachment_text(settings: Settings, part: mime.Part, terms: list[str]) -> tuple[Markup | None, int]:
-    """The attachment's text as the detectors read it (gateway/documents.py, the same limits), with the
+    """The attachment's text as the detectors read it (gateway/message/documents.py, the same limits), with the
     evidence highlighted; None when it has no text or cannot be read."""
     import time
 

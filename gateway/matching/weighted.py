@@ -9,7 +9,7 @@ of blanks or punctuation (" ?" an optional one), and word boundaries are added a
 entries become one expression, regrouped as a trie of first characters (see `Lexicon`), so the text is
 scanned once whatever the number of entries. The score of a text is the sum of the weights of the
 distinct entries that fired (each entry counts once, so repeating a word does not raise the score).
-Several detectors' lexicons are scanned together in one pass by gateway.detectors.contentscan.
+Several detectors' lexicons are scanned together in one pass by gateway.matching.contentscan.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import evidence
-from gateway.normaliser import Normalised
+from gateway.matching.normaliser import Normalised
 
 _LINE = re.compile(r"^\s*(-?[0-9.]+)\t+([a-z0-9_]+)\t+(.+?)\s*$")
 _GAP = r"[\W_]+"
@@ -132,7 +132,7 @@ _NOT_ASCII_WORD = " !\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~\t\n\u00a0\u2013\u2026\u00e
 
 
 def gate(body: str) -> str:
-    """The prefilter's form of an entry (gateway.prefilter): a word boundary in front when every variant
+    """The prefilter's form of an entry (gateway.matching.prefilter): a word boundary in front when every variant
     starts with an ASCII word character, so that "hell" is not a candidate in every "shell"."""
     atoms = [atom for atom, _ in split_first(body)]
     if all(atom and not any(re.fullmatch(atom, c) for c in _NOT_ASCII_WORD) for atom in atoms):

@@ -1,6 +1,6 @@
 """Phrase lexicons compiled into one Aho-Corasick automaton: every phrase found in one pass over the text.
 
-Text and phrases are compared after the same normalisation (gateway.normaliser.phrases: look-alike,
+Text and phrases are compared after the same normalisation (gateway.matching.normaliser.phrases: look-alike,
 full-width, spaced, dotted and l33t letters read, every run of punctuation and blanks one space, "&" kept
 as a word of its own, so a phrase with "and" also matches "&"), case folded.
 So "Attorney/Client  Privileged", "attorney-client privileged" and "ATTORNEY CLIENT PRIVILEGED" are one
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import ahocorasick
 
-from gateway.normaliser import Normalised, lower, phrases
+from gateway.matching.normaliser import Normalised, lower, phrases
 
 
 class LexiconError(ValueError):

@@ -3,7 +3,7 @@
 A pipeline owns one `ScanGroup` with the commercial, political, abusive and chain-letter lexicons
 (each of those detectors offers its `shared_lexicon`), and the first detector to ask for a message's
 hits starts one pass of one expression (in a thread) that the others await. A detector used outside
-a pipeline scans a group of its own (`own_group`, `group_for`). That pass reads gateway.normaliser's
+a pipeline scans a group of its own (`own_group`, `group_for`). That pass reads gateway.matching.normaliser's
 `for_lexicons` text; hits are quoted from the text as written.
 """
 
@@ -16,11 +16,11 @@ import re
 
 from gateway import offload
 from gateway.config import Settings
-from gateway.detectors.lexicon import Hit, Lexicon, compile_trie, gate
+from gateway.matching.normaliser import Normalised, for_lexicons
+from gateway.matching.prefilter import Prefilter
+from gateway.matching.weighted import Hit, Lexicon, compile_trie, gate
+from gateway.message.text import message_text
 from gateway.model import Mail
-from gateway.normaliser import Normalised, for_lexicons
-from gateway.prefilter import Prefilter
-from gateway.text import message_text
 
 _QUOTED = re.compile(r"(?m)^[ \t]*>.*$")
 
@@ -30,7 +30,7 @@ class ScanGroup:
 
     The pipeline adds its detectors' lexicons when it is built; the first detector to ask for a
     message's hits starts the scan (in a thread) and the others await the same result. The text
-    scanned is the normalised text (gateway.normaliser.for_lexicons). A hit is offered to every
+    scanned is the normalised text (gateway.matching.normaliser.for_lexicons). A hit is offered to every
     member lexicon at its start, so two detectors can both see a phrase that starts at the same
     place; an entry of one lexicon that would start INSIDE another's match is not seen (rare, and
     only ever a missed extra hit).

@@ -1,6 +1,6 @@
 """Text primitives: the `Segment` and `MessageText` values, and the plain-text and HTML normalising
-that the text extraction (gateway/text.py), the document readers (gateway/documents.py) and OCR
-(gateway/ocr.py) all use. It imports none of them, so they do not import each other for these.
+that the text extraction (gateway/message/text.py), the document readers (gateway/message/documents.py) and OCR
+(gateway/message/ocr.py) all use. It imports none of them, so they do not import each other for these.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import TypeVar
 
 from selectolax.lexbor import LexborHTMLParser
 
-from gateway import htmldepth, offload
+from gateway import offload
+from gateway.matching.normaliser import ZERO_WIDTH_RE
+from gateway.message import htmldepth
 from gateway.model import Finding
-from gateway.normaliser import ZERO_WIDTH_RE
 
 T = TypeVar("T")
 ZONES = ("new", "quoted", "forwarded", "disclaimer", "hidden", "metadata", "filename")

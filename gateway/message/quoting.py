@@ -1,6 +1,6 @@
 """Zones of a plain-text body: new text, reply quotations, forwarded content and legal disclaimer footers.
 
-Used by gateway/text.py for every body part (HTML is converted to text first, its blockquotes marked
+Used by gateway/message/text.py for every body part (HTML is converted to text first, its blockquotes marked
 with "> "). Cheap tests (substring tests, one Hyperscan pass for the cue words) decide whether a body, line
 or paragraph needs a regular expression at all.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 
-from gateway.prefilter import Prefilter
+from gateway.matching.prefilter import Prefilter
 
 FORWARD_SUBJECT = re.compile(r"(?i)^\s*(?:\[[^\]]{0,40}\]\s*)?(?:fw|fwd|tr|wg|rv)\s*:")
 _WROTE = re.compile(r"(?i)^(?:on\b.{0,250}\bwrote|le\b.{0,200}a écrit|am\b.{0,200}schrieb|el\b.{0,200}escribió"

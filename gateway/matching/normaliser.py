@@ -11,7 +11,7 @@ Obfuscation that a reader does not notice is read back before matching:
   inside words that mix letters with digits or symbols, so "$100", "room 101" and the digits that the
   pii and credentials patterns read are never remapped (those patterns do not read this text).
 - `phrases`: `words`, then every run of punctuation and blanks one space (line breaks kept), for the
-  phrase automaton of gateway/lexicon.py.
+  phrase automaton of gateway/matching/phrases.py.
 
 Each returns a `Normalised` string that knows the text it came from: `span` maps a match back, so
 evidence quotes what the message says (and passes the masking of gateway/evidence.py there).
@@ -26,7 +26,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 
-from gateway.prefilter import Prefilter
+from gateway.matching.prefilter import Prefilter
 
 ZERO_WIDTH = "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad\u034f\u180e"
 ZERO_WIDTH_RE = re.compile(f"[{ZERO_WIDTH}]")
@@ -304,7 +304,7 @@ def _leet(token: str) -> str:
 
 
 def for_lexicons(text: str | Normalised) -> Normalised:
-    """What the regular-expression lexicons (gateway/detectors/lexicon.py) read: `words`, in lower case."""
+    """What the regular-expression lexicons (gateway/matching/weighted.py) read: `words`, in lower case."""
     return lower(words(text))
 
 

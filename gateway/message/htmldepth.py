@@ -115,7 +115,7 @@ def bounded(markup: str, limit: int = MAX_DEPTH) -> str:
 def flat_text(markup: str) -> str:
     """All the text of the markup, tags stripped in one pass: blocks on their own lines, cells apart,
     scripts, styles and comments left out, entities decoded. Nothing is treated as hidden."""
-    from gateway.text import normalise
+    from gateway.message.text import normalise
 
     out: list[str] = []
     last = 0

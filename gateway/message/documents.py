@@ -1,4 +1,4 @@
-"""The text and document properties of common attachments, within limits (used by gateway/text.py).
+"""The text and document properties of common attachments, within limits (used by gateway/message/text.py).
 
 Formats: PDF (pypdf), Office Open XML (DOCX, XLSX, PPTX), OpenDocument (ODT, ODS, ODP), RTF, HTML and
 plain text or CSV. The zip-based formats are read with zipfile and a tag-stripping pass over their XML
@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 
 from gateway.config import TextSettings
-from gateway.plaintext import html_text
+from gateway.message.plaintext import html_text
 
 _TEXT_NAMES = (".txt", ".csv", ".tsv", ".log", ".md", ".text", ".json", ".xml", ".ics", ".vcf")
 _OOXML = {"word/document.xml": "docx", "xl/workbook.xml": "xlsx", "ppt/presentation.xml": "pptx"}

@@ -23,7 +23,7 @@ OpenDocument formats (ODT, ODS, ODP), RTF, HTML and plain text/CSV, within the l
 `TextSettings`; what could not be read within them is listed in `MessageText.unscanned` and reported
 by the detectors as `unscanned.text_limits`. Archive members (zip, 7z, rar, tar, gzip, bzip2, xz,
 nested) are read the same way, each a segment of its own ("part 2: docs.zip > memo.docx"), from the
-archive inventory the antivirus and filetype detectors share (gateway/archives.py, opened once within
+archive inventory the antivirus and filetype detectors share (gateway/message/archives.py, opened once within
 its limits); what the inventory could not open (encrypted, over its limits) stays the antivirus
 detector's unscanned finding.
 """
@@ -33,13 +33,14 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from gateway import archives, documents, htmldepth, offload
+from gateway import offload
 from gateway.config import Settings, TextSettings
-from gateway.mime import Part
+from gateway.message import archives, documents, htmldepth
+from gateway.message.mime import Part
+from gateway.message.ocr import message_ocr
+from gateway.message.plaintext import MessageText, Segment, html_text, normalise
+from gateway.message.quoting import FORWARD_SUBJECT, split_body, split_disclaimers
 from gateway.model import Mail
-from gateway.ocr import message_ocr
-from gateway.plaintext import MessageText, Segment, html_text, normalise
-from gateway.quoting import FORWARD_SUBJECT, split_body, split_disclaimers
 
 # --- extraction -----------------------------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ async def message_text(mail: Mail, settings: Settings) -> MessageText:
         # the antivirus and filetype detectors' inventory: the archives are opened once per message
         inventory = await archives.inventory(mail, archives.limits_for(settings.antivirus))
     text = await offload.once(mail, "text", len(mail.raw), lambda: extract(mail, settings.text, inventory))
-    # Text read from images and scanned PDF pages (gateway/ocr.py, computed once per message too;
+    # Text read from images and scanned PDF pages (gateway/message/ocr.py, computed once per message too;
     # what OCR could not read within its limits is the `ocr` detector's unscanned.ocr_limits).
     found = await message_ocr(mail, settings)
     return replace(text, segments=text.segments + found.segments) if found.segments else text

@@ -19,10 +19,10 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from gateway import observability
 from gateway.actions import TEMPFAIL_INTERNAL, client_reply
 from gateway.config import Settings
-from gateway.dataread import ByteBudget, DataState, Spool, read_data
 from gateway.handling import Handling
 from gateway.model import Envelope, Mail, Verdict
 from gateway.relay import NextHop
+from gateway.smtp.dataread import ByteBudget, DataState, Spool, read_data
 
 log = logging.getLogger("gateway.smtp")
 
@@ -187,7 +187,7 @@ class GatewaySMTP(SMTP):
             self.transport.close()
 
     async def _chunked_DATA(self, arg: str) -> None:
-        """aiosmtpd's smtp_DATA with the payload read in chunks into a spool (gateway/dataread.py)."""
+        """aiosmtpd's smtp_DATA with the payload read in chunks into a spool (gateway/smtp/dataread.py)."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         assert self.envelope is not None

@@ -3,7 +3,7 @@
 We use the standard library's compat32 parser: it is lenient like mail clients are, and about six
 times cheaper than email.policy.default (docs/performance.md). What it tolerates silently we record
 as `defects` so that the `mime` detector can hold what we cannot read unambiguously. Transfer
-encodings and files embedded in text are decoded as mail clients do (gateway.encodings); constructs
+encodings and files embedded in text are decoded as mail clients do (gateway.message.encodings); constructs
 that clients read differently from us are defects (docs/architecture.md, "Hostile MIME").
 """
 
@@ -20,7 +20,14 @@ import re
 from dataclasses import dataclass
 
 from gateway import headers
-from gateway.encodings import IDENTITY, decode_body, embedded_blocks, encoding_readings, transfer_encoding, uuencoded
+from gateway.message.encodings import (
+    IDENTITY,
+    decode_body,
+    embedded_blocks,
+    encoding_readings,
+    transfer_encoding,
+    uuencoded,
+)
 
 # The structural defects that make a message ambiguous to read: mail clients disagree on them.
 _STRUCTURAL = {

@@ -20,7 +20,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 
-from gateway.mime import ParsedMessage
+from gateway.message.mime import ParsedMessage
 
 # Formats by their leading bytes. HEIC needs pi-heif or pillow-heif (optional: pip install .[heif]);
 # without one, HEIC images are still found, but cannot be decoded.
@@ -315,7 +315,7 @@ def thumbnail_for_part(parsed: ParsedMessage, label: str, *, max_pixels: int = 5
 def _render_page(pdf: bytes, page: int, timeout: float) -> bytes:
     import tempfile
 
-    from gateway import poppler
+    from gateway.message import poppler
 
     with tempfile.TemporaryDirectory(prefix="gateway-thumb-") as tmp:
         path = f"{tmp}/in.pdf"

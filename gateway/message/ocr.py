@@ -29,11 +29,11 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from gateway import images, poppler
 from gateway.config import OcrSettings, Settings
-from gateway.images import ImageError, Picture
+from gateway.message import images, poppler
+from gateway.message.images import ImageError, Picture
+from gateway.message.plaintext import Segment
 from gateway.model import Mail
-from gateway.plaintext import Segment
 
 log = logging.getLogger("gateway.ocr")
 

@@ -43,7 +43,7 @@ class AuthResults:
     spf: str                             # pass | fail | softfail | neutral | none | temperror | permerror
     spf_domain: str                      # the domain SPF checked (MAIL FROM's, or HELO's for the null sender)
     spf_identity: str                    # "mailfrom" | "helo"
-    dmarc: tuple[object, ...]            # gateway.dmarc.DmarcResult, one per From domain
+    dmarc: tuple[object, ...]            # gateway.senderauth.dmarc.DmarcResult, one per From domain
     arc: str = "none"                    # pass | fail | none
 
     def header_value(self, authserv: str) -> str:

@@ -13,7 +13,7 @@ import math
 import re
 from pathlib import Path
 
-from gateway.detectors.lexicon import LexiconError
+from gateway.matching.weighted import LexiconError
 
 TOKEN = re.compile(r"[a-z](?:[a-z0-9'-]*[a-z0-9])?")
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from gateway import headers
 from gateway.actions import Finisher
-from gateway.authresults import authserv_id
 from gateway.config import ConfigError, DkimKey, Settings
 from gateway.model import Action, Direction, Mail, Verdict
+from gateway.senderauth.authresults import authserv_id
 
 log = logging.getLogger("gateway.dkim")
 MIN_RSA_BITS = 2048

@@ -13,7 +13,7 @@ import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from gateway.dns import DnsTempError
+from gateway.senderauth.dns import DnsTempError
 
 POLICIES = ("none", "quarantine", "reject")
 

@@ -1,0 +1,1 @@
+"""Text matching shared by the content detectors: lexicons, keywords, the prefilter, linear models."""

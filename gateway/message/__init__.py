@@ -1,0 +1,1 @@
+"""Reading a message: MIME, encodings, archives, documents, text, quoting, images, OCR."""

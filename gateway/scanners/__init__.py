@@ -1,0 +1,1 @@
+"""Clients and models for the external scanners: clamd and the adult-image models."""

@@ -1,0 +1,1 @@
+"""The SMTP front end: the aiosmtpd server and the DATA reader."""
