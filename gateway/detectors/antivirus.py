@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from gateway.config import AntivirusSettings, Settings
+from gateway.config import Settings
 from gateway.detectors.base import options_with_defaults
 from gateway.headers import safe_value
 from gateway.message import archives
@@ -42,10 +42,6 @@ EXPLAIN = {
     "encrypted": "{what} is encrypted (password-protected), so the virus scanner could not look inside it",
     "unparsable": "The virus scanner could not read {what}, so it was not checked for viruses",
 }
-
-
-def archive_limits(av: AntivirusSettings) -> archives.Limits:
-    return archives.limits_for(av)
 
 
 class Cache:
@@ -88,7 +84,7 @@ class Antivirus:
         opts = options_with_defaults(self.name, options, DEFAULTS)
         av = settings.antivirus
         self.whole = opts["scan_whole_message"]
-        self.limits = archive_limits(av)
+        self.limits = archives.limits_for(av)
         self.clamd = clamd.Clamd(av.clamd, timeout=av.timeout, stream_max_length=av.stream_max_length,
                                  max_concurrency=av.max_concurrency) if av.clamd else None
         self.cache = Cache(av.cache_seconds, av.cache_entries)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors.base import options_with_defaults
-from gateway.detectors.social_login import domain_in, read_domains
+from gateway.matching.domains import domain_in, read_domains
 from gateway.model import Finding, Mail
 
 DEFAULTS = {"threshold": 1.0, "domains": "webmail_domains.txt"}

@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 import magic
 
 from gateway.config import Settings
-from gateway.detectors.antivirus import archive_limits
 from gateway.detectors.base import OptionError, options_with_defaults
 from gateway.message import archives
 from gateway.message.archives import shown
@@ -107,7 +106,7 @@ class FileType:
         opts = options_with_defaults(self.name, options, DEFAULTS)
         self.macros = opts["macros"]
         self.magic_bytes = opts["magic_bytes"]
-        self.limits = archive_limits(settings.antivirus)
+        self.limits = archives.limits_for(settings.antivirus)
         path = Path(opts["types_file"])
         if not path.is_absolute():
             path = Path(settings.policy.dir) / path

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors.base import options_with_defaults
+from gateway.matching.domains import domain_in, read_domains
 from gateway.matching.weighted import Lexicon, distinct, excerpt
 from gateway.message.text import message_text
 from gateway.model import Finding, Mail
@@ -28,26 +29,6 @@ DEFAULTS = {"threshold": 1.0, "domain_weight": 0.7, "domains": "social_networks.
 KINDS = ("password_reset", "login", "signup", "follower")
 LABEL_TEXT = {"password_reset": "password reset", "login": "login notice", "signup": "sign-up confirmation",
               "follower": "follower or connection notice"}
-
-
-def read_domains(path: Path) -> frozenset[str]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read domain list: {e.strerror}") from None
-    return frozenset(line.split("#", 1)[0].strip().lower().rstrip(".") for line in lines
-                     if line.split("#", 1)[0].strip())
-
-
-def domain_in(address: str, domains: frozenset[str]) -> str:
-    """The listed domain that address belongs to (subdomains included), or ''."""
-    domain = address.rpartition("@")[2].strip().strip(">").rstrip(".").lower()
-    parts = domain.split(".")
-    for i in range(len(parts) - 1):
-        candidate = ".".join(parts[i:])
-        if candidate in domains:
-            return candidate
-    return ""
 
 
 class SocialLogin:
