@@ -3,7 +3,7 @@ gateway's milter (the shipped policy), reporting messages/s and end-of-message l
 
     .venv/bin/python bench/milter_throughput.py [--connections 8] [--messages 50] [--size 20000]
 
-Everything runs in one process on loopback (the MTA side is tests/milter_client.py), so the numbers
+Everything runs in one process on loopback (the MTA side is tests/support/milter_client.py), so the numbers
 are the gateway's cost per message without Postfix's.
 """
 
@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway import config
 from gateway.app import Gateway
 from gateway.milter import codec
-from tests.milter_client import MilterClient
-from tests.peers import free_port, make_message
+from tests.support.milter_client import MilterClient
+from tests.support.peers import free_port, make_message
 
 
 async def main() -> None:

@@ -25,7 +25,7 @@ from gateway import config
 from gateway.message import mime, ocr
 from gateway.model import Direction, Envelope, Mail
 from gateway.scanners import adult_models
-from tests import imagegen as gen
+from tests.support import imagegen as gen
 
 
 def mail_of(raw: bytes) -> Mail:

@@ -26,8 +26,8 @@ from gateway.detectors.filetype import FileType
 from gateway.message import archives, mime
 from gateway.model import Direction, Envelope, Mail
 from gateway.scanners.clamd import Clamd
-from tests import files
-from tests.clamav import ClamdServer
+from tests.support import files
+from tests.support.clamav import ClamdServer
 
 KB, MB = 1024, 1024 * 1024
 WORDS = (b"the report budget office quarterly figures staff policy review 2026 total net gross "

@@ -3,7 +3,7 @@ the pipeline does next with its result (header decoding, the subject, headers.re
 
 Any exception escaping is a finding: mime.parse must never raise on attacker bytes, and the limits must hold.
 
-    .venv/bin/python fuzz/fuzz_mime.py -max_total_time=20 -max_len=16384      # short (tests/test_fuzz.py)
+    .venv/bin/python fuzz/fuzz_mime.py -max_total_time=20 -max_len=16384      # short (tests/message/test_fuzz.py)
     .venv/bin/python fuzz/fuzz_mime.py -max_total_time=3600 -max_len=65536 -timeout=10 -rss_limit_mb=2048
     .venv/bin/python fuzz/fuzz_mime.py crash-<sha1>                           # replay one finding
 
@@ -37,7 +37,7 @@ SEEDS = [
 
 def test_one(data: bytes) -> None:
     # What this target found so far (a non-ASCII charset name in an encoded word, a NUL in a charset)
-    # is fixed in gateway/message/mime.py and kept as regression tests in tests/test_properties.py.
+    # is fixed in gateway/message/mime.py and kept as regression tests in tests/message/test_properties.py.
     check(data)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests import contentmail as cm
+from tests.support import contentmail as cm
 
 OUT = Path("tests/data/department")
 DEPT = "dnr.mo.gov"

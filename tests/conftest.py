@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
 from gateway import config
 from gateway.app import Gateway
-from tests.clamav import clamd_server  # noqa: F401  (session fixture: the real clamd)
-from tests.peers import Sink, free_port
-
-DATA = Path(__file__).parent / "data"
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-
-
-SESSION_CLAMD: dict[str, str] = {}      # the session's real clamd, set by the autouse fixture below
+from tests.support.clamav import clamd_server  # noqa: F401  (session fixture: the real clamd)
+from tests.support.peers import Sink
+from tests.support.review_fixtures import ThreadSink
+from tests.support.settings import SESSION_CLAMD, make_settings
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,21 +19,6 @@ def _session_clamd(clamd_server):  # noqa: F811
     SESSION_CLAMD["address"] = clamd_server.address
 
 
-def make_settings(tmp_path: Path, sink_port: int, **sections: dict) -> config.Settings:
-    """Test settings: free listen port, the sink as next hop, a throwaway SQLite quarantine, and files
-    scanned by the session's real clamd (unless a test names another scanner in [antivirus])."""
-    data: dict[str, dict] = {
-        "smtp": {"listen": f"127.0.0.1:{free_port()}", "hostname": "gateway.test"},
-        "relay": {"next_hop": f"127.0.0.1:{sink_port}", "timeout": 5.0},
-        "domains": {"local": ["example.gov"]},
-        "networks": {"internal": ["127.0.0.1/32"]},
-        "quarantine": {"url": f"sqlite:///{tmp_path / 'quarantine.db'}"},
-        "auth": {"resolver": "none"},       # no network here: sender authentication sees no DNS records
-        "antivirus": {"clamd": SESSION_CLAMD["address"]} if SESSION_CLAMD else {},
-    }
-    for name, values in sections.items():
-        data.setdefault(name, {}).update(values)
-    return config.from_dict(data, source="<test>")
 
 
 @pytest.fixture
@@ -46,6 +26,14 @@ async def sink():
     s = await Sink().start()
     yield s
     await s.stop()
+
+
+@pytest.fixture
+def thread_sink():
+    """A sink in its own thread, for tests that drive the gateway synchronously (the CLI, TestClient)."""
+    s = ThreadSink().start()
+    yield s
+    s.stop()
 
 
 @dataclasses.dataclass

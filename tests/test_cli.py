@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import make_message
+from tests.support.paths import ROOT
+from tests.support.peers import make_message
 
-ROOT = Path(__file__).resolve().parents[1]
 GATEWAY = [sys.executable, "-m", "gateway.cli"]
 
 MALFORMED = (b"From: alice@example.gov\r\nTo: bob@example.org\r\nSubject: report\r\nMIME-Version: 1.0\r\n"
@@ -66,7 +66,7 @@ def test_check_text_output_explains(tmp_path, cfg):
 
 
 async def test_held_message_listed_by_quarantine_list_json(gw, sink, tmp_path):
-    from tests.peers import send
+    from tests.support.peers import send
 
     code, _, _ = await send(gw.port, "alice@example.gov", ["bob@example.org"], MALFORMED)
     assert code == 250

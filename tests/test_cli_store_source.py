@@ -15,9 +15,9 @@ import pytest
 
 from gateway import cli, config
 from gateway.quarantine import open_store
-from tests.quarantine_fixtures import held_item
+from tests.support.paths import ROOT
+from tests.support.quarantine_fixtures import held_item
 
-ROOT = Path(__file__).resolve().parents[1]
 GATEWAY = [sys.executable, "-m", "gateway.cli"]
 
 

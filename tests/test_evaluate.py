@@ -6,8 +6,8 @@ import asyncio
 import json
 
 from gateway import cli
-from tests import contentmail as cm
-from tests.peers import send
+from tests.support import contentmail as cm
+from tests.support.peers import send
 
 SSN_FORM = "New hire: Jane Roe\nSocial security number: 536-22-8726\n"
 

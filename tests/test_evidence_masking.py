@@ -26,9 +26,10 @@ from gateway.config import LogSettings
 from gateway.detectors import REGISTRY
 from gateway.model import Direction, Finding
 from gateway.notify.notifier import Notifier
-from tests import contentkit, test_chain_letter, test_commercial, test_political
-from tests.peers import send
-from tests.review_fixtures import login, review_app
+from tests.detectors import test_chain_letter, test_commercial, test_political
+from tests.support import contentkit
+from tests.support.peers import send
+from tests.support.review_fixtures import login, review_app
 
 BODY = "CONFIDENTIAL: Jane Roe SSN 536-22-8471 card 4556 7375 8689 9855"
 RAW_DIGITS = re.compile(r"536\D{0,3}22\D{0,3}8471|4556\D{0,3}7375\D{0,3}8689\D{0,3}9855|7375\D{0,3}8689")

@@ -10,10 +10,10 @@ import email.policy
 import logging
 
 from gateway.milter import codec
-from tests.milter_client import apply_edits
-from tests.peers import make_message, send
-from tests.test_milter_session import attachment_message, client_for, start_milter  # noqa: F401
-from tests.test_notify import ADMIN, hold, malformed
+from tests.milter.test_session import attachment_message, client_for, start_milter  # noqa: F401
+from tests.notify.test_notices_end_to_end import ADMIN, hold, malformed
+from tests.support.milter_client import apply_edits
+from tests.support.peers import make_message, send
 
 BIG = '[detectors.size]\nmax_attachment_bytes = 100\n'
 INBOUND_TAG = ('\n[[inbound.rules]]\nname = "big-in"\nmatch = ["oversize.attachment"]\naction = "tag"\n'

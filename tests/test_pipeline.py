@@ -12,7 +12,7 @@ from gateway import config
 from gateway.detectors import REGISTRY
 from gateway.model import Direction, Envelope, Finding
 from gateway.pipeline import direction_of
-from tests.peers import make_message, send
+from tests.support.peers import make_message, send
 
 SETTINGS = config.from_dict({"domains": {"local": ["example.gov"]}, "networks": {"internal": ["10.0.0.0/8"]}})
 
@@ -134,7 +134,7 @@ async def test_small_work_runs_inline_and_large_work_in_a_thread():
     import threading
 
     from gateway import offload
-    from tests import contentmail as cm
+    from tests.support import contentmail as cm
 
     here = threading.get_ident()
     assert await offload.run(10, threading.get_ident) == here

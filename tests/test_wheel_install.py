@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
 
 MEMO = (b"From: alice@example.gov\r\nTo: bob@example.org\r\nSubject: merger memo\r\n\r\n"
         b"CONFIDENTIAL\r\n\r\nThe merger terms are below. Do not distribute.\r\n")

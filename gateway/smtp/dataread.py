@@ -6,7 +6,7 @@ dot-unstuffing and the line-length check run over whole chunks in C (bytes.find/
 the message goes into a `Spool` that keeps it in memory up to a threshold and on disk beyond it, so
 that many slow senders of large messages do not each hold their message in memory.
 
-Semantics (tests/test_perf_core.py pins them against a line-at-a-time reference):
+Semantics (tests/smtp/test_data_reader_workers_metrics.py pins them against a line-at-a-time reference):
 - only CRLF "." CRLF ends the data (a "." line right after DATA too), looked for in the bytes as
   received; bare CR or LF never do;
 - an end-of-data look-alike with a bare CR or LF (SMTP smuggling) is looked for in the bytes as

@@ -1,0 +1,1 @@
+"""Faults and processes: next hop, store, scanner and PostgreSQL failures, kills, the soak."""

@@ -1,0 +1,1 @@
+"""The shared text matching: the lexicon compiler and the shared scan."""

@@ -1,0 +1,1 @@
+"""Reading a message: MIME, encodings, archives, text, OCR, hostile and property-based cases."""

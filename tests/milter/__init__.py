@@ -1,0 +1,1 @@
+"""The milter front end and a real Postfix in both modes."""

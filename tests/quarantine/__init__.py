@@ -1,0 +1,1 @@
+"""The quarantine store, the release service and their command line."""

@@ -1,0 +1,1 @@
+"""The review web app, its API and a real browser."""

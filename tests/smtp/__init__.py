@@ -1,0 +1,1 @@
+"""The SMTP front end: relaying, the DATA reader, workers, XFORWARD, SMTP-side security."""
