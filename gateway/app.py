@@ -449,6 +449,7 @@ def die_with_parent() -> None:
 
 
 async def supervise(settings: Settings, count: int) -> None:
+    dkimsign.finishers(settings)        # a bad key stops start-up before any worker or metrics directory exists
     owned_dir = None
     if not os.environ.get(observability.MULTIPROC_ENV):
         owned_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
@@ -458,7 +459,6 @@ async def supervise(settings: Settings, count: int) -> None:
     observability.enable_multiprocess(os.environ.get(observability.MULTIPROC_ENV) or owned_dir)
     context = multiprocessing.get_context("spawn")
     stop = _stop_event()
-    dkimsign.finishers(settings)        # a bad key stops start-up before any worker is spawned
 
     def spawn(index: int):
         process = context.Process(target=_worker, args=(settings, index), name=f"gateway-worker-{index}")
