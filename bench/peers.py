@@ -89,6 +89,8 @@ local = ["example.gov"]
 internal = ["127.0.0.0/8"]
 [quarantine]
 url = "sqlite:///{work / (name + '-quarantine.db')}"
+[review]
+enabled = false     # the review app is not measured (and two gateways would both want its port)
 [antivirus]
 clamd = ""          # antivirus off, as the throughput target says (clamd's cost is reported apart)
 [metrics]

@@ -59,6 +59,8 @@ def measure(proc: Proc, mix: str, sessions: int, duration: float, rate: float = 
     clamd_cpu0 = cpu_seconds(tree(clamd.popen.pid)) if clamd else 0.0
     with Sampler(proc.popen.pid) as sampler:
         result = load(proc.port, mix, sessions, duration, rate)
+    if not result["ok"]:
+        raise SystemExit(f"bench: {proc.name} delivered nothing: {result['errors'][:2]} (log: {proc.log.name})")
     if clamd:
         clamd_cpu = cpu_seconds(tree(clamd.popen.pid)) - clamd_cpu0
         result["clamd_cpu_ms_per_msg"] = round(clamd_cpu * 1000 / max(1, result["ok"]), 3)
@@ -210,7 +212,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out.write_text(json.dumps(report, indent=2, default=str))
     print(f"\nresults: {out}")
     return 0
 
