@@ -305,19 +305,20 @@ def render(summary: dict) -> str:
     for direction, block in summary.get("directions", {}).items():
         lines += ["", f"direction {direction}: held (quarantine, reject) and tagged (delivered with a tag)"]
         lines += _held_tagged_table(block)
+        w = max([6, *map(len, block["sources"])])
         lines += ["", f"by source, {direction}:",
-                  f"{'source':<44} {'category':<14} {'items':>6} {'tp':>5} {'fp':>5} {'fn':>5} "
+                  f"{'source':<{w}} {'category':<14} {'items':>6} {'tp':>5} {'fp':>5} {'fn':>5} "
                   f"{'precision':>9} {'recall':>7} {'F1':>6} {'held':>5} {'tagged':>6}"]
         for source, s in block["sources"].items():
             for c, m in s["categories"].items():
                 a = s["actions"]["categories"][c]
-                lines.append(f"{source[:44]:<44} {c:<14} {m['items']:>6} {m['tp']:>5} {m['fp']:>5} {m['fn']:>5} "
+                lines.append(f"{source:<{w}} {c:<14} {m['items']:>6} {m['tp']:>5} {m['fp']:>5} {m['fn']:>5} "
                              f"{_f(m['precision'], m['tp'] + m['fp']):>9} {_f(m['recall'], m['items']):>7} "
                              f"{_f(m['f1'], m['tp'] + m['fp'] + m['fn']):>6} "
                              f"{a['held']['tp'] + a['held']['fp']:>5} {a['tagged']['tp'] + a['tagged']['fp']:>6}")
             h = s["ham"]
             if h["items"]:
-                lines.append(f"{source[:44]:<44} {'ham':<14} {h['items']:>6} not delivered {h['flagged']} "
+                lines.append(f"{source:<{w}} {'ham':<14} {h['items']:>6} not delivered {h['flagged']} "
                              f"(held {s['actions']['ham']['held']}, tagged {s['actions']['ham']['tagged']})")
     return "\n".join(lines)
 

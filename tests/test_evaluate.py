@@ -143,8 +143,8 @@ def test_evaluate_reports_each_source_of_a_folder_without_a_manifest(tmp_path, c
     out = capsys.readouterr().out
     assert "confidential        1     1     1     0     0.500   1.000  0.667" in out      # the overall table, as before
     assert "by source, outbound:" in out
-    assert f"{'enron':<44} {'confidential':<14}      1     1     1     0     0.500   1.000  0.667     2      0" in out
-    assert f"{'spamassassin':<44} {'ham':<14}      1 not delivered 0 (held 0, tagged 0)" in out
+    assert f"{'enron':<12} {'confidential':<14}      1     1     1     0     0.500   1.000  0.667     2      0" in out
+    assert f"{'spamassassin':<12} {'ham':<14}      1 not delivered 0 (held 0, tagged 0)" in out
 
 
 def test_a_tag_is_counted_as_tagged_not_held(tmp_path, capsys):
