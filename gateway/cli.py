@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -118,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--type", choices=["rsa", "ed25519"], default="rsa", help="key type (default rsa, 2048 bits)")
     evaluate = command("evaluate", cmd_evaluate, "run the policy over a labelled corpus (manifest.tsv): "
                        "precision, recall and F1 per category, false positives on ham, time per message")
-    evaluate.add_argument("--direction", choices=[d.value for d in Direction], default="outbound")
+    evaluate.add_argument("--direction", choices=[d.value for d in Direction] + ["both"], default="outbound",
+                          help="both: outbound, then inbound, each reported")
     evaluate.add_argument("--json", action="store_true", help="one JSON object")
     evaluate.add_argument("--mistakes", action="store_true", help="also list the misclassified messages")
     evaluate.add_argument("dir", metavar="DIR")
@@ -335,23 +337,30 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.pipeline import Pipeline
 
     folder = Path(args.dir)
-    if not (folder / "manifest.tsv").is_file():
-        print(f"gateway: {folder}: no manifest.tsv", file=sys.stderr)
+    if not (folder / "manifest.tsv").is_file() and not evaluate.read_layout(folder):
+        print(f"gateway: {folder}: no manifest.tsv and no <label>/*.eml files", file=sys.stderr)
         return 2
+    site = folder / "site.toml"      # a test set's own site knowledge (its newsletter sender, its public wording)
+    if site.is_file() and not settings.policy.site:
+        settings = dataclasses.replace(settings, policy=dataclasses.replace(settings.policy, site=str(site)))
+    directions = (Direction.OUTBOUND, Direction.INBOUND) if args.direction == "both" else (Direction(args.direction),)
 
     async def run() -> int:
         pipeline = Pipeline(settings, policy.load(settings))
         try:
-            result = await evaluate.evaluate(pipeline, folder, Direction(args.direction), args.mistakes)
+            result = await evaluate.evaluate(pipeline, folder, directions, args.mistakes)
         finally:
             await pipeline.close()
         summary = result.summary()
+        summary["site"] = settings.policy.site
         if args.mistakes:
             summary["mistakes"] = result.mistakes
         if args.json:
             print(json.dumps(summary))
         else:
             print(evaluate.render(summary))
+            if summary["site"]:
+                print(f"\nsite file: {summary['site']}")
             for m in result.mistakes:
                 print(f"  {m['path']}: label {m['label']}, predicted {','.join(m['predicted']) or '-'}, "
                       f"{m['verdict']} by {m['rule']} ({', '.join(m['kinds'])})")

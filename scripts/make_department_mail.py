@@ -1,9 +1,16 @@
 """Writes tests/data/department: realistic department mail, one .eml per case, and its manifest.tsv
-(path, expected label, case). Run from the repository root; the files are committed."""
+(path, expected label, source). Run from the repository root; the files are committed. The output is
+byte-for-byte reproducible: Message-IDs, MIME boundaries and archive timestamps are fixed."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
+import re
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -18,6 +25,49 @@ CASES: dict[str, tuple[str, bytes]] = {}
 
 def case(path: str, label: str, raw: bytes) -> None:
     CASES[path] = (label, raw)
+
+
+def fixed(path: str, raw: bytes) -> bytes:
+    """The message with a Message-ID and MIME boundaries that depend only on the case's path."""
+    tag = hashlib.sha256(path.encode()).hexdigest()[:16]
+    raw = re.sub(rb"Message-ID: <[^>]*>", b"Message-ID: <dept-" + tag.encode() + b"@dnr.mo.gov>", raw, count=1)
+    boundaries = list(dict.fromkeys(re.findall(rb"=+\d+==", raw)))
+    for n, b in enumerate(boundaries):
+        raw = raw.replace(b, f"==dept-{tag}-{n}==".encode())
+    return raw
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2026, 12, 4, 9, 0, 0)), data)
+    return buf.getvalue()
+
+
+def tar_gz_of(members: dict[str, bytes]) -> bytes:
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 1796374800, 0o644
+            tf.addfile(info, io.BytesIO(data))
+    return gzip.compress(tar.getvalue(), mtime=0)
+
+
+def seven_zip_of(members: dict[str, bytes]) -> bytes:
+    """py7zr stamps members with the current time; a fixed one keeps the file reproducible."""
+    from unittest import mock
+
+    import py7zr
+    from py7zr.helpers import ArchiveTimestamp
+
+    buf = io.BytesIO()
+    stamp = classmethod(lambda cls: cls(134097720000000000))         # 2026-12-04 09:00 UTC as a FILETIME
+    with mock.patch.object(ArchiveTimestamp, "from_now", stamp), py7zr.SevenZipFile(buf, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(data, name)
+    return buf.getvalue()
 
 
 def msg(body: str, subject: str, sender: str = f"jsmith@{DEPT}", to: str = "partner@example.org", **kw) -> bytes:
@@ -376,13 +426,95 @@ Password: Tr33Fr0g!2026
 Please don't share it.
 """, "portal login", to="sam@contractor.example.com"))
 
+# --- archives of each format with the sensitive text inside, and an archive of public papers ----------
+CENSUS = b"""Open enrollment 2027: employee census for Midwest Benefits Group
+Please load the following employees into the dental plan before December 15.
+Jane Roe, Permits Office, SSN 536-22-8726, date of hire 03/14/2019
+Marcus Webb, Highway Safety, SSN 412-55-1290, date of hire 07/01/2021
+Dolores Park, Fleet Services, SSN 229-31-4476, date of hire 11/20/2015
+"""
+MEMO = b"""CONFIDENTIAL
+
+MEMORANDUM
+To: Director
+From: Legal Division
+Re: Pending settlement, Salem wastewater enforcement
+
+PRIVILEGED AND CONFIDENTIAL - ATTORNEY WORK PRODUCT
+The department's litigation position and the lowest penalty we would accept are set out below.
+"""
+CARDS = b"""Procurement card reconciliation, November
+Cardholder: R. Alvarez, Visa card 4556 7375 8689 9855, exp 04/28
+Cardholder: K. Osei, Mastercard 5425 2334 3010 9903, exp 09/27
+"""
+case("pii/archive_zip_ssn_census.eml", "pii", msg(
+    "Hi Tom,\n\nThe enrollment census is attached as discussed.\n\nThanks,\nRita\nHR Payroll\n",
+    "Dental enrollment census", sender=f"hr.payroll@{DEPT}", to="benefits@vendor.example.com",
+    attachments=(("enrollment.zip", "application/zip", zip_of({"census/enrollment-2027.txt": CENSUS})),)))
+case("confidential/archive_targz_memo.eml", "confidential", msg(
+    "Files for the outside counsel review, as you asked.\n", "Salem files",
+    to="associate@lawfirm.example.com",
+    attachments=(("salem-files.tar.gz", "application/gzip", tar_gz_of({"salem/settlement-memo.txt": MEMO})),)))
+case("pii/archive_7z_card_ledger.eml", "pii", msg(
+    "Attached is the p-card export for your audit.\n", "P-card export", sender=f"fiscal@{DEPT}",
+    to="auditor@cpa-firm.example.com",
+    attachments=(("pcard-export.7z", "application/x-7z-compressed",
+                  seven_zip_of({"exports/pcard-november.txt": CARDS})),)))
+case("confidential/archive_gz_memo.eml", "confidential", msg(
+    "The memo, compressed so it fits.\n", "memo", to="associate@lawfirm.example.com",
+    attachments=(("settlement-memo.txt.gz", "application/gzip", gzip.compress(MEMO, mtime=0)),)))
+case("ham/archive_zip_meeting_packet.eml", "ham", msg(
+    "Attached is the packet for the January Clean Water Commission meeting.\n\nCommission Secretary\n",
+    "Commission meeting packet", to="commissioners@example.org",
+    attachments=(("packet.zip", "application/zip", zip_of({
+        "packet/agenda.txt": b"Agenda, January 6: 1. Minutes 2. Variance requests 3. Rulemaking update\n"
+                             b"The Commission may go into a closed session to discuss legal actions.\n",
+        "packet/minutes.txt": b"Minutes of the December meeting. The Commission approved the minutes of "
+                              b"November and heard a report on the state revolving fund.\n"})),)))
+
+# --- look-alike letters: a confidentiality stamp disguised, and text that only looks like a trick -----
+PANEL = "\n\nMinutes of the selection panel, 3 December.\nScores for the three applicants are attached.\n"
+for name, stamp in (("cyrillic", "\u0421ONFIDENTIAL"),
+                    ("fullwidth", "\uff23\uff2f\uff2e\uff26\uff29\uff24\uff25\uff2e\uff34\uff29\uff21\uff2c"),
+                    ("spaced", "C O N F I D E N T I A L"),
+                    ("dotted", "C.O.N.F.I.D.E.N.T.I.A.L"),
+                    ("leet", "C0NF1D3NT1AL")):
+    case(f"confidential/lookalike_{name}.eml", "confidential",
+         msg(stamp + PANEL, "Panel minutes", to="consultant@example.org"))
+case("ham/russian_letter.eml", "ham", msg(
+    "Добрый день! Отчёт по проекту готов, сроки согласованы. Пожалуйста, посмотрите приложение до пятницы.\n"
+    "С уважением, Сергей\n", "Встреча", to="partner@example.ru"))
+case("ham/spaced_headings.eml", "ham", msg(
+    "S U M M A R Y\n\nThe permit office closed 212 files this quarter.\n\nA G E N D A\n1. Budget\n2. Staffing\n"
+    "\nThe delegation from the U.S.A. arrives Monday; the U.K. team joins on Tuesday at 10 a.m.\n",
+    "Quarterly report", to="partner@example.org"))
+
+# --- personal numbers as people write them, and numbers that only look like them --------------------
+for name, text in (("ssn_dots", "employee Luis Ortega, SSN 512.44.3321, injured 11/30 on the Route 63 crew."),
+                   ("ssn_en_dash", "social security number 512\u201344\u20133321 for Luis Ortega."),
+                   ("ssn_spaces", "the employee's social security number is 512 44 3321 and the start date is Monday."),
+                   ("ssn_line_break", "the correct SSN for Dolores Park is 229-31-\n4476. Please update payroll."),
+                   ("card_dots", "please charge the registration to my card 4556.7375.8689.9855, expiry 04/28.")):
+    case(f"pii/format_{name}.eml", "pii",
+         msg(f"Hello,\n\nFor the claim file: {text}\n\nRegards,\nAnn\n", "Claim 44-1187",
+             to="claims@insurer.example.com"))
+case("ham/dotted_numbers.eml", "ham", msg(
+    "Good morning,\n\nThe pre-construction meeting is moved to 12.14.2026 at 9:30. Call the field office at "
+    "573.555.0142 or 573.751.2551 if you cannot attend.\nInvoice 2026.11.0042 was approved; the signal controller "
+    "runs firmware v10.4.2.1057.\nBuilding permit 912.04.5521 was issued to the contractor.\n\nThanks,\n"
+    "Field Office\n", "Pre-construction meeting", to="pm@contractor.example.com"))
+case("ham/ssn_policy_reminder.eml", "ham", msg(
+    "Reminder from the Privacy Office: never send a social security number or a credit card number by e-mail. "
+    "Use the secure file transfer site for payroll and benefits forms, and mark confidential documents as the "
+    "records policy describes.\n", "Sending personal information", to="contractors@example.org"))
+
 
 def main() -> None:
     lines = ["path\tlabel\tsource"]
     for path, (label, raw) in sorted(CASES.items()):
         target = OUT / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(raw)
+        target.write_bytes(fixed(path, raw))
         lines.append(f"{path}\t{label}\tdepartment")
     (OUT / "manifest.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"{len(CASES)} cases written to {OUT}")

@@ -9,10 +9,11 @@ import asyncio
 import pytest
 
 from gateway import evaluate, policy
-from gateway.config import PolicySettings, Settings
+from gateway.config import AntivirusSettings, PolicySettings, Settings
 from gateway.model import Action, Direction
 from gateway.pipeline import Pipeline
 from tests.support.paths import DATA
+from tests.support.settings import SESSION_CLAMD
 
 FOLDER = DATA / "department"
 SITE = FOLDER / "site.toml"     # the department's site file: its own newsletter sender, its public wording
@@ -23,7 +24,9 @@ CONTENT = frozenset({"abusive", "commercial", "political", "confidential", "cred
 @pytest.fixture(scope="module")
 def verdicts():
     async def run():
-        settings = Settings(policy=PolicySettings(site=str(SITE)))
+        # archives are scanned by the session's real clamd, as the gateway does before reading members
+        settings = Settings(policy=PolicySettings(site=str(SITE)),
+                            antivirus=AntivirusSettings(clamd=SESSION_CLAMD["address"]))
         pipeline = Pipeline(settings, policy.load(settings))
         envelope = evaluate.envelope_for(pipeline, Direction.OUTBOUND)
         out = {}
