@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -86,10 +87,11 @@ def start_rspamd(work: Path, port: int, workers: int) -> Proc:
     for module in RSPAMD_OFF:
         (override / f"{module}.conf").write_text("enabled = false;\n")
     (override / "worker-proxy.inc").write_text(
-        f'bind_socket = "127.0.0.1:{port}";\nmilter = yes;\nself_scan = yes;\ntimeout = 120s;\n'
-        f"count = {workers};\n")
+        f'bind_socket = "127.0.0.1:{port}";\nmilter = yes;\ntimeout = 120s;\ncount = {workers};\n'
+        'upstream "local" {\n  default = yes;\n  self_scan = yes;\n}\n')     # scan in the proxy itself
     (override / "worker-normal.inc").write_text("enabled = false;\n")
-    (override / "worker-controller.inc").write_text(f'bind_socket = "127.0.0.1:{free_port()}";\ncount = 1;\n')
+    controller = free_port()
+    (override / "worker-controller.inc").write_text(f'bind_socket = "127.0.0.1:{controller}";\ncount = 1;\n')
     (override / "worker-fuzzy.inc").write_text("enabled = false;\ncount = 0;\n")
     (override / "statistic.conf").write_text("")        # the Bayes classifier needs Redis
     (override / "classifier-bayes.conf").write_text("enabled = false;\n")
@@ -102,7 +104,18 @@ def start_rspamd(work: Path, port: int, workers: int) -> Proc:
             f"--var=LOGDIR={base}/log"]
     os.chmod(work, 0o755)
     os.chmod(base, 0o755)
-    return Proc("rspamd", argv, port, work / "rspamd.out")
+    proc = Proc("rspamd", argv, port, work / "rspamd.out")
+    proc.controller = controller
+    return proc
+
+
+def rspamd_scanned(proc: Proc) -> object:
+    """How many messages rspamd says it scanned (its controller's /stat): proof that it filtered."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{proc.controller}/stat", timeout=5) as r:
+            return json.load(r).get("scanned")
+    except (OSError, ValueError) as e:
+        return f"unknown ({e})"
 
 
 def start_gateway(work: Path, port: int, workers: int) -> Proc:
@@ -194,6 +207,7 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=10, help="concurrent sessions per message of the mix")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="rspamd proxy / gateway workers")
     parser.add_argument("--targets", default="postfix,rspamd,gateway")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, configurations)")
     parser.add_argument("--out", default=str(HERE / "results" / "milter_peers.json"))
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -226,6 +240,8 @@ def main() -> int:
                       f"(postfix {result['postfix_cpu_ms_per_msg']}, filter {result['filter_cpu_ms_per_msg']})  "
                       f"{result['messages']} msgs, {result['left_in_queue']} left in queue"
                       + (f"  errors: {result['errors'][:2]}" if result["errors"] else ""), flush=True)
+        if filters.get("rspamd"):
+            print(f"rspamd's controller: {rspamd_scanned(filters['rspamd'])} messages scanned")
     finally:
         for pf in postfixes.values():
             asyncio.run(pf.stop())
@@ -233,7 +249,10 @@ def main() -> int:
             if proc:
                 proc.stop()
         sink.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print(f"\nmedian of {args.rounds} rounds, mix {'+'.join(MIX)}, {args.sessions} sessions per message, "
           f"{args.workers} filter workers:")
     summary = {}
