@@ -203,7 +203,7 @@ async def start_postfix(sink_port: int, milter_port: int | None) -> Postfix:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=20, help="seconds of load per target and round")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the median counts")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the (upper) median counts")
     parser.add_argument("--sessions", type=int, default=10, help="concurrent sessions per message of the mix")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="rspamd proxy / gateway workers")
     parser.add_argument("--targets", default="postfix,rspamd,gateway")
@@ -253,7 +253,7 @@ def main() -> int:
             print(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\nmedian of {args.rounds} rounds, mix {'+'.join(MIX)}, {args.sessions} sessions per message, "
+    print(f"\nupper median of {args.rounds} rounds, mix {'+'.join(MIX)}, {args.sessions} sessions per message, "
           f"{args.workers} filter workers:")
     summary = {}
     for t in targets:
