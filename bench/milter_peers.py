@@ -1,6 +1,6 @@
 """Postfix alone, Postfix with rspamd as its milter, Postfix with the gateway's milter: same load, same sink.
 
-    sudo .venv/bin/python bench/milter_peers.py --duration 20 --rounds 2 --sessions 10
+    .venv/bin/python bench/milter_peers.py --duration 20 --rounds 2 --sessions 10      # as root
 
 Everything on 127.0.0.1 from throw-away directories, stopped at the end (needs root, Debian's postfix
 and rspamd packages):
