@@ -210,9 +210,11 @@ def _prefixed(field_bytes: bytes, prefix: str) -> bytes:
         return name + b": " + encoded.encode() + b" " + value.lstrip(b" \t")
     # encoded words or control characters: decoded and written again by us, never passed on raw
     current = header_text(value.decode("utf-8", "surrogateescape"))
-    field_bytes = encode_field("Subject", current if current.startswith(prefix) else f"{prefix} {current}")
-    check_field(field_bytes)
-    return field_bytes
+    written = encode_field("Subject", current if current.startswith(prefix) else f"{prefix} {current}")
+    check_field(written)
+    # ends as the sender's field ended, so the lines after it (and where the body starts) stay as they were
+    ending = next((e for e in (b"\r\n", b"\n", b"\r") if field_bytes.endswith(e)), b"")
+    return written.removesuffix(b"\r\n") + ending
 
 
 def _prefix_subject(fields: list[bytes], prefix: str) -> list[bytes]:
