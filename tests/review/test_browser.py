@@ -63,13 +63,23 @@ def running(tmp_path):
 
 
 def click_and_wait(driver, element) -> None:
-    """Click, then wait until the browser has left the current page and loaded the next one."""
+    """Click, then wait until the browser has left the current page and loaded the next one. `element`
+    may be a (By, value) locator: it is found again once if chromedriver reports its node replaced."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
-    element.click()
+    locator = element if isinstance(element, tuple) else None
+    try:
+        (driver.find_element(*locator) if locator else element).click()
+    except (StaleElementReferenceException, WebDriverException) as e:
+        if locator is None or not (isinstance(e, StaleElementReferenceException)
+                                   or "does not belong to the document" in str(e)):
+            raise
+        old = driver.find_element(By.TAG_NAME, "html")
+        driver.find_element(*locator).click()
     WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
     WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
 

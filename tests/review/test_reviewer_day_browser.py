@@ -62,7 +62,7 @@ def log_in(driver, base: str, name: str, password: str) -> None:
     driver.get(base + "/login")
     driver.find_element(By.ID, "name").send_keys(name)
     driver.find_element(By.ID, "password").send_keys(password)
-    click_and_wait(driver, driver.find_element(By.ID, "login"))
+    click_and_wait(driver, (By.ID, "login"))
 
 
 def test_a_reviewers_day_from_the_queue_to_the_audit_log(day, browser, tmp_path):  # noqa: F811
@@ -78,7 +78,7 @@ def test_a_reviewers_day_from_the_queue_to_the_audit_log(day, browser, tmp_path)
     browser.find_element(By.ID, "search").send_keys("hr.clerk")
     Select(browser.find_element(By.ID, "category-filter")).select_by_visible_text("pii")
     browser.execute_script("document.querySelector('input[name=since]').value = arguments[0]", week_ago)
-    click_and_wait(browser, browser.find_element(By.ID, "apply-filters"))
+    click_and_wait(browser, (By.ID, "apply-filters"))
     rows = browser.find_elements(By.CSS_SELECTOR, "table.queue tbody tr")
     subjects = [r.find_element(By.CSS_SELECTOR, "a.subject").text for r in rows]
     assert sorted(subjects) == ["Card refund <b>urgent</b>", "Payroll April", "Payroll March"]   # shown as text
@@ -96,10 +96,10 @@ def test_a_reviewers_day_from_the_queue_to_the_audit_log(day, browser, tmp_path)
     for subject in ("Payroll March", "Payroll April"):
         by_subject[subject].find_element(By.CSS_SELECTOR, "input[name=ids]").click()
     browser.find_element(By.ID, "bulk-reason").send_keys("Payroll provider, agreed with HR")
-    click_and_wait(browser, browser.find_element(By.ID, "bulk-release"))
+    click_and_wait(browser, (By.ID, "bulk-release"))
     assert browser.find_element(By.ID, "bulk-count").text.startswith("2 will be released")
     shot(browser, "review-bulk-confirm.png", tmp_path)
-    click_and_wait(browser, browser.find_element(By.ID, "bulk-do"))
+    click_and_wait(browser, (By.ID, "bulk-do"))
     assert browser.find_element(By.ID, "bulk-summary").text == "2 released"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#bulk-done li[data-id]")) == 2
     deadline = time.time() + 10
@@ -110,22 +110,22 @@ def test_a_reviewers_day_from_the_queue_to_the_audit_log(day, browser, tmp_path)
 
     # Delete the third: all on the page that still matches, confirmed.
     browser.get(base + f"/?q=hr.clerk&category=pii&since={week_ago}")
-    click_and_wait(browser, browser.find_element(By.ID, "select-page"))
+    click_and_wait(browser, (By.ID, "select-page"))
     assert all(b.is_selected() for b in browser.find_elements(By.CSS_SELECTOR, "input[name=ids]"))
     browser.find_element(By.ID, "bulk-reason").send_keys("Sent to the wrong bank; the clerk resends it")
-    click_and_wait(browser, browser.find_element(By.ID, "bulk-delete"))
+    click_and_wait(browser, (By.ID, "bulk-delete"))
     assert browser.find_element(By.ID, "bulk-count").text.startswith("1 will be deleted")
-    click_and_wait(browser, browser.find_element(By.ID, "bulk-do"))
+    click_and_wait(browser, (By.ID, "bulk-do"))
     assert browser.find_element(By.ID, "bulk-summary").text == "1 deleted"
 
     # A bulk release that an admin must do is refused, with why.
     browser.get(base + "/?q=invoice")
-    click_and_wait(browser, browser.find_element(By.ID, "select-page"))
+    click_and_wait(browser, (By.ID, "select-page"))
     browser.find_element(By.ID, "bulk-reason").send_keys("looks fine")
-    click_and_wait(browser, browser.find_element(By.ID, "bulk-release"))
+    click_and_wait(browser, (By.ID, "bulk-release"))
     assert browser.find_element(By.ID, "bulk-count").text.startswith("0 will be released")
     assert browser.find_element(By.ID, "bulk-admin").text.startswith("1 need an admin")
-    click_and_wait(browser, browser.find_element(By.ID, "bulk-do"))
+    click_and_wait(browser, (By.ID, "bulk-do"))
     assert browser.find_element(By.ID, "bulk-summary").text.startswith("0 released; 1 not")
     assert "admin" in browser.find_element(By.CSS_SELECTOR, "#bulk-refused .why").text
 
@@ -146,10 +146,10 @@ def test_a_reviewers_day_from_the_queue_to_the_audit_log(day, browser, tmp_path)
     browser.get(base + "/audit")
     browser.find_element(By.ID, "audit-who").send_keys("rita")
     Select(browser.find_element(By.ID, "audit-action")).select_by_visible_text("release")
-    click_and_wait(browser, browser.find_element(By.ID, "audit-apply"))
+    click_and_wait(browser, (By.ID, "audit-apply"))
     assert browser.find_element(By.ID, "audit-total").text.startswith("2 entries")
     Select(browser.find_element(By.ID, "audit-action")).select_by_visible_text("delete")
-    click_and_wait(browser, browser.find_element(By.ID, "audit-apply"))
+    click_and_wait(browser, (By.ID, "audit-apply"))
     assert browser.find_element(By.ID, "audit-total").text.startswith("1 entry")
     assert "Sent to the wrong bank" in browser.find_element(By.CSS_SELECTOR, "table.audit").text
     browser.get(base + "/audit?who=rita&group=message")
@@ -193,7 +193,7 @@ def test_a_release_request_reaches_itsd_and_the_answer_leads_back(asked, browser
     # The sender asks for release from the link in their notice.
     browser.get(base + f"/request/{make_token(site.settings.review.secret_key, item.id, 'alice@example.gov')}")
     browser.find_element(By.NAME, "justification").send_keys("The auditors need the board pack by Friday.")
-    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "#request-form button[type=submit]"))
+    click_and_wait(browser, (By.CSS_SELECTOR, "#request-form button[type=submit]"))
     assert "sent to ITSD" in browser.page_source
 
     # ITSD gets a notice at once (pii is in itsd_immediate) with a link to the message; a reviewer follows it.
@@ -203,7 +203,7 @@ def test_a_release_request_reaches_itsd_and_the_answer_leads_back(asked, browser
     browser.get(link)
     browser.find_element(By.ID, "name").send_keys("rita")
     browser.find_element(By.ID, "password").send_keys("rita-review-password")
-    click_and_wait(browser, browser.find_element(By.ID, "login"))
+    click_and_wait(browser, (By.ID, "login"))
     assert browser.find_element(By.ID, "subject").text == "Board pack for the auditors"
     form = browser.find_element(By.ID, "answer-form")
     form.find_element(By.NAME, "text").send_keys("Which auditors? Please name the firm.")
