@@ -94,7 +94,7 @@ async def test_soak_mixed_mail_with_faults_loses_nothing(tmp_path, sink):
         elapsed = time.monotonic() - started
         rss = peak_rss_mb(proc.pid)
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        assert await asyncio.wait_for(proc.wait(), 60) == 0     # drain (30 s) plus stopping the workers
         store = await opened(f"sqlite:///{tmp_path / 'q.db'}")
         try:
             r = await reconcile(sent, sink.messages, store)
