@@ -64,13 +64,13 @@ def running(tmp_path):
 
 def click_and_wait(driver, element) -> None:
     """Click, then wait until the browser has left the current page and loaded the next one. `element`
-    may be a (By, value) locator: it is found again once if chromedriver reports its node replaced."""
+    may be a (By, value) locator: it is found again once if chromedriver reports its node replaced.
+    Leaving is seen as a mark set on the old page's window being gone, not through an element of the
+    old page: chromedriver reports such an element in several ways while the page is replaced."""
     from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old = driver.find_element(By.TAG_NAME, "html")
+    driver.execute_script("window.__before_click = true")
     locator = element if isinstance(element, tuple) else None
     try:
         (driver.find_element(*locator) if locator else element).click()
@@ -78,10 +78,14 @@ def click_and_wait(driver, element) -> None:
         if locator is None or not (isinstance(e, StaleElementReferenceException)
                                    or "does not belong to the document" in str(e)):
             raise
-        old = driver.find_element(By.TAG_NAME, "html")
+        driver.execute_script("window.__before_click = true")
         driver.find_element(*locator).click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
-    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+    def next_page_loaded(d) -> bool:
+        return bool(d.execute_script(
+            "return window.__before_click === undefined && document.readyState === 'complete'"))
+
+    WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(next_page_loaded)
 
 
 def shot(driver, name: str, tmp_path: Path) -> None:
