@@ -110,6 +110,7 @@ def test_quarantine_list_into_head_ends_without_a_traceback(tmp_path):
     head = subprocess.run(["head", "-1"], stdin=lister.stdout, capture_output=True, timeout=120)
     lister.stdout.close()           # only head holds the read end: when it exits, our writes hit EPIPE
     err = lister.stderr.read().decode()
+    lister.stderr.close()
     code = lister.wait(timeout=120)
     assert head.stdout.startswith(b"0") or b"Memo" in head.stdout or head.stdout.count(b"@") > 100
     assert len(head.stdout.splitlines()) == 1

@@ -200,7 +200,7 @@ def test_department_set_every_case_gets_its_expected_verdict(tmp_path, capsys, c
                    "ham/archive_zip_meeting_packet.eml",
                    *(f"confidential/lookalike_{t}.eml" for t in ("cyrillic", "fullwidth", "spaced", "dotted", "leet")),
                    *(f"pii/format_{t}.eml" for t in ("ssn_dots", "ssn_en_dash", "ssn_spaces", "ssn_line_break",
-                                                     "card_dots")),
+                                                     "ssn_spaced_dashes", "card_dots")),
                    "ham/russian_letter.eml", "ham/spaced_headings.eml", "ham/dotted_numbers.eml",
                    "ham/ssn_policy_reminder.eml"):
         assert needed in names

@@ -69,9 +69,10 @@ _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]{0,6}\.?
 # Every candidate starts with a digit, so the regular-expression engine skips to digits at C speed;
 # word boundaries and letter prefixes ("A5631933" for a licence) are checked in Python per match.
 # Between the groups of a card number or an SSN: a space, dot, hyphen or dash (en-dash, minus sign, ...),
-# perhaps followed by a line break, or a line break alone; one kind per number (`_separator`).
+# perhaps followed by a line break, a line break alone, or a dash between spaces ("512 - 44 - 3321"); one
+# kind per number (`_separator`).
 _DASHES = "\u2010-\u2015\u2212"
-_GAP = rf"(?:[ .\-{_DASHES}]\n?|\n)"
+_GAP = rf"(?:[ .\-{_DASHES}]\n?|\n| [\-{_DASHES}] )"
 _NO_MORE = rf"(?![.{_DASHES}]\d)"          # not the start of a longer dotted or dashed number
 _DIGITS = re.compile(
     rf"\d(?:(?P<card>(?:\d{{3}}{_GAP}\d{{4}}{_GAP}\d{{4}}{_GAP}\d{{1,7}}|\d{{3}}{_GAP}\d{{6}}{_GAP}\d{{4,5}}"

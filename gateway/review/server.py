@@ -45,12 +45,13 @@ async def start(settings: Settings, service: ReleaseService) -> tuple[EmbeddedSe
 
 
 async def run_alone(settings: Settings, service: ReleaseService) -> None:
-    """`gateway review`: serve until SIGTERM or SIGINT."""
-    srv, task = await start(settings, service)
+    """`gateway review`: serve until SIGTERM or SIGINT. The handlers are installed before the port opens:
+    a SIGTERM sent as soon as the app answers stops it cleanly rather than killing the process."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    srv, task = await start(settings, service)
     await asyncio.wait([task, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
     srv.should_exit = True
     await task

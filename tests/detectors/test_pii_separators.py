@@ -55,6 +55,17 @@ async def test_ssn_with_dashes_broken_across_a_line_is_held(gw, sink):
     await assert_held(gw, sink, "pii.ssn", "***-**-4476")
 
 
+async def test_ssn_with_spaced_dashes_is_held(gw, sink):
+    await send_out(gw, "Re: direct deposit", "Payroll needs the SSN to match the bank form: 512 - 44 - 3321 "
+                                             "(Luis Ortega). Thanks.\n")
+    await assert_held(gw, sink, "pii.ssn", "***-**-3321")
+
+
+async def test_card_number_with_spaced_dashes_is_held(gw, sink):
+    await send_out(gw, "Hotel", "Card on file for the block: 4556 \u2013 7375 \u2013 8689 \u2013 9855, exp 04/28.\n")
+    await assert_held(gw, sink, "pii.payment_card", "9855")
+
+
 async def test_card_number_written_with_dots_is_held(gw, sink):
     await send_out(gw, "Registration", "Please charge the conference registration to my card "
                                        "4556.7375.8689.9855, expiry 04/28.\n")

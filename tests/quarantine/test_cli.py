@@ -142,6 +142,37 @@ def test_gateway_review_serves_alone_and_stops_on_sigterm(site):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_gateway_review_stopped_the_moment_its_port_opens_exits_cleanly(site):
+    """A SIGTERM that arrives as soon as the port accepts (a supervisor's stop right after start) is handled,
+    not the default action that kills the process."""
+    import socket
+
+    port = free_port()
+    config = site.config + ".review-early.toml"
+    with open(site.config) as src, open(config, "w") as dst:
+        dst.write(src.read() + f'[review]\nlisten = "127.0.0.1:{port}"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "review", "--config", config],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
+    try:
+        deadline = time.time() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            assert time.time() < deadline and proc.poll() is None, "the review app did not listen"
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+        err = proc.stderr.read().decode()
+        assert code == 0, (code, err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
 
 
 async def test_held_is_committed_in_postgresql_before_250(start_gateway, thread_sink):
