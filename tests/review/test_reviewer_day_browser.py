@@ -141,7 +141,7 @@ def test_a_reviewers_day_from_the_queue_to_the_audit_log(day, browser, tmp_path)
     shot(browser, "review-message-evidence.png", tmp_path)
 
     # The audit log, as an admin: filtered by who and what, then grouped per message.
-    browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+    click_and_wait(browser, (By.CSS_SELECTOR, "form[action='/logout'] button"))
     log_in(browser, base, "ada", "ada-admin-password")
     browser.get(base + "/audit")
     browser.find_element(By.ID, "audit-who").send_keys("rita")
@@ -212,6 +212,6 @@ def test_a_release_request_reaches_itsd_and_the_answer_leads_back(asked, browser
     # The sender's answer notice links back to their request page, which shows the answer.
     [answer] = notices_to("alice@example.gov")
     back = re.search(r"(http://\S+/request/\S+)", answer).group(1)
-    browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+    click_and_wait(browser, (By.CSS_SELECTOR, "form[action='/logout'] button"))    # logged out before we go on
     browser.get(back)
     assert "Which auditors? Please name the firm." in browser.page_source
