@@ -215,7 +215,7 @@ def _ascii_neighbour(text: str, start: int, end: int) -> bool:
 
 # --- words: spaced and dotted letters joined, l33t read ---------------------------------------------
 
-_LEET = str.maketrans({"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "|": "i", "0": "o",
+LEET = str.maketrans({"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "|": "i", "0": "o",
                        "5": "s", "$": "s", "7": "t", "+": "t"})
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@$!|+*#")
 # A digit or symbol next to a letter. Written to start with the (rare) digit or symbol so that `re` skips
@@ -296,7 +296,7 @@ def _leet(token: str) -> str:
     if len(token) > 24 or not any(c.isalpha() for c in token):
         return token
     core = token.rstrip("!|")
-    read = core.translate(_LEET)
+    read = core.translate(LEET)
     letters = [c for c in core if c.isalpha()]
     if letters and all(c.isupper() for c in letters):      # "C0NF1D3NT1AL" -> "CONFIDENTIAL"
         read = read.upper()

@@ -14,6 +14,7 @@ import nh3
 from markupsafe import Markup, escape
 
 from gateway.config import Settings
+from gateway.matching.normaliser import LEET, ZERO_WIDTH, confusables
 from gateway.message import documents, htmldepth, mime
 from gateway.message.plaintext import html_to_text, normalise
 from gateway.model import Finding
@@ -77,26 +78,25 @@ def needles(findings: tuple[Finding, ...]) -> list[str]:
     return sorted((n for n in found if len(n) >= 3), key=len, reverse=True)[:50]
 
 
-# Folding for the highlight, as the detectors read text (gateway/matching/contentscan.py normalise):
-# case, accents and look-alike letters, l33t digits and symbols; separators (blanks, dots, dashes,
-# underscores, zero-width characters) are skipped, so "S.S.N", "s s n" and "ЅЅN" all find "ssn".
-_LOOKALIKE = str.maketrans({"а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "х": "x", "у": "y", "і": "i",
-                            "ѕ": "s", "ј": "j", "ԁ": "d", "ο": "o", "α": "a", "ν": "v", "ι": "i", "κ": "k",
-                            "ρ": "p", "τ": "t", "4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "|": "i",
-                            "0": "o", "5": "s", "$": "s", "7": "t", "+": "t"})
-_SKIP = frozenset(" \t\r\n\f\v.-_\u00a0\u200b\u200c\u200d\u2060\ufeff")
+# Folding for the highlight, as the detectors read text (gateway/matching/normaliser.py): case, accents,
+# full-width letters, look-alike letters of other scripts (the same confusables data) and l33t digits and
+# symbols; separators (blanks, dots, dashes, underscores, zero-width characters) are skipped, so "S.S.N",
+# "s s n" and "ЅЅN" all find "ssn".
+_SKIP = frozenset(" \t\r\n\f\v.-_\u00a0" + ZERO_WIDTH)
 
 
 def folded(text: str) -> tuple[str, list[int]]:
     """`text` folded for matching, and for each folded character the index of its original."""
+    lookalike = confusables()
     out: list[str] = []
     index: list[int] = []
     for i, c in enumerate(text):
         if c in _SKIP:
             continue
-        base = unicodedata.normalize("NFKD", c.lower())
-        base = "".join(b for b in base if not unicodedata.combining(b)) or c
-        for b in base.translate(_LOOKALIKE):
+        if not c.isascii():
+            c = lookalike.get(c, c)
+            c = "".join(b for b in unicodedata.normalize("NFKD", c) if not unicodedata.combining(b)) or c
+        for b in c.lower().translate(LEET):
             out.append(b)
             index.append(i)
     return "".join(out), index

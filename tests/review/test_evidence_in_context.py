@@ -59,3 +59,15 @@ def test_evidence_is_highlighted_across_obfuscation_with_values_masked(site):
     notes = notes[:notes.index("</pre>")]
     assert marks(notes) == ["\u0441onfidential", "***-**-6789"]
     assert "536-22-6789" not in notes
+
+
+def test_highlight_reads_look_alikes_from_the_detectors_confusables_data():
+    """Letters the detectors read through Unicode's confusables data (gateway/matching/normaliser.py), not
+    only a short list of Cyrillic and Greek ones: an Armenian "օ" and a small-capital "ᴄ" in a marking."""
+    from gateway.matching.normaliser import fold
+    from gateway.review.render import highlight
+
+    text = "Board pack, \u1d04\u0585nfidential until the vote. Agenda attached."
+    assert "confidential" in fold(text)                 # what the detector reads
+    shown, count = highlight(text, ["confidential"])
+    assert count == 1 and marks(str(shown)) == ["\u1d04\u0585nfidential"]
