@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from gateway.config import Settings
 from gateway.detectors.base import OptionError, options_with_defaults
-from gateway.message import images
+from gateway.message import archives, images
 from gateway.message.images import ImageError, Picture
 from gateway.model import Finding, Mail
 from gateway.scanners import adult_models
@@ -52,16 +52,20 @@ class AdultContent:
         self.max_images = opts["max_images"]
         self.max_pixels = settings.ocr.max_pixels
         self.workers = settings.ocr.workers
+        self.archive_limits = archives.limits_for(settings.antivirus)
         try:
             self.model = adult_models.load(opts["model"])
         except adult_models.ModelUnavailable as e:
             raise OptionError(f"detector {self.name!r}: option 'model': {e}") from None
 
     async def check(self, mail: Mail) -> list[Finding]:
-        if not images.may_hold_pictures(mail.parsed):
+        archived = bool(images.archived_roots(mail.parsed))
+        if not archived and not images.may_hold_pictures(mail.parsed):
             return []
         pictures = await images.run(self.workers, partial(images.pictures, pdf=False), mail.parsed,
                                      pool_name="adult")
+        if archived:        # a picture zipped is still a picture: the archive members, opened once per message
+            pictures += await images.archived_pictures(mail, self.archive_limits, pdf=False)
         if not pictures:
             return []
         distinct: dict[str, list[Picture]] = {}

@@ -18,9 +18,12 @@ import re
 import threading
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gateway.message import archives
 from gateway.message.mime import ParsedMessage
+from gateway.model import Mail
 
 # Formats by their leading bytes. HEIC needs pi-heif or pillow-heif (optional: pip install .[heif]);
 # without one, HEIC images are still found, but cannot be decoded.
@@ -96,6 +99,35 @@ def pictures(parsed: ParsedMessage, *, pdf: bool = True) -> list[Picture]:
         elif not kind and _is_office(part):
             found.extend(_office_media(part.payload, part.label))
     return found
+
+
+def archived_roots(parsed: ParsedMessage) -> tuple[str, ...]:
+    """Label prefixes ("part 2: scans.zip > ") of the attachments whose members `member_pictures` reads:
+    archives, not the Office documents `pictures` already opens itself. First bytes only."""
+    return tuple(f"{part.label} > " for part in parsed.attachments
+                 if archives.sniff(part.payload) and not _is_office(part))
+
+
+def member_pictures(files: Iterable[archives.File], roots: tuple[str, ...], *, pdf: bool = True) -> list[Picture]:
+    """The pictures among the archive members under `roots` (gateway/message/archives.py files, opened
+    once per message): images by their bytes at any depth (a scan zipped, a docx zipped: its media are
+    members too), and PDFs with pdf=True. Their labels are the members' ("part 2: a.zip > scan.png")."""
+    found: list[Picture] = []
+    for f in files:
+        if f.depth and not f.encrypted and f.data and f.label.startswith(roots) and not archives.sniff(f.data):
+            kind = sniff(f.data)        # (a tar is not its first member: "%PDF-" at byte 512 is a member's)
+            if kind and (pdf or kind != "pdf"):
+                found.append(Picture(f.label, kind, f.data))
+    return found
+
+
+async def archived_pictures(mail: Mail, limits: archives.Limits, *, pdf: bool) -> list[Picture]:
+    """The pictures among the message's archive members (the shared inventory, opened once per message)."""
+    roots = archived_roots(mail.parsed)
+    if not roots:
+        return []
+    inventory = await archives.inventory(mail, limits)
+    return member_pictures(inventory.files, roots, pdf=pdf)
 
 
 def _has_data_image(html: bytes) -> bool:

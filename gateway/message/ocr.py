@@ -30,7 +30,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from gateway.config import OcrSettings, Settings
-from gateway.message import images, poppler
+from gateway.message import archives, images, poppler
 from gateway.message.images import ImageError, Picture
 from gateway.message.plaintext import Segment
 from gateway.model import Mail
@@ -140,8 +140,9 @@ async def message_ocr(mail: Mail, settings: Settings) -> OcrResult:
     task = context.ocr
     if task is None:
         settings = context.settings or settings
-        if settings.ocr.enabled and images.may_hold_pictures(mail.parsed):
-            task = asyncio.ensure_future(read_message(mail, settings.ocr))
+        roots = images.archived_roots(mail.parsed) if settings.ocr.enabled else ()
+        if settings.ocr.enabled and (roots or images.may_hold_pictures(mail.parsed)):
+            task = asyncio.ensure_future(read_message(mail, settings.ocr, settings if roots else None))
         else:                   # most mail: nothing to read, and no task to make for it
             task = asyncio.get_running_loop().create_future()
             task.set_result(OcrResult())
@@ -150,9 +151,13 @@ async def message_ocr(mail: Mail, settings: Settings) -> OcrResult:
     return await asyncio.shield(task)
 
 
-async def read_message(mail: Mail, cfg: OcrSettings) -> OcrResult:
-    """OCR of the message's pictures (message_ocr calls it only when OCR is on and pictures may be there)."""
+async def read_message(mail: Mail, cfg: OcrSettings, archived: Settings | None = None) -> OcrResult:
+    """OCR of the message's pictures (message_ocr calls it only when OCR is on and pictures may be there),
+    with `archived` (the settings whose archive limits apply) also those inside its archives: the
+    members the antivirus and file-type checks opened, read like attachments."""
     pictures = await images.run(cfg.workers, images.pictures, mail.parsed)
+    if archived is not None:
+        pictures += await images.archived_pictures(mail, archives.limits_for(archived.antivirus), pdf=True)
     if not pictures:
         return OcrResult()
     deadline = time.monotonic() + cfg.max_seconds

@@ -89,6 +89,17 @@ async def test_threshold_makes_a_finding_that_names_the_image():
     assert finding.evidence == (f"skin score {finding.score:.2f}",)
 
 
+async def test_a_zipped_image_is_checked_and_named_by_its_member():
+    from tests.support import files
+
+    archive = files.zip_of({"holiday/beach.jpg": gen.encode(skin_body(), "JPEG"),
+                            "holiday/notes.txt": b"see you Monday"}, deflate=True)
+    raw = gen.message(("holiday.zip", "application/zip", archive))
+    [finding] = await detector(threshold=0.2).check(mail_of(raw))
+    assert finding.kind == "adult_content.image" and finding.part == "part 2: holiday.zip > holiday/beach.jpg"
+    assert finding.score is not None and finding.score >= 0.2
+
+
 class FixedModel:
     """A plugged-in model (what a site's own classifier looks like to the detector)."""
 

@@ -222,3 +222,37 @@ async def test_ssns_in_a_gzipped_export_without_an_extension_are_held(gw, sink):
     item = await held_one(gw, sink)
     assert item.rule == "outbound/pii"
     assert finding(item, "pii.ssn").part == "part 2: hr_export.gz > hr_export"
+
+
+async def test_a_scanned_form_zipped_is_read_and_held_naming_the_member(gw, sink):
+    """A picture in an archive is read like an attached one (OCR of the shared archive members)."""
+    from tests.support import imagegen as gen
+
+    form = gen.form(("EMPLOYEE RECORD", f"SOCIAL SECURITY NUMBER {gen.SSN}"))
+    archive = files.zip_of({"scans/intake-form.png": gen.encode(form)}, deflate=True)
+    raw = cm.message("Hi,\n\nThe signed intake form is in the zip.\n\nRita\n", subject="Intake form",
+                     sender=HR, to=VENDOR, attachments=(("scans.zip", "application/zip", archive),))
+    await outbound(gw, raw)
+    item = await held_one(gw, sink)
+    assert item.rule == "outbound/pii", [(f.kind, f.part) for f in item.findings]
+    ssn = finding(item, "pii.ssn")
+    assert ssn.part == "part 2: scans.zip > scans/intake-form.png"
+    assert ssn.evidence[0] == "SSN ***-**-" + gen.SSN[-4:]
+
+
+async def test_a_scanned_pdf_in_a_tar_gz_is_read_page_by_page():
+    from gateway import config
+    from gateway.message import mime, ocr
+    from gateway.model import Direction, Envelope, Mail
+    from tests.support import imagegen as gen
+
+    pdf = gen.image_pdf(gen.form(("CONFIDENTIAL", "PAGE ONE")), gen.form(("SOCIAL SECURITY NUMBER " + gen.SSN,)))
+    raw = gen.message(("records.tar.gz", "application/gzip", files.tar_gz_of({"box 12/scan.pdf": pdf})),
+                      ("logo.png", "image/png", gen.encode(gen.flat(size=(400, 200)))))
+    mail = Mail("t", Envelope(HR, (VENDOR,)), raw, mime.parse(raw), Direction.OUTBOUND, 0.0)
+    ocr.CACHE.clear()
+    result = await ocr.message_ocr(mail, config.Settings())
+    found = {s.source: s.text for s in result.segments}
+    label = "part 2: records.tar.gz > records.tar > box 12/scan.pdf"
+    assert [s for s in found if "scan.pdf" in s] == [f"{label} page 1", f"{label} page 2"], list(found)
+    assert "CONFIDENTIAL" in found[f"{label} page 1"] and gen.SSN in found[f"{label} page 2"]
