@@ -35,7 +35,7 @@ from gateway.notify.notifier import link_secret
 from gateway.quarantine import SORTS, STATUSES, Query
 from gateway.release import Refused, ReleaseService, may
 from gateway.review import charts, render
-from gateway.review.auth import LOGIN_COOKIE, Authenticator, client_bucket
+from gateway.review.auth import LOGIN_COOKIE, Auth, Authenticator, client_bucket
 from gateway.review.pages import (
     MAX_FORM_IDS,
     Ctx,
@@ -388,15 +388,28 @@ def audit_filters(request: Request) -> tuple[dict, dict[str, str]]:
             "since": dates.since, "until": dates.until}, shown
 
 
-async def audit_page(request: Request) -> Response:
+async def audit_access(request: Request, refusal: str) -> Response | tuple[Auth, dict, dict[str, str]]:
+    """An admin and the audit log's filters (`audit_filters`), or the page that answers instead: the
+    login page, 403 with `refusal` for another role, 400 for a bad filter."""
     auth = await user_of(request)
     if auth is None:
         return login_needed(request)
     if auth.user.role != "admin":
-        return page(request, "error.html", auth, 403, message="Only an admin can read the whole audit log.")
-    store = ctx(request).store
+        return page(request, "error.html", auth, 403, message=refusal)
     try:
         filters, shown = audit_filters(request)
+    except ValueError as e:
+        return page(request, "error.html", auth, 400, message=str(e))
+    return auth, filters, shown
+
+
+async def audit_page(request: Request) -> Response:
+    access = await audit_access(request, "Only an admin can read the whole audit log.")
+    if isinstance(access, Response):
+        return access
+    auth, filters, shown = access
+    store = ctx(request).store
+    try:
         offset = min(max(0, int(request.query_params.get("offset", "0") or 0)), 10**9)
     except ValueError as e:
         return page(request, "error.html", auth, 400, message=str(e))
@@ -424,16 +437,11 @@ async def audit_page(request: Request) -> Response:
 
 async def audit_csv(request: Request) -> Response:
     """GET /audit.csv: every entry the filters match (no paging), for records requests; audited."""
-    auth = await user_of(request)
-    if auth is None:
-        return login_needed(request)
-    if auth.user.role != "admin":
-        return page(request, "error.html", auth, 403, message="Only an admin can export the audit log.")
+    access = await audit_access(request, "Only an admin can export the audit log.")
+    if isinstance(access, Response):
+        return access
+    auth, filters, shown = access
     store = ctx(request).store
-    try:
-        filters, shown = audit_filters(request)
-    except ValueError as e:
-        return page(request, "error.html", auth, 400, message=str(e))
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["id", "at_utc", "who", "action", "message", "reason", "detail"])
