@@ -15,7 +15,7 @@ Several detectors' lexicons are scanned together in one pass by gateway.matching
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,8 +209,10 @@ def split_first(pattern: str, depth: int = 0) -> list[tuple[str, str]]:
     return [(atom, rest)]
 
 
-def _closing(pattern: str, open_at: int) -> int:
-    depth, i, in_class = 0, open_at, False
+def _syntax(pattern: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """(index, character, group depth after it) for each character of a regular expression outside
+    escapes and character classes: where its groups open and close, and where its top-level "|" are."""
+    depth, i, in_class = 0, start, False
     while i < len(pattern):
         c = pattern[i]
         if c == "\\":
@@ -220,37 +222,21 @@ def _closing(pattern: str, open_at: int) -> int:
             in_class = c != "]"
         elif c == "[":
             in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i
+        else:
+            depth += (c == "(") - (c == ")")
+            yield i, c, depth
         i += 1
-    return -1
+
+
+def _closing(pattern: str, open_at: int) -> int:
+    """The index of the ")" that closes the group opened at `open_at`, or -1."""
+    return next((i for i, c, depth in _syntax(pattern, open_at) if c == ")" and depth == 0), -1)
 
 
 def _top_level_split(inner: str) -> list[str]:
-    parts, depth, i, in_class, start = [], 0, 0, False, 0
-    while i < len(inner):
-        c = inner[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "|" and depth == 0:
-            parts.append(inner[start:i])
-            start = i + 1
-        i += 1
-    parts.append(inner[start:])
-    return parts
+    """The alternatives of `inner` at its top level ("a|(b|c)" -> "a", "(b|c)")."""
+    cuts = [i for i, c, depth in _syntax(inner) if c == "|" and depth == 0]
+    return [inner[a + 1:b] for a, b in zip([-1, *cuts], [*cuts, len(inner)], strict=True)]
 
 
 def gaps(pattern: str) -> str:
