@@ -216,7 +216,7 @@ def _ascii_neighbour(text: str, start: int, end: int) -> bool:
 # --- words: spaced and dotted letters joined, l33t read ---------------------------------------------
 
 LEET = str.maketrans({"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "|": "i", "0": "o",
-                       "5": "s", "$": "s", "7": "t", "+": "t"})
+                      "5": "s", "$": "s", "7": "t", "+": "t"})
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@$!|+*#")
 # A digit or symbol next to a letter. Written to start with the (rare) digit or symbol so that `re` skips
 # ahead to candidates instead of trying every letter: three times faster on prose.
