@@ -218,12 +218,19 @@ def preview_html(settings: Settings, item: HeldItem) -> str | None:
     part = next((p for p in parsed.text_parts if p.content_type == "text/html"), None)
     if part is None:
         return None
-    markup = htmldepth.bounded(part.text()[:MAX_TEXT * 5])      # the parser's cost grows with the nesting
-    clean = nh3.clean(markup, tags=PREVIEW_TAGS, attributes=PREVIEW_ATTRIBUTES,
-                      url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer nofollow",
-                      strip_comments=True)
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>preview</title></head>"
-            f"<body>{clean}</body></html>")
+            f"<body>{preview_body(part.text()[:MAX_TEXT * 5])}</body></html>")
+
+
+def preview_body(markup: str) -> str:
+    """The markup sanitised with nh3; markup nested past htmldepth.MAX_DEPTH (hostile: the parser's cost
+    grows with size times depth) is shown as its text instead, in one linear pass."""
+    if htmldepth.too_deep(markup):
+        return ('<p><em>This HTML is nested too deep to show as a page; its text follows.</em></p>'
+                f"<pre>{escape(htmldepth.flat_text(markup))}</pre>")
+    return nh3.clean(markup, tags=PREVIEW_TAGS, attributes=PREVIEW_ATTRIBUTES,
+                     url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer nofollow",
+                     strip_comments=True)
 
 
 _PICTURE_PART = re.compile(r"(?i)\.(?:png|jpe?g|gif|bmp|tiff?|webp|heic|heif)\b|inline image|\.pdf page \d+$")

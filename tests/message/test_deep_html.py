@@ -47,9 +47,12 @@ def test_text_and_preview_of_deep_html_take_under_a_second(shape):
     assert spent < 1.0, f"html_text {spent:.2f} s"
     if shape in ("div", "blockquote"):
         assert visible.count("confidential" if shape == "div" else "reply") == DEPTH      # no text is lost
-    spent, bounded = cpu(htmldepth.bounded, markup)
-    spent_clean, _ = cpu(lambda m: render.nh3.clean(m, tags=render.PREVIEW_TAGS), bounded)
-    assert spent + spent_clean < 1.0, f"preview {spent + spent_clean:.2f} s"
+    spent, preview = cpu(render.preview_body, markup)
+    assert spent < 1.0, f"preview {spent:.2f} s"
+    if shape != "style":            # deep: shown as its text, escaped; "style" is shallow and sanitised as usual
+        assert htmldepth.too_deep(markup)
+        assert preview.startswith("<p><em>This HTML is nested too deep") and "<pre>" in preview
+        assert "<div" not in preview and "<li" not in preview and "<b>" not in preview
 
 
 def test_deep_nesting_cannot_hide_text_or_make_it_quoted():
@@ -107,3 +110,12 @@ async def test_the_review_page_and_preview_of_deep_html_take_under_a_second(gw):
     spent, preview = cpu(render.preview_html, gw.settings, item)
     assert spent < 1.0, f"preview {spent:.2f} s"
     assert preview.count("confidential") == DEPTH
+
+
+def test_deep_markup_previewed_as_text_is_escaped():
+    markup = ("<div>" * 400 + "&lt;script&gt;alert(1)&lt;/script&gt; <script>alert(2)</script>"
+              '<a href="javascript:alert(3)" onclick="x()">link</a>' + "</div>" * 400) * 12
+    preview = render.preview_body(markup)
+    assert preview.startswith("<p><em>This HTML is nested too deep")
+    assert "<script" not in preview.lower() and "<a " not in preview and "onclick" not in preview
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in preview and "alert(2)" not in preview and "link" in preview
