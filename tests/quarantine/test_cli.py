@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -121,58 +122,55 @@ def test_users_add_token_and_revoke(site, capsys):
     assert code == 0 and "revoked 1" in out
 
 
-def test_gateway_review_serves_alone_and_stops_on_sigterm(site):
+@contextlib.contextmanager
+def review_alone(site, ready):
+    """`gateway review` alone on a free port, until `ready(port, proc)` returns true (30 s at most); yields
+    (port, proc) and kills what is still running at the end."""
     port = free_port()
     config = site.config + ".review.toml"
-    with open(site.config) as src, open(config, "w") as dst:
-        dst.write(src.read() + f'[review]\nlisten = "127.0.0.1:{port}"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "review", "--config", config],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
-    try:
-        deadline = time.time() + 30
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2) as r:
-                assert r.status == 200 and b"Log in" in r.read()
-                break
-            assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else "timeout"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
-
-
-def test_gateway_review_stopped_the_moment_its_port_opens_exits_cleanly(site):
-    """A SIGTERM that arrives as soon as the port accepts (a supervisor's stop right after start) is handled,
-    not the default action that kills the process."""
-    import socket
-
-    port = free_port()
-    config = site.config + ".review-early.toml"
     with open(site.config) as src, open(config, "w") as dst:
         dst.write(src.read() + f'[review]\nlisten = "127.0.0.1:{port}"\n')
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "review", "--config", config],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
     try:
         deadline = time.time() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            assert time.time() < deadline and proc.poll() is None, "the review app did not listen"
+        while not ready(port):
+            assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else "timeout"
             time.sleep(0.002)
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(20)
-        err = proc.stderr.read().decode()
-        assert code == 0, (code, err)
+        yield port, proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         proc.stderr.close()
+
+
+def answers_login(port: int) -> bool:
+    with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2) as r:
+        assert r.status == 200 and b"Log in" in r.read()
+        return True
+    return False
+
+
+def accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def test_gateway_review_serves_alone_and_stops_on_sigterm(site):
+    with review_alone(site, answers_login) as (_, proc):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+def test_gateway_review_stopped_the_moment_its_port_opens_exits_cleanly(site):
+    """A SIGTERM that arrives as soon as the port accepts (a supervisor's stop right after start) is handled,
+    not the default action that kills the process."""
+    with review_alone(site, accepts) as (_, proc):
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+        assert code == 0, (code, proc.stderr.read().decode())
 
 
 async def test_held_is_committed_in_postgresql_before_250(start_gateway, thread_sink):
