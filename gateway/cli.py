@@ -513,26 +513,27 @@ def _read_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-def cmd_users_add(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway import accounts
-    from gateway.quarantine import StoreError
-
+def _new_password() -> str | None:
+    """The password typed twice (or one line of stdin); None, with the reason on stderr, when they differ."""
     try:
-        password = _read_password()
+        return _read_password()
     except ValueError as e:
         print(f"gateway: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_users_add(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway import accounts
+
+    password = _new_password()
+    if password is None:
         return 1
 
-    async def body(store) -> int:
-        try:
-            await accounts.add_user(store, args.name, args.role, password)
-        except StoreError as e:
-            print(f"gateway: {e}", file=sys.stderr)
-            return 1
-        await store.audit("gateway users (cli)", "user-add", None, f"{args.name} as {args.role}")
-        print(f"added {args.name} ({args.role})")
-        return 0
-    return _with_store(args, settings, body)
+    async def add(store) -> bool:
+        await accounts.add_user(store, args.name, args.role, password)
+        return True
+    return _account_change(args, settings, "add", add, f"added {args.name} ({args.role})", "",
+                           detail=f"{args.name} as {args.role}")
 
 
 def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -582,29 +583,22 @@ def cmd_users_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_users_passwd(args: argparse.Namespace, settings: Settings) -> int:
     from gateway import accounts
-    from gateway.quarantine import StoreError
 
-    try:
-        password = _read_password()
-    except ValueError as e:
-        print(f"gateway: {e}", file=sys.stderr)
+    password = _new_password()
+    if password is None:
         return 1
 
-    async def body(store) -> int:
-        try:
-            await accounts.change_password(store, args.name, password)
-        except StoreError as e:
-            print(f"gateway: {e}", file=sys.stderr)
-            return 1
-        await store.audit("gateway users (cli)", "user-passwd", None, args.name)
-        print(f"changed the password of {args.name}; their review sessions have ended")
-        return 0
-    return _with_store(args, settings, body)
+    async def change(store) -> bool:
+        await accounts.change_password(store, args.name, password)
+        return True
+    return _account_change(args, settings, "passwd", change,
+                           f"changed the password of {args.name}; their review sessions have ended", "")
 
 
 def _account_change(args: argparse.Namespace, settings: Settings, action: str, change: Callable, done: str,
-                    already: str) -> int:
-    """Run `change(store)` (True: it changed something), audit it as `user-ACTION`, print the outcome."""
+                    already: str, detail: str | None = None) -> int:
+    """Run `change(store)` (True: it changed something), audit it as `user-ACTION` with `detail` (the
+    account's name unless given), print the outcome."""
     from gateway.quarantine import StoreError
 
     async def body(store) -> int:
@@ -614,7 +608,7 @@ def _account_change(args: argparse.Namespace, settings: Settings, action: str, c
             print(f"gateway: {e}", file=sys.stderr)
             return 1
         if changed:
-            await store.audit("gateway users (cli)", f"user-{action}", None, args.name)
+            await store.audit("gateway users (cli)", f"user-{action}", None, args.name if detail is None else detail)
         print(done if changed else already)
         return 0
     return _with_store(args, settings, body)
