@@ -59,13 +59,13 @@ class AdultContent:
             raise OptionError(f"detector {self.name!r}: option 'model': {e}") from None
 
     async def check(self, mail: Mail) -> list[Finding]:
-        archived = bool(images.archived_roots(mail.parsed))
-        if not archived and not images.may_hold_pictures(mail.parsed):
+        roots = images.archived_roots(mail.parsed)
+        if not roots and not images.may_hold_pictures(mail.parsed):
             return []
         pictures = await images.run(self.workers, partial(images.pictures, pdf=False), mail.parsed,
                                      pool_name="adult")
-        if archived:        # a picture zipped is still a picture: the archive members, opened once per message
-            pictures += await images.archived_pictures(mail, self.archive_limits, pdf=False)
+        # a picture zipped is still a picture: the archive members, opened once per message
+        pictures += await images.archived_pictures(mail, self.archive_limits, roots, pdf=False)
         if not pictures:
             return []
         distinct: dict[str, list[Picture]] = {}

@@ -121,9 +121,10 @@ def member_pictures(files: Iterable[archives.File], roots: tuple[str, ...], *, p
     return found
 
 
-async def archived_pictures(mail: Mail, limits: archives.Limits, *, pdf: bool) -> list[Picture]:
-    """The pictures among the message's archive members (the shared inventory, opened once per message)."""
-    roots = archived_roots(mail.parsed)
+async def archived_pictures(mail: Mail, limits: archives.Limits, roots: tuple[str, ...], *,
+                            pdf: bool) -> list[Picture]:
+    """The pictures among the members of the archives under `roots` (`archived_roots`), from the message's
+    shared inventory (opened once per message)."""
     if not roots:
         return []
     inventory = await archives.inventory(mail, limits)

@@ -142,8 +142,8 @@ async def message_ocr(mail: Mail, settings: Settings) -> OcrResult:
         settings = context.settings or settings
         roots = images.archived_roots(mail.parsed) if settings.ocr.enabled else ()
         if settings.ocr.enabled and (roots or images.may_hold_pictures(mail.parsed)):
-            in_archives = archives.limits_for(settings.antivirus) if roots else None
-            task = asyncio.ensure_future(read_message(mail, settings.ocr, in_archives))
+            task = asyncio.ensure_future(read_message(mail, settings.ocr, archives.limits_for(settings.antivirus),
+                                                      roots))
         else:                   # most mail: nothing to read, and no task to make for it
             task = asyncio.get_running_loop().create_future()
             task.set_result(OcrResult())
@@ -152,13 +152,14 @@ async def message_ocr(mail: Mail, settings: Settings) -> OcrResult:
     return await asyncio.shield(task)
 
 
-async def read_message(mail: Mail, cfg: OcrSettings, in_archives: archives.Limits | None = None) -> OcrResult:
+async def read_message(mail: Mail, cfg: OcrSettings, limits: archives.Limits | None = None,
+                       roots: tuple[str, ...] = ()) -> OcrResult:
     """OCR of the message's pictures (message_ocr calls it only when OCR is on and pictures may be there),
-    with `in_archives` (the inventory's limits) also those inside its archives: the members the antivirus
-    and file-type checks opened, read like attachments."""
+    also those inside the archives under `roots` (`images.archived_roots`): the members the antivirus and
+    file-type checks opened with `limits`, read like attachments."""
     pictures = await images.run(cfg.workers, images.pictures, mail.parsed)
-    if in_archives is not None:
-        pictures += await images.archived_pictures(mail, in_archives, pdf=True)
+    if roots and limits is not None:
+        pictures += await images.archived_pictures(mail, limits, roots, pdf=True)
     if not pictures:
         return OcrResult()
     deadline = time.monotonic() + cfg.max_seconds
